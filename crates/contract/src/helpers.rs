@@ -1,0 +1,104 @@
+//! Small constructors and accessors that make the generated types pleasant to use.
+
+use crate::{
+    stream_chunk::Kind, Delta, DoneReason, Error, ErrorKind, GenerateResponse, Message, Role,
+    StreamChunk,
+};
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Message { role: role as i32, content: content.into() }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+}
+
+impl Role {
+    /// The role's name as chat templates and the public APIs spell it.
+    pub fn as_name(self) -> &'static str {
+        match self {
+            Role::Unspecified => "unspecified",
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "system" => Some(Role::System),
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            _ => None,
+        }
+    }
+}
+
+impl DoneReason {
+    /// The name Ollama (`done_reason`) and OpenAI (`finish_reason`) use.
+    pub fn as_name(self) -> &'static str {
+        match self {
+            DoneReason::Unspecified | DoneReason::Stop => "stop",
+            DoneReason::Length => "length",
+        }
+    }
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let retryable = matches!(kind, ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Upstream);
+        Error { kind: kind as i32, message: message.into(), retryable }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl StreamChunk {
+    pub fn delta(content: impl Into<String>) -> Self {
+        StreamChunk { kind: Some(Kind::Delta(Delta { content: content.into() })) }
+    }
+    pub fn done(response: GenerateResponse) -> Self {
+        StreamChunk { kind: Some(Kind::Done(response)) }
+    }
+    pub fn error(error: Error) -> Self {
+        StreamChunk { kind: Some(Kind::Error(error)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    #[test]
+    fn chunk_round_trips_through_protobuf_and_json() {
+        let chunk = StreamChunk::delta("hi");
+        let bytes = chunk.encode_to_vec();
+        assert_eq!(StreamChunk::decode(bytes.as_slice()).unwrap(), chunk);
+        let json = serde_json::to_string(&chunk).unwrap();
+        assert_eq!(json, r#"{"kind":{"delta":{"content":"hi"}}}"#);
+        assert_eq!(serde_json::from_str::<StreamChunk>(&json).unwrap(), chunk);
+    }
+
+    #[test]
+    fn request_json_uses_camel_case_and_defaults() {
+        let req: crate::GenerateRequest =
+            serde_json::from_str(r#"{"model":"m","messages":[{"role":2,"content":"hi"}],"rawPrompt":null}"#)
+                .unwrap();
+        assert_eq!(req.model, "m");
+        assert_eq!(req.messages[0].role(), Role::User);
+        assert!(!req.stream);
+    }
+}

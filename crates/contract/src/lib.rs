@@ -1,0 +1,15 @@
+//! The internal contract every strata hop speaks, generated from `proto/strata.proto`.
+//!
+//! Binary protobuf travels between hops (`application/x-protobuf`); the same types serialise to
+//! JSON (camelCase) for people with curl.
+
+#[allow(clippy::all, missing_docs)]
+mod pb {
+    include!(concat!(env!("OUT_DIR"), "/strata.contract.v1.rs"));
+}
+
+pub use pb::*;
+pub use pb::stream_chunk::Kind as ChunkKind;
+
+mod helpers;
+pub use helpers::*;
