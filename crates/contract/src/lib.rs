@@ -12,4 +12,3 @@ pub use pb::*;
 pub use pb::stream_chunk::Kind as ChunkKind;
 
 mod helpers;
-pub use helpers::*;

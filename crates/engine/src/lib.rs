@@ -1,1 +1,37 @@
-pub use llama_cpp_2;
+//! Embedded inference for strata: llama.cpp behind a channel, with continuous batching,
+//! the GGUF's own chat template, Ollama-style sampling, and a model resolver/cache.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use engine::*;
+//! let resolved = Resolver::new(ResolverConfig::default()).pull(DEFAULT_MODEL, &mut |_| {})?;
+//! let engine = Engine::load(ModelSpec { name: resolved.name, path: resolved.path }, EngineConfig::default())?;
+//! let request = EngineRequest {
+//!     prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, "Hello!")]),
+//!     params: GenerateParams::default(),
+//! };
+//! let (text, completion) = engine.generate(request)?.collect_text().await?;
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+mod config;
+mod engine;
+mod grammar;
+mod model_info;
+mod request;
+pub mod resolver;
+mod sampling;
+mod scheduler;
+mod stop;
+mod template;
+mod utf8;
+
+pub use catalog::{CatalogEntry, CATALOG, DEFAULT_MODEL};
+pub use config::{EngineConfig, KvCacheType, ModelSpec};
+pub use engine::{Engine, EngineStats, Generation, LoadError};
+pub use model_info::ModelInfo;
+pub use request::{ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, Prompt, Role, SamplingParams};
+pub use resolver::{LocalModel, PullProgress, ResolveError, Resolved, Resolver, ResolverConfig};
+pub use stop::{StopMatcher, StopOutcome};
+pub use template::ChatTemplate;

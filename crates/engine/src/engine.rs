@@ -1,0 +1,314 @@
+//! The engine handle: loads a model, owns the scheduler thread, and turns requests into
+//! token streams. Prompt rendering, tokenisation and sampler set-up happen on the caller's
+//! thread so that bad requests fail before they are queued.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc as tmpsc;
+
+use crate::config::{EngineConfig, ModelSpec};
+use crate::model_info::ModelInfo;
+use crate::request::{ChatMessage, EngineError, EngineRequest, Event, Prompt, Role};
+use crate::template::{render_plain, ChatTemplate};
+use crate::{sampling, scheduler};
+
+/// llama.cpp's global state may be initialised once per process, whatever the number of models.
+pub(crate) fn backend() -> Result<&'static LlamaBackend, LoadError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            // llama.cpp logs every tensor at load; route it through tracing, off unless asked.
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| LoadError::Backend(e.clone()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("llama.cpp backend: {0}")]
+    Backend(String),
+    #[error("model file {0} does not exist")]
+    Missing(std::path::PathBuf),
+    #[error("could not load model {path}: {reason}")]
+    Model { path: std::path::PathBuf, reason: String },
+    #[error("could not create a context for {name}: {reason}")]
+    Context { name: String, reason: String },
+    #[error("the model's chat template is invalid: {0}")]
+    Template(String),
+}
+
+/// Counters shared with the scheduler thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub queued: AtomicUsize,
+    pub active: AtomicUsize,
+    /// Tokens held in KV caches across all slots.
+    pub kv_used: AtomicUsize,
+}
+
+/// A snapshot of the engine's load, for metrics and `/api/ps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    pub queued: usize,
+    pub active: usize,
+    pub kv_used: usize,
+    /// Total KV capacity in tokens (`num_ctx * max_sequences`).
+    pub kv_size: usize,
+}
+
+/// A request ready for the scheduler: tokens, sampler and where to send events.
+pub(crate) struct Job {
+    pub tokens: Vec<LlamaToken>,
+    /// KV cells this sequence may fill (prompt + room to generate, within its context).
+    pub reserve: u32,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub sampler: llama_cpp_2::sampling::LlamaSampler,
+    pub events: tmpsc::UnboundedSender<Result<Event, EngineError>>,
+    pub submitted: Instant,
+    /// Model load time charged to the first request after load, as Ollama does.
+    pub load: Duration,
+}
+
+/// A loaded model and the thread that runs it. Cheap to share behind an `Arc`.
+pub struct Engine {
+    model: Arc<LlamaModel>,
+    info: ModelInfo,
+    template: Option<ChatTemplate>,
+    config: EngineConfig,
+    jobs: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
+    pending_load: std::sync::Mutex<Option<Duration>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("model", &self.info.name).finish()
+    }
+}
+
+impl Engine {
+    /// Loads the model and starts its scheduler thread. Blocks for the load (call it from
+    /// `spawn_blocking` in async code).
+    pub fn load(spec: ModelSpec, config: EngineConfig) -> Result<Engine, LoadError> {
+        let started = Instant::now();
+        if !spec.path.is_file() {
+            return Err(LoadError::Missing(spec.path));
+        }
+        let backend = backend()?;
+        let model = LlamaModel::load_from_file(backend, &spec.path, &LlamaModelParams::default())
+            .map_err(|e| LoadError::Model { path: spec.path.clone(), reason: e.to_string() })?;
+        let info = ModelInfo::read(&spec.name, spec.path.clone(), &model);
+        let template = match &info.chat_template {
+            Some(src) => {
+                let vocab = model.vocab();
+                let text = |t| vocab.text(t).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                Some(ChatTemplate::new(src, &text(vocab.bos()), &text(vocab.eos())).map_err(|e| LoadError::Template(e.to_string()))?)
+            }
+            None => None,
+        };
+        let model = Arc::new(model);
+        let counters = Arc::new(Counters::default());
+        let (jobs, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread_model = Arc::clone(&model);
+        let thread_counters = Arc::clone(&counters);
+        let thread_config = config.clone();
+        let name = spec.name.clone();
+        std::thread::Builder::new()
+            .name(format!("engine:{name}"))
+            .spawn(move || scheduler::run(backend, &thread_model, &thread_config, rx, &thread_counters, ready_tx))
+            .map_err(|e| LoadError::Context { name: name.clone(), reason: e.to_string() })?;
+        ready_rx
+            .recv()
+            .map_err(|_| LoadError::Context { name: name.clone(), reason: "scheduler thread exited".into() })?
+            .map_err(|reason| LoadError::Context { name, reason })?;
+        Ok(Engine {
+            model,
+            info,
+            template,
+            config,
+            jobs,
+            counters,
+            pending_load: std::sync::Mutex::new(Some(started.elapsed())),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            queued: self.counters.queued.load(Ordering::Relaxed),
+            active: self.counters.active.load(Ordering::Relaxed),
+            kv_used: self.counters.kv_used.load(Ordering::Relaxed),
+            kv_size: (self.config.num_ctx as usize) * (self.config.max_sequences as usize),
+        }
+    }
+
+    /// The context window a request gets: what it asked for, capped by the slot size and the
+    /// model's training context.
+    pub fn context_limit(&self, requested: Option<u32>) -> u32 {
+        let slot = self.config.num_ctx.min(self.info.context_length.max(1)).max(1);
+        requested.map_or(slot, |r| r.clamp(1, slot))
+    }
+
+    /// Renders the prompt text exactly as the model will see it.
+    pub fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
+        match prompt {
+            Prompt::Raw(text) => Ok(text.clone()),
+            Prompt::Chat(messages) => self.render_chat(messages),
+        }
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        if messages.is_empty() {
+            return Err(EngineError::InvalidRequest("messages must not be empty".into()));
+        }
+        match &self.template {
+            Some(t) => t.render(messages),
+            None => Ok(render_plain(messages)),
+        }
+    }
+
+    /// Counts the tokens of a text as this model tokenises it.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.tokenize(text).len()
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
+        let vocab = self.model.vocab();
+        // Templates already contain the BOS text where the model wants it; raw prompts get the
+        // model's own BOS policy. parse_special lets `<|im_start|>` become one control token.
+        vocab.tokenize(text.as_bytes(), vocab.should_add_bos() && !text.starts_with(&self.bos_text()), true)
+    }
+
+    fn bos_text(&self) -> String {
+        let vocab = self.model.vocab();
+        vocab.text(vocab.bos()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// Queues a request. Fails at once if it is invalid, too long, or the queue is full;
+    /// otherwise text arrives on the returned stream. Dropping the stream cancels the request
+    /// and frees its sequence slot.
+    pub fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError> {
+        sampling::validate(&request.params.sampling)?;
+        let limit = self.context_limit(request.params.num_ctx);
+        let tokens = self.prompt_tokens(&request.prompt, limit)?;
+        let prompt_len = tokens.len() as u32;
+        let room = request.params.max_tokens.unwrap_or(limit);
+        let reserve = prompt_len.saturating_add(room).min(limit).max(prompt_len);
+        let sampler = sampling::build(&self.model, &request.params, limit)?;
+
+        let depth = self.config.queue_depth;
+        if self.counters.queued.fetch_add(1, Ordering::AcqRel) >= depth {
+            self.counters.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::QueueFull { depth });
+        }
+        let (events, rx) = tmpsc::unbounded_channel();
+        let load = self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
+        let job = Job {
+            tokens,
+            reserve,
+            max_tokens: request.params.max_tokens,
+            stop: request.params.stop,
+            sampler,
+            events,
+            submitted: Instant::now(),
+            load,
+        };
+        if self.jobs.send(job).is_err() {
+            self.counters.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::ShutDown);
+        }
+        Ok(Generation { rx })
+    }
+
+    /// Tokenises the prompt, dropping the oldest chat turns if it is too long and the config
+    /// allows it. A prompt must leave room for at least one generated token.
+    fn prompt_tokens(&self, prompt: &Prompt, limit: u32) -> Result<Vec<LlamaToken>, EngineError> {
+        let too_long = |tokens: usize| EngineError::PromptTooLong { tokens: tokens as u32, limit };
+        let fits = |n: usize| n < limit as usize;
+        match prompt {
+            Prompt::Raw(text) => {
+                if text.is_empty() {
+                    return Err(EngineError::InvalidRequest("prompt must not be empty".into()));
+                }
+                let tokens = self.tokenize(text);
+                if fits(tokens.len()) { Ok(tokens) } else { Err(too_long(tokens.len())) }
+            }
+            Prompt::Chat(messages) => {
+                let tokens = self.tokenize(&self.render_chat(messages)?);
+                if fits(tokens.len()) {
+                    return Ok(tokens);
+                }
+                if !self.config.truncate_chat {
+                    return Err(too_long(tokens.len()));
+                }
+                let first_len = tokens.len();
+                let mut kept: Vec<ChatMessage> = messages.to_vec();
+                let system = usize::from(kept.first().is_some_and(|m| m.role == Role::System));
+                while kept.len() > system + 1 {
+                    kept.remove(system);
+                    let tokens = self.tokenize(&self.render_chat(&kept)?);
+                    if fits(tokens.len()) {
+                        tracing::debug!(dropped = messages.len() - kept.len(), "truncated chat history to fit the context");
+                        return Ok(tokens);
+                    }
+                }
+                Err(too_long(first_len))
+            }
+        }
+    }
+}
+
+/// The stream of one generation: `Event::Text` pieces then `Event::Done`, or an error.
+#[derive(Debug)]
+pub struct Generation {
+    rx: tmpsc::UnboundedReceiver<Result<Event, EngineError>>,
+}
+
+impl Generation {
+    pub async fn next(&mut self) -> Option<Result<Event, EngineError>> {
+        self.rx.recv().await
+    }
+
+    /// For synchronous callers (tests, benchmarks).
+    pub fn blocking_next(&mut self) -> Option<Result<Event, EngineError>> {
+        self.rx.blocking_recv()
+    }
+
+    /// Collects the whole generation: the text and the completion record.
+    pub async fn collect_text(mut self) -> Result<(String, crate::Completion), EngineError> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            match event? {
+                Event::Text(t) => text.push_str(&t),
+                Event::Done(c) => return Ok((text, c)),
+            }
+        }
+        Err(EngineError::ShutDown)
+    }
+}
+
+impl futures_core::Stream for Generation {
+    type Item = Result<Event, EngineError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

