@@ -12,3 +12,6 @@ pub use pb::*;
 pub use pb::stream_chunk::Kind as ChunkKind;
 
 mod helpers;
+
+/// A streamed response as every hop passes it on: deltas, then exactly one `done` or `error`.
+pub type ChunkStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = StreamChunk> + Send>>;

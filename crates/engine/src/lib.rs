@@ -16,9 +16,11 @@
 
 mod catalog;
 mod config;
+pub mod contract_map;
 mod engine;
 mod grammar;
 mod model_info;
+mod pool;
 mod request;
 pub mod resolver;
 mod sampling;
@@ -31,6 +33,7 @@ pub use catalog::{CatalogEntry, CATALOG, DEFAULT_MODEL};
 pub use config::{EngineConfig, KvCacheType, ModelSpec};
 pub use engine::{Engine, EngineStats, Generation, LoadError};
 pub use model_info::ModelInfo;
+pub use pool::{resolve_error, Loaded, ModelPool};
 pub use request::{ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, Prompt, Role, SamplingParams};
 pub use resolver::{LocalModel, PullProgress, ResolveError, Resolved, Resolver, ResolverConfig};
 pub use stop::{StopMatcher, StopOutcome};
