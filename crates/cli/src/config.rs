@@ -1,0 +1,62 @@
+//! The one configuration file. Every section has defaults, a TOML file overrides them, and
+//! `STRATA_<SECTION>__<KEY>` environment variables override the file; flags override both.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Embedded inference (llama.cpp) settings.
+    pub engine: engine::EngineConfig,
+    /// Where models come from and are cached.
+    pub models: engine::ResolverConfig,
+}
+
+impl Config {
+    /// Defaults, then the file (if given, or `STRATA_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let file: Option<PathBuf> = file.map(Path::to_path_buf).or_else(|| std::env::var_os("STRATA_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
+            anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("STRATA_").split("__").ignore(&["config"]));
+        figment.extract().context("invalid configuration")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_and_environment_layer_over_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("strata.toml", "[engine]\nnum_ctx = 1024\nmax_sequences = 2\n")?;
+            jail.set_env("STRATA_ENGINE__MAX_SEQUENCES", "6");
+            let c = Config::load(Some(Path::new("strata.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.engine.num_ctx, 1024);
+            assert_eq!(c.engine.max_sequences, 6);
+            assert_eq!(c.engine.queue_depth, engine::EngineConfig::default().queue_depth);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "[engine]\nnum_cxt = 1\n")?;
+            assert!(Config::load(Some(Path::new("a.toml"))).is_err());
+            jail.create_file("b.toml", "[engine]\nnum_ctx = \"big\"\n")?;
+            assert!(Config::load(Some(Path::new("b.toml"))).is_err());
+            assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+}
