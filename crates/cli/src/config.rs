@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Logging for every strata process.
+    pub log: telemetry::LogSettings,
+    /// The LLM Server (`strata serve`).
+    pub server: llm_server::ServerSettings,
     /// Embedded inference (llama.cpp) settings.
     pub engine: engine::EngineConfig,
     /// Where models come from and are cached.

@@ -15,14 +15,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the LLM Server: Ollama and OpenAI APIs over the embedded engine
+    Serve(commands::serve::ServeArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
+    /// Measure strata against its references and write docs/benchmarks.md
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

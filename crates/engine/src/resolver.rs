@@ -100,6 +100,7 @@ impl Resolver {
     /// Resolves without fetching: a path to a `.gguf`, a configured name, or a cached
     /// catalog model whose checksum still holds.
     pub fn resolve(&self, name: &str) -> Result<Resolved, ResolveError> {
+        let given = name.trim().to_owned();
         let name = normalize(name)?;
         if let Some(path) = self.config.models.get(&name) {
             return Ok(Resolved { name, path: path.clone(), digest: None });
@@ -112,12 +113,13 @@ impl Resolver {
                 Err(ResolveError::Unknown(name))
             };
         }
-        let entry = catalog::lookup(&name).ok_or_else(|| ResolveError::NotPulled(name.clone()))?;
+        // Errors name the model as the client wrote it, as Ollama does.
+        let entry = catalog::lookup(&name).ok_or_else(|| ResolveError::NotPulled(given.clone()))?;
         let path = self.cache_dir.join(entry.file_name);
         if self.is_intact(entry, &path) {
             Ok(Resolved { name, path, digest: Some(entry.sha256.to_owned()) })
         } else {
-            Err(ResolveError::NotPulled(name))
+            Err(ResolveError::NotPulled(given))
         }
     }
 

@@ -1,0 +1,11 @@
+//! `strata bench`: every figure measured in one run on this machine, next to the reference it
+//! is compared with, and written as Markdown plus machine-readable JSON.
+
+mod llama_bench;
+mod machine;
+mod report;
+mod server;
+mod suites;
+
+pub use report::{Report, Row, Section};
+pub use suites::{run, BenchOptions, Suite};

@@ -1,0 +1,63 @@
+//! Starts a strata process on a free loopback port and stops it when dropped.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+pub struct Spawned {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Spawned {
+    /// Runs `bin args... --listen 127.0.0.1:PORT` with extra environment, and waits until
+    /// `GET /` answers 200 (bounded by `ready_timeout`).
+    pub async fn start(bin: &Path, args: &[&str], env: &[(&str, String)], ready_timeout: Duration) -> anyhow::Result<Spawned> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args(args)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut spawned = Spawned { child, url };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + ready_timeout;
+        loop {
+            if let Ok(Some(status)) = spawned.child.try_wait() {
+                bail!("{} exited with {status} before it was ready", bin.display());
+            }
+            if let Ok(r) = client.get(&spawned.url).timeout(Duration::from_secs(1)).send().await {
+                if r.status().is_success() {
+                    return Ok(spawned);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{} was not ready within {ready_timeout:?}", bin.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,239 @@
+//! The benchmark suites. Each starts what it measures as a real process and drives it over
+//! HTTP, the way a client would.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::llama_bench;
+use crate::machine::{rss_bytes, Machine};
+use crate::report::{f1, f2, Report, Row, Section};
+use crate::server::Spawned;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Suite {
+    /// Prompt and generation tok/s: strata serve vs llama-bench.
+    Engine,
+    /// Aggregate tok/s and time to first token at rising concurrency.
+    Batching,
+    /// Resident memory with the model loaded, idle.
+    Memory,
+}
+
+impl Suite {
+    pub const ALL: [Suite; 3] = [Suite::Engine, Suite::Batching, Suite::Memory];
+
+    pub fn parse(s: &str) -> Option<Suite> {
+        match s {
+            "engine" => Some(Suite::Engine),
+            "batching" => Some(Suite::Batching),
+            "memory" => Some(Suite::Memory),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub suites: Vec<Suite>,
+    /// Fewer repetitions, for a smoke run.
+    pub quick: bool,
+    pub out: PathBuf,
+    /// The `strata` binary to benchmark.
+    pub strata: PathBuf,
+    pub model: String,
+    /// The model file (for llama-bench).
+    pub model_path: PathBuf,
+    /// Where llama-bench is built.
+    pub cache: PathBuf,
+    pub command: String,
+}
+
+const READY: Duration = Duration::from_secs(120);
+const STORY: &str = "Write a long, detailed story about a lighthouse keeper who finds a map.";
+
+pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
+    let mut report = Report { machine: Machine::describe(), command: opts.command.clone(), sections: Vec::new() };
+    for suite in &opts.suites {
+        eprintln!("strata bench: running {suite:?}");
+        let section = match suite {
+            Suite::Engine => engine(&opts).await?,
+            Suite::Batching => batching(&opts).await?,
+            Suite::Memory => memory(&opts).await?,
+        };
+        println!("{}", section.markdown());
+        report.sections.push(section);
+    }
+    report.write(&opts.out)?;
+    eprintln!("strata bench: wrote {} and {}", opts.out.display(), opts.out.with_extension("json").display());
+    Ok(report)
+}
+
+/// `strata serve`, with the default configuration or a given batching width.
+async fn serve(opts: &BenchOptions, max_sequences: Option<u32>) -> anyhow::Result<Spawned> {
+    let env: Vec<(&str, String)> = max_sequences.map(|n| ("STRATA_ENGINE__MAX_SEQUENCES", n.to_string())).into_iter().collect();
+    let s = Spawned::start(&opts.strata, &["serve", "--model", &opts.model], &env, READY).await?;
+    // Load the model before measuring anything.
+    generate(&s.url, &opts.model, "Hi", 1, false, 0).await?;
+    Ok(s)
+}
+
+/// One non-streaming Ollama generate; returns the final object.
+async fn generate(url: &str, model: &str, prompt: &str, num_predict: u32, raw: bool, seed: u32) -> anyhow::Result<serde_json::Value> {
+    let body = json!({"model": model, "prompt": prompt, "raw": raw, "stream": false,
+                      "options": {"num_predict": num_predict, "seed": seed, "temperature": 0.8}});
+    let r = reqwest::Client::new().post(format!("{url}/api/generate")).json(&body).send().await?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await?;
+    anyhow::ensure!(status.is_success(), "generate failed: {status} {v}");
+    Ok(v)
+}
+
+fn rate(v: &serde_json::Value, count: &str, dur: &str) -> f64 {
+    let n = v[count].as_f64().unwrap_or(0.0);
+    let ns = v[dur].as_f64().unwrap_or(0.0);
+    if ns > 0.0 { n / (ns / 1e9) } else { 0.0 }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    if xs.is_empty() { 0.0 } else { xs[xs.len() / 2] }
+}
+
+async fn engine(opts: &BenchOptions) -> anyhow::Result<Section> {
+    let reps = if opts.quick { 2 } else { 5 };
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let (bin, version) = llama_bench::build(&opts.cache).context("building llama-bench")?;
+    let reference = llama_bench::measure(&bin, &opts.model_path, 512, 128, threads, reps)?;
+
+    let server = serve(opts, None).await?;
+    // A raw prompt of about 512 tokens, like llama-bench's pp512.
+    let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(50);
+    let mut prompt_rates = Vec::new();
+    let mut gen_rates = Vec::new();
+    let mut prompt_tokens = 0.0;
+    for i in 0..reps {
+        let v = generate(&server.url, &opts.model, &format!("{i} {long_prompt}"), 1, true, i).await?;
+        prompt_tokens = v["prompt_eval_count"].as_f64().unwrap_or(0.0);
+        prompt_rates.push(rate(&v, "prompt_eval_count", "prompt_eval_duration"));
+        let v = generate(&server.url, &opts.model, STORY, 128, false, i).await?;
+        gen_rates.push(rate(&v, "eval_count", "eval_duration"));
+    }
+    drop(server);
+    let (pp, tg) = (median(prompt_rates), median(gen_rates));
+    let (pr, gr) = (pp / reference.prompt, tg / reference.generation);
+    Ok(Section {
+        title: "Engine: strata serve vs llama-bench".into(),
+        notes: vec![
+            format!(
+                "llama-bench is built from the llama.cpp source vendored in llama-cpp-sys-2 {version} with the same CPU flags \
+                 (x86-64-v3), run as `llama-bench -p 512 -n 128 -t {threads} -r {reps}`. strata's figures are the \
+                 `prompt_eval_*` and `eval_*` counters of Ollama `/api/generate` answers from `strata serve` \
+                 (a raw ~{prompt_tokens:.0}-token prompt; a 128-token story), median of {reps}."
+            ),
+        ],
+        header: vec!["".into(), "llama-bench tok/s".into(), "strata serve tok/s".into(), "ratio".into()],
+        rows: vec![
+            Row { cells: vec!["prompt".into(), f1(reference.prompt), f1(pp), f2(pr)] },
+            Row { cells: vec!["generation".into(), f1(reference.generation), f1(tg), f2(gr)] },
+        ],
+        targets: vec![(format!("generation >= 0.9x llama-bench (measured {gr:.2}x)"), gr >= 0.9)],
+        data: json!({"llama_bench": {"prompt": reference.prompt, "generation": reference.generation, "llama_cpp_sys_version": version},
+                     "strata": {"prompt": pp, "generation": tg}}),
+    })
+}
+
+/// Streams one generation and returns (time to first token, tokens generated).
+async fn stream_one(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<(Duration, u64)> {
+    let started = Instant::now();
+    let body = json!({"model": model, "prompt": STORY, "stream": true, "options": {"num_predict": 128, "seed": seed}});
+    let r = client.post(format!("{url}/api/generate")).json(&body).send().await?;
+    anyhow::ensure!(r.status().is_success(), "generate failed: {}", r.status());
+    let mut ttft = None;
+    let mut buf = Vec::new();
+    let mut count = 0;
+    let mut body = r.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if ttft.is_none() {
+            ttft = Some(started.elapsed());
+        }
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let v: serde_json::Value = serde_json::from_slice(&line)?;
+            if let Some(e) = v.get("error") {
+                anyhow::bail!("stream error: {e}");
+            }
+            if v["done"] == true {
+                count = v["eval_count"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    Ok((ttft.unwrap_or_default(), count))
+}
+
+async fn batching(opts: &BenchOptions) -> anyhow::Result<Section> {
+    let levels: &[usize] = if opts.quick { &[1, 2, 4, 8] } else { &[1, 2, 4, 8, 16] };
+    let server = serve(opts, Some(8)).await?;
+    let client = reqwest::Client::new();
+    let mut rows = Vec::new();
+    let mut data = Vec::new();
+    let mut single = 0.0;
+    let mut at8 = 0.0;
+    for &n in levels {
+        let started = Instant::now();
+        let results = futures::future::join_all((0..n).map(|i| stream_one(&client, &server.url, &opts.model, i as u32))).await;
+        let wall = started.elapsed().as_secs_f64();
+        let mut ttfts = Vec::new();
+        let mut tokens = 0;
+        for r in results {
+            let (t, c) = r?;
+            ttfts.push(t.as_secs_f64() * 1000.0);
+            tokens += c;
+        }
+        let agg = tokens as f64 / wall;
+        if n == 1 {
+            single = agg;
+        }
+        if n == 8 {
+            at8 = agg;
+        }
+        ttfts.sort_by(|a, b| a.total_cmp(b));
+        let p50 = ttfts[ttfts.len() / 2];
+        let p95 = ttfts[((ttfts.len() as f64 * 0.95).ceil() as usize).saturating_sub(1).min(ttfts.len() - 1)];
+        rows.push(Row { cells: vec![n.to_string(), tokens.to_string(), f1(agg), f2(agg / single.max(1e-9)), f1(p50), f1(p95)] });
+        data.push(json!({"streams": n, "tokens": tokens, "wall_s": wall, "aggregate_tok_s": agg, "ttft_ms_p50": p50, "ttft_ms_p95": p95}));
+    }
+    let ratio = at8 / single.max(1e-9);
+    Ok(Section {
+        title: "Continuous batching: aggregate throughput".into(),
+        notes: vec![
+            "`strata serve` with `max_sequences = 8`; N streaming Ollama `/api/generate` clients start together, each asking \
+             for 128 tokens of a story. Aggregate = generated tokens / wall time from the first request to the last `done`. \
+             Beyond 8 streams requests queue for a slot."
+                .into(),
+        ],
+        header: vec!["streams".into(), "tokens".into(), "aggregate tok/s".into(), "vs 1 stream".into(), "TTFT p50 ms".into(), "TTFT p95 ms".into()],
+        rows,
+        targets: vec![(format!("8 streams >= 1.6x one stream (measured {ratio:.2}x)"), ratio >= 1.6)],
+        data: json!(data),
+    })
+}
+
+async fn memory(opts: &BenchOptions) -> anyhow::Result<Section> {
+    let server = serve(opts, None).await?;
+    let rss = rss_bytes(server.pid()).context("reading the server's RSS")? as f64 / 1e6;
+    drop(server);
+    Ok(Section {
+        title: "Memory".into(),
+        notes: vec!["Resident set size of `strata serve` with the default configuration, after the model is loaded and one request served, idle.".into()],
+        header: vec!["process".into(), "RSS MB".into()],
+        rows: vec![Row { cells: vec!["strata serve (model loaded, idle)".into(), f1(rss)] }],
+        targets: vec![(format!("idle RSS with the model loaded <= 250 MB (measured {rss:.0} MB)"), rss <= 250.0)],
+        data: json!({"serve_idle_rss_mb": rss}),
+    })
+}

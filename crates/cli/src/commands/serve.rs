@@ -1,0 +1,66 @@
+//! `strata serve`: the LLM Server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use engine::{ModelPool, Resolver};
+use llm_server::{Application, Backend, BackendKind, EmbeddedBackend, InstantBackend};
+
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:11434]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Configuration file (TOML)
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Model to fetch (if needed) and load before accepting requests
+    #[arg(long)]
+    model: Option<String>,
+    /// Backend: embedded (llama.cpp in this process) or instant (fixed reply, no model)
+    #[arg(long, value_parser = ["embedded", "instant"])]
+    backend: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    match args.backend.as_deref() {
+        Some("instant") => config.server.backend = BackendKind::Instant,
+        Some("embedded") => config.server.backend = BackendKind::Embedded,
+        _ => {}
+    }
+    telemetry::init(&config.log);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(serve(config, args.model))
+}
+
+async fn serve(config: Config, model: Option<String>) -> anyhow::Result<()> {
+    let backend: Arc<dyn Backend> = match config.server.backend {
+        BackendKind::Instant => Arc::new(InstantBackend::new(config.server.instant.clone())),
+        BackendKind::Embedded => {
+            let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
+            if let Some(name) = &model {
+                let resolver = pool.resolver().clone();
+                let name2 = name.clone();
+                tokio::task::spawn_blocking(move || resolver.pull(&name2, &mut |_| {}))
+                    .await?
+                    .with_context(|| format!("fetching model {name}"))?;
+                pool.get(name).await.map_err(|e| anyhow::anyhow!("loading model {name}: {e}"))?;
+            }
+            Arc::new(EmbeddedBackend::new(pool))
+        }
+    };
+    let app = Application::build(config.server.clone(), backend).await.with_context(|| format!("binding {}", config.server.listen))?;
+    tracing::info!(addr = %app.local_addr(), backend = ?config.server.backend, "strata serve listening");
+    app.run_until_stopped(llm_server::shutdown_signal()).await?;
+    tracing::info!("strata serve stopped");
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! LLM Server settings (the `[server]` section of the config file).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::instant::InstantConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The llama.cpp engine in this process.
+    Embedded,
+    /// A fixed reply, no model: for tests and overhead benchmarks.
+    Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on. Ollama's default port is 11434.
+    pub listen: SocketAddr,
+    pub backend: BackendKind,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Generations running at once (beyond the engine's own batching width they queue in the
+    /// engine).
+    pub max_concurrent_requests: usize,
+    /// Requests waiting for a concurrency slot; beyond this, 503.
+    pub max_queued_requests: usize,
+    /// Longest a generation may take end to end; then it ends with a timeout error.
+    pub request_timeout_secs: u64,
+    /// On SIGINT/SIGTERM, how long in-flight streams may run before they are ended with an error.
+    pub shutdown_grace_secs: u64,
+    pub instant: InstantConfig,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 11434)),
+            backend: BackendKind::Embedded,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_concurrent_requests: 64,
+            max_queued_requests: 256,
+            request_timeout_secs: 600,
+            shutdown_grace_secs: 10,
+            instant: InstantConfig::default(),
+        }
+    }
+}

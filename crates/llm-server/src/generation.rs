@@ -1,0 +1,108 @@
+//! Running one generation for a handler: admission, the backend call, and a guard around the
+//! stream so that it always ends with exactly one `done` or `error` chunk: on backend
+//! failure, on the request timeout, on shutdown, or if the backend's stream just stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use contract::{ChunkKind, ChunkStream, ErrorKind, GenerateResponse, StreamChunk};
+use futures::StreamExt;
+use telemetry::RequestInfo;
+
+use crate::error::{ApiError, Protocol};
+use crate::startup::AppState;
+
+/// A started generation: the guarded stream, and when it started (for `total_duration`).
+pub struct Started {
+    pub stream: ChunkStream,
+    pub started: Instant,
+}
+
+pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo, mut req: contract::GenerateRequest) -> Result<Started, ApiError> {
+    let started = Instant::now();
+    let permit = state.limiter.acquire().await.map_err(|_| {
+        ApiError::new(protocol, contract::Error::new(ErrorKind::Overloaded, "server busy, please try again.  maximum pending requests exceeded"))
+    })?;
+    req.trace = Some(contract::TraceContext { traceparent: info.trace.header(), tracestate: String::new() });
+    let inner = state.backend.generate(req).await.map_err(|e| ApiError::new(protocol, e))?;
+    state.metrics.in_flight.inc();
+    let guard = Guard {
+        state: Arc::clone(state),
+        tokens: Arc::clone(&info.tokens),
+        _permit: permit,
+        finished: false,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.settings.request_timeout_secs);
+    let shutdown = state.hard_stop.clone();
+    let stream = futures::stream::unfold((inner, guard), move |(mut inner, mut guard)| {
+        let shutdown = shutdown.clone();
+        async move {
+            if guard.finished {
+                return None;
+            }
+            let next = tokio::select! {
+                chunk = inner.next() => chunk,
+                _ = tokio::time::sleep_until(deadline) => Some(StreamChunk::error(contract::Error::new(ErrorKind::Timeout, "request timed out"))),
+                _ = shutdown.cancelled() => Some(StreamChunk::error(contract::Error::new(ErrorKind::Overloaded, "server is shutting down"))),
+            };
+            let chunk = next.unwrap_or_else(|| StreamChunk::error(contract::Error::new(ErrorKind::Upstream, "the backend ended the stream without finishing it")));
+            match &chunk.kind {
+                Some(ChunkKind::Done(done)) => {
+                    guard.finish(Some(done));
+                }
+                Some(ChunkKind::Error(_)) | None => guard.finish(None),
+                Some(ChunkKind::Delta(_)) => {}
+            }
+            Some((chunk, (inner, guard)))
+        }
+    });
+    Ok(Started { stream: Box::pin(stream), started })
+}
+
+/// Bookkeeping that must happen exactly once per generation, however it ends.
+struct Guard {
+    state: Arc<AppState>,
+    tokens: Arc<telemetry::TokenCounts>,
+    _permit: crate::limits::Permit,
+    finished: bool,
+}
+
+impl Guard {
+    fn finish(&mut self, done: Option<&GenerateResponse>) {
+        self.finished = true;
+        if let Some(usage) = done.and_then(|d| d.usage) {
+            self.tokens.record(usage.prompt_tokens.into(), usage.completion_tokens.into());
+            self.state.metrics.tokens.with_label_values(&["prompt"]).inc_by(usage.prompt_tokens.into());
+            self.state.metrics.tokens.with_label_values(&["completion"]).inc_by(usage.completion_tokens.into());
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.state.metrics.in_flight.dec();
+    }
+}
+
+/// Reads a whole generation for a non-streaming answer: the text and the final record, or
+/// the error that ended it.
+pub async fn collect(mut stream: ChunkStream) -> Result<(String, GenerateResponse), contract::Error> {
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk.kind {
+            Some(ChunkKind::Delta(d)) => text.push_str(&d.content),
+            Some(ChunkKind::Done(done)) => {
+                // A backend may deliver the whole answer in the final message instead of deltas.
+                if text.is_empty() {
+                    if let Some(m) = &done.message {
+                        text.push_str(&m.content);
+                    }
+                }
+                return Ok((text, done));
+            }
+            Some(ChunkKind::Error(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Err(contract::Error::new(ErrorKind::Upstream, "the backend ended the stream without finishing it"))
+}

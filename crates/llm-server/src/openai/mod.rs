@@ -1,0 +1,4 @@
+//! OpenAI's API vocabulary and pure conversions to and from the contract.
+
+pub mod convert;
+pub mod types;

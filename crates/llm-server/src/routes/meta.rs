@@ -1,0 +1,44 @@
+//! `/`, `/api/version`, `/metrics`, and the JSON answers for routes we do not serve.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Json;
+
+use crate::startup::AppState;
+
+pub async fn root() -> &'static str {
+    "Ollama is running"
+}
+
+pub async fn version() -> Json<serde_json::Value> {
+    // Clients gate features on this; report the Ollama API level we implement.
+    Json(serde_json::json!({ "version": "0.12.0", "strata": env!("CARGO_PKG_VERSION") }))
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let m = &state.metrics;
+    m.queued.set(state.limiter.waiting() as i64 + state.backend.stats().queued as i64);
+    m.active_sequences.set(state.backend.stats().active_sequences as i64);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
+}
+
+/// Ollama endpoints strata does not implement answer in Ollama's error shape.
+pub async fn not_implemented(uri: Uri) -> impl IntoResponse {
+    (StatusCode::NOT_IMPLEMENTED, Json(serde_json::json!({ "error": format!("{} is not supported by strata", uri.path()) })))
+}
+
+pub async fn not_found(uri: Uri) -> impl IntoResponse {
+    let body = if uri.path().starts_with("/v1/") {
+        serde_json::json!({ "error": { "message": format!("Unknown request URL: {}", uri.path()), "type": "invalid_request_error", "param": null, "code": "unknown_url" } })
+    } else {
+        serde_json::json!({ "error": "404 page not found" })
+    };
+    (StatusCode::NOT_FOUND, Json(body))
+}
+
+pub async fn method_not_allowed() -> impl IntoResponse {
+    (StatusCode::METHOD_NOT_ALLOWED, Json(serde_json::json!({ "error": "405 method not allowed" })))
+}

@@ -1,0 +1,150 @@
+//! Ollama's native API.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use chrono::Utc;
+use contract::ChunkKind;
+use futures::StreamExt;
+use telemetry::RequestInfo;
+
+use super::{ndjson, streaming};
+use crate::error::{body_rejection, parse_json, ApiError, Protocol};
+use crate::generation::{self, collect, Started};
+use crate::ollama::{convert, types};
+use crate::startup::AppState;
+
+const P: Protocol = Protocol::Ollama;
+const NDJSON: &str = "application/x-ndjson";
+
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| body_rejection(P, r))
+}
+
+fn err(e: contract::Error) -> ApiError {
+    ApiError::new(P, e)
+}
+
+/// Which Ollama endpoint a generation answers: they differ only in the line shape.
+#[derive(Clone, Copy)]
+enum Shape {
+    Generate,
+    Chat,
+}
+
+impl Shape {
+    fn chunk(self, model: &str, text: String) -> Bytes {
+        match self {
+            Shape::Generate => ndjson(&convert::generate_chunk(model, text, Utc::now())),
+            Shape::Chat => ndjson(&convert::chat_chunk(model, text, Utc::now())),
+        }
+    }
+
+    fn last(self, model: &str, text: String, done: &contract::GenerateResponse, total_ns: u64) -> Response {
+        match self {
+            Shape::Generate => Json(convert::generate_final(model, text, done, total_ns, Utc::now())).into_response(),
+            Shape::Chat => Json(convert::chat_final(model, text, done, total_ns, Utc::now())).into_response(),
+        }
+    }
+
+    fn last_line(self, model: &str, done: &contract::GenerateResponse, total_ns: u64) -> Bytes {
+        match self {
+            Shape::Generate => ndjson(&convert::generate_final(model, String::new(), done, total_ns, Utc::now())),
+            Shape::Chat => ndjson(&convert::chat_final(model, String::new(), done, total_ns, Utc::now())),
+        }
+    }
+
+    fn loaded(self, model: &str) -> Response {
+        match self {
+            Shape::Generate => Json(convert::load_generate(model, Utc::now())).into_response(),
+            Shape::Chat => Json(convert::load_chat(model, Utc::now())).into_response(),
+        }
+    }
+}
+
+pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: types::GenerateRequest = parse_json(P, &body(b)?)?;
+    let model = req.model.clone();
+    let contract_req = convert::generate_to_contract(req).map_err(err)?;
+    respond(state, info, model, contract_req, Shape::Generate).await
+}
+
+pub async fn chat(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: types::ChatRequest = parse_json(P, &body(b)?)?;
+    let model = req.model.clone();
+    let contract_req = convert::chat_to_contract(req).map_err(err)?;
+    respond(state, info, model, contract_req, Shape::Chat).await
+}
+
+async fn respond(state: Arc<AppState>, info: RequestInfo, model: String, req: Option<contract::GenerateRequest>, shape: Shape) -> Result<Response, ApiError> {
+    let Some(req) = req else {
+        state.backend.load(&model).await.map_err(err)?;
+        return Ok(shape.loaded(&model));
+    };
+    let stream_out = req.stream;
+    let Started { stream, started } = generation::start(&state, P, &info, req).await?;
+    if !stream_out {
+        let (text, done) = collect(stream).await.map_err(err)?;
+        return Ok(shape.last(&model, text, &done, started.elapsed().as_nanos() as u64));
+    }
+    let lines = stream.map(move |chunk| {
+        Ok(match chunk.kind {
+            Some(ChunkKind::Delta(d)) => shape.chunk(&model, d.content),
+            Some(ChunkKind::Done(done)) => shape.last_line(&model, &done, started.elapsed().as_nanos() as u64),
+            Some(ChunkKind::Error(e)) => ndjson(&types::ErrorResponse { error: e.message }),
+            None => Bytes::new(),
+        })
+    });
+    Ok(streaming(NDJSON, lines))
+}
+
+pub async fn tags(State(state): State<Arc<AppState>>) -> Result<Json<types::ListResponse>, ApiError> {
+    let models = state.backend.list_models().await.map_err(err)?;
+    Ok(Json(types::ListResponse { models: models.iter().map(convert::list_model).collect() }))
+}
+
+pub async fn ps(State(state): State<Arc<AppState>>) -> Result<Json<types::ProcessResponse>, ApiError> {
+    let models = state.backend.running().await.map_err(err)?;
+    Ok(Json(types::ProcessResponse { models: models.iter().map(convert::process_model).collect() }))
+}
+
+pub async fn show(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Json<types::ShowResponse>, ApiError> {
+    let req: types::ShowRequest = parse_json(P, &body(b)?)?;
+    let model = if req.model.is_empty() { req.name } else { req.model };
+    if model.is_empty() {
+        return Err(err(contract::Error::new(contract::ErrorKind::InvalidRequest, "model is required")));
+    }
+    let details = state.backend.show(&model).await.map_err(err)?;
+    Ok(Json(convert::show(&details)))
+}
+
+pub async fn pull(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: types::PullRequest = parse_json(P, &body(b)?)?;
+    let model = if req.model.is_empty() { req.name } else { req.model };
+    if model.is_empty() {
+        return Err(err(contract::Error::new(contract::ErrorKind::InvalidRequest, "model is required")));
+    }
+    let events = state.backend.pull(&model).await.map_err(err)?;
+    let to_line = |e: Result<crate::backend::PullEvent, contract::Error>| match e {
+        Ok(p) => types::ProgressResponse { status: p.status, digest: p.digest, total: p.total, completed: p.completed },
+        Err(e) => types::ProgressResponse { status: format!("error: {}", e.message), digest: None, total: None, completed: None },
+    };
+    if req.stream == Some(false) {
+        let all: Vec<_> = events.collect().await;
+        if let Some(Err(e)) = all.iter().find(|e| e.is_err()) {
+            return Err(err(e.clone()));
+        }
+        return Ok(Json(types::ProgressResponse { status: "success".into(), digest: None, total: None, completed: None }).into_response());
+    }
+    let lines = events.map(move |e| {
+        Ok(match e {
+            Err(e) => ndjson(&types::ErrorResponse { error: e.message }),
+            ok => ndjson(&to_line(ok)),
+        })
+    });
+    Ok(streaming(NDJSON, lines))
+}

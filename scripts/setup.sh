@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what building and testing strata needs, idempotently: Debian packages for the
+# llama.cpp build, a Python virtualenv with the official clients used by the tests, and the
+# default model. Sourced by run.sh and test.sh; quick when everything is already there.
+set -euo pipefail
+
+STRATA_CACHE="${STRATA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strata}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STRATA_CACHE/target}"
+export STRATA_VENV="${STRATA_VENV:-$STRATA_CACHE/venv}"
+mkdir -p "$STRATA_CACHE"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_debian_packages() {
+  local need=()
+  for pkg in cmake clang libclang-dev pkg-config python3-venv; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+  done
+  # pip and venv may come from a non-Debian Python (pyenv); then the Debian ones are not needed.
+  if python3 -m venv --help >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
+    need=("${need[@]/python3-venv}")
+  else
+    need+=(python3-pip)
+  fi
+  local missing=()
+  for p in "${need[@]}"; do [ -n "$p" ] && missing+=("$p"); done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+setup_venv() {
+  local stamp="$STRATA_VENV/.requirements"
+  local req
+  req="$(cat "$(dirname "${BASH_SOURCE[0]}")/../tests/python/requirements.txt")"
+  if [ ! -x "$STRATA_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req" ]; then
+    log "creating Python environment in $STRATA_VENV"
+    python3 -m venv "$STRATA_VENV"
+    "$STRATA_VENV/bin/pip" install -q --disable-pip-version-check -r "$(dirname "${BASH_SOURCE[0]}")/../tests/python/requirements.txt"
+    printf '%s' "$req" > "$stamp"
+  fi
+}
+
+install_debian_packages

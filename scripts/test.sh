@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test: Rust unit and integration tests, then the Python tests that drive the real
+# servers with the official ollama, openai and boto3 clients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+setup_venv
+
+log "building"
+cargo build --workspace --bins --tests
+STRATA="$CARGO_TARGET_DIR/debug/strata"
+log "fetching the default model"
+"$STRATA" model pull
+
+log "cargo test"
+cargo test --workspace --no-fail-fast
+
+log "python tests"
+export STRATA_BIN="$STRATA"
+"$STRATA_VENV/bin/python" -m pytest -q tests/python
