@@ -30,7 +30,9 @@ impl Config {
             anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("STRATA_").split("__").ignore(&["config"]));
+        // Only `STRATA_<SECTION>__<KEY>` names are configuration; other STRATA_* variables
+        // (STRATA_CONFIG, or a caller's own) are not.
+        figment = figment.merge(Env::prefixed("STRATA_").filter(|k| k.as_str().contains("__")).split("__"));
         figment.extract().context("invalid configuration")
     }
 }
@@ -44,6 +46,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("strata.toml", "[engine]\nnum_ctx = 1024\nmax_sequences = 2\n")?;
             jail.set_env("STRATA_ENGINE__MAX_SEQUENCES", "6");
+            jail.set_env("STRATA_SOMETHING_ELSE", "ignored");
             let c = Config::load(Some(Path::new("strata.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.engine.num_ctx, 1024);
             assert_eq!(c.engine.max_sequences, 6);

@@ -123,8 +123,8 @@ impl http_body::Body for LoggedBody {
     type Error = axum::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.project();
-        let poll = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let poll = this.inner.as_mut().poll_frame(cx);
         match &poll {
             Poll::Ready(None) => this.line.emit("complete"),
             Poll::Ready(Some(Err(_))) => this.line.emit("body_error"),

@@ -1,0 +1,120 @@
+"""Raw HTTP against `strata serve`: malformed input, limits, protocol-shaped errors, tracing,
+metrics, backpressure and graceful shutdown."""
+
+import json
+import signal
+import time
+
+import httpx
+
+from conftest import MODEL
+
+
+def test_malformed_json_is_400_in_each_protocol(server):
+    r = httpx.post(server.url + "/api/generate", content=b"{not json")
+    assert r.status_code == 400 and "error" in r.json() and isinstance(r.json()["error"], str)
+    r = httpx.post(server.url + "/v1/chat/completions", content=b"[1,2")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(server.url + "/api/chat", content=b"")
+    assert r.status_code == 400
+
+
+def test_missing_and_wrongly_typed_fields_are_400(server):
+    r = httpx.post(server.url + "/api/generate", json={"prompt": "hi"})
+    assert (r.status_code, r.json()) == (400, {"error": "model is required"})
+    r = httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "options": {"temperature": "hot"}})
+    assert r.status_code == 400
+    r = httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "options": {"top_p": 7}, "stream": False})
+    assert r.status_code == 400 and "top_p" in r.json()["error"]
+    r = httpx.post(server.url + "/api/chat", json={"model": "../../etc/passwd", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400
+
+
+def test_unknown_routes_answer_json(server):
+    r = httpx.get(server.url + "/api/nope")
+    assert r.status_code == 404 and r.json() == {"error": "404 page not found"}
+    r = httpx.post(server.url + "/api/create", json={"model": "x"})
+    assert r.status_code == 501 and "error" in r.json()
+    r = httpx.get(server.url + "/v1/nope")
+    assert r.status_code == 404 and "message" in r.json()["error"]
+
+
+def test_head_and_version(server):
+    assert httpx.head(server.url + "/").status_code == 200
+    assert "version" in httpx.get(server.url + "/api/version").json()
+
+
+def test_oversized_body_is_413(instant_server):
+    big = {"model": "instant", "prompt": "x" * 10000}
+    r = httpx.post(instant_server.url + "/api/generate", json=big)
+    assert r.status_code == 413 and "error" in r.json()
+    r = httpx.post(instant_server.url + "/v1/completions", json=big)
+    assert r.status_code == 413 and "message" in r.json()["error"]
+
+
+def test_traceparent_is_continued(server):
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = httpx.post(server.url + "/api/generate", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
+                   json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
+    assert r.status_code == 200
+    assert r.headers["traceparent"].startswith(f"00-{trace}-")
+    assert trace in server.logs()
+    r = httpx.get(server.url + "/api/version")
+    assert len(r.headers["traceparent"].split("-")[1]) == 32
+
+
+def test_logs_are_json_and_never_contain_the_prompt(server):
+    secret = "purple-elephant-4711"
+    httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": secret, "stream": False, "options": {"num_predict": 2}})
+    logs = server.logs()
+    assert secret not in logs
+    lines = [json.loads(l) for l in logs.splitlines() if l.startswith("{")]
+    access = [l for l in lines if l.get("message") == "request" and l.get("route") == "/api/generate"]
+    assert access and access[-1]["status"] == 200 and access[-1]["completion_tokens"] >= 1
+
+
+def test_metrics_count_requests_and_tokens(server):
+    httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 3}})
+    text = httpx.get(server.url + "/metrics").text
+    assert 'strata_requests_total{route="/api/generate",status="200"}' in text
+    assert 'strata_tokens_total{kind="completion"}' in text
+    assert "strata_request_duration_seconds_bucket" in text
+    assert "strata_queue_depth" in text and "strata_inflight_requests" in text
+
+
+def test_beyond_the_queue_requests_get_503(make_server):
+    s = make_server(["--model", MODEL], env={"STRATA_SERVER__MAX_CONCURRENT_REQUESTS": "1", "STRATA_SERVER__MAX_QUEUED_REQUESTS": "0"})
+    body = {"model": MODEL, "prompt": "Write a long story.", "options": {"num_predict": 400}}
+    with httpx.stream("POST", s.url + "/api/generate", json=body, timeout=60) as first:
+        next(first.iter_lines())  # the first generation is running
+        r = httpx.post(s.url + "/api/generate", json={**body, "stream": False})
+        assert r.status_code == 503
+        assert "server busy" in r.json()["error"]
+        r = httpx.post(s.url + "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+
+
+def test_sigterm_lets_a_running_stream_finish(make_server):
+    s = make_server(["--model", MODEL])
+    body = {"model": MODEL, "prompt": "Write a story.", "options": {"num_predict": 60, "temperature": 0}}
+    lines = []
+    with httpx.stream("POST", s.url + "/api/generate", json=body, timeout=60) as r:
+        it = r.iter_lines()
+        lines.append(next(it))
+        s.proc.send_signal(signal.SIGTERM)
+        lines.extend(it)
+    last = json.loads(lines[-1])
+    assert last["done"] is True, last
+    assert s.proc.wait(timeout=30) == 0
+
+
+def test_shutdown_grace_ends_long_streams_with_an_error_line(make_server):
+    s = make_server(["--model", MODEL], env={"STRATA_SERVER__SHUTDOWN_GRACE_SECS": "0"})
+    body = {"model": MODEL, "prompt": "Write a very long story.", "options": {"num_predict": 1500}}
+    with httpx.stream("POST", s.url + "/api/generate", json=body, timeout=60) as r:
+        it = r.iter_lines()
+        next(it)
+        s.proc.send_signal(signal.SIGTERM)
+        rest = [json.loads(l) for l in it if l]
+    assert "error" in rest[-1], rest[-1]
+    assert s.proc.wait(timeout=30) == 0
