@@ -82,16 +82,23 @@ def test_metrics_count_requests_and_tokens(server):
     assert "strata_queue_depth" in text and "strata_inflight_requests" in text
 
 
+SLOW = {"STRATA_SERVER__INSTANT__WORD_DELAY_MS": "50", "STRATA_SERVER__INSTANT__REPLY": "word " * 400}
+
+
 def test_beyond_the_queue_requests_get_503(make_server):
-    s = make_server(["--model", MODEL], env={"STRATA_SERVER__MAX_CONCURRENT_REQUESTS": "1", "STRATA_SERVER__MAX_QUEUED_REQUESTS": "0"})
-    body = {"model": MODEL, "prompt": "Write a long story.", "options": {"num_predict": 400}}
+    s = make_server(["--backend", "instant"], env={**SLOW, "STRATA_SERVER__MAX_CONCURRENT_REQUESTS": "1", "STRATA_SERVER__MAX_QUEUED_REQUESTS": "0"})
+    body = {"model": "instant", "prompt": "x"}
     with httpx.stream("POST", s.url + "/api/generate", json=body, timeout=60) as first:
-        next(first.iter_lines())  # the first generation is running
+        lines = first.iter_lines()  # keep the iterator: dropping it closes the stream
+        next(lines)  # the first generation is running, for 20 s
         r = httpx.post(s.url + "/api/generate", json={**body, "stream": False})
         assert r.status_code == 503
         assert "server busy" in r.json()["error"]
-        r = httpx.post(s.url + "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+        r = httpx.post(s.url + "/v1/chat/completions", json={"model": "instant", "messages": [{"role": "user", "content": "x"}]})
         assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+    # Once the first client is gone its slot is free again.
+    r = httpx.post(s.url + "/api/generate", json={**body, "stream": False, "options": {"num_predict": 2}}, timeout=30)
+    assert r.status_code == 200
 
 
 def test_sigterm_lets_a_running_stream_finish(make_server):
@@ -109,12 +116,12 @@ def test_sigterm_lets_a_running_stream_finish(make_server):
 
 
 def test_shutdown_grace_ends_long_streams_with_an_error_line(make_server):
-    s = make_server(["--model", MODEL], env={"STRATA_SERVER__SHUTDOWN_GRACE_SECS": "0"})
-    body = {"model": MODEL, "prompt": "Write a very long story.", "options": {"num_predict": 1500}}
-    with httpx.stream("POST", s.url + "/api/generate", json=body, timeout=60) as r:
+    s = make_server(["--backend", "instant"], env={**SLOW, "STRATA_SERVER__SHUTDOWN_GRACE_SECS": "1"})
+    with httpx.stream("POST", s.url + "/api/generate", json={"model": "instant", "prompt": "x"}, timeout=60) as r:
         it = r.iter_lines()
         next(it)
         s.proc.send_signal(signal.SIGTERM)
         rest = [json.loads(l) for l in it if l]
-    assert "error" in rest[-1], rest[-1]
+    assert rest[-1] == {"error": "server is shutting down"}, rest[-1]
+    assert not any(l.get("done") for l in rest)
     assert s.proc.wait(timeout=30) == 0

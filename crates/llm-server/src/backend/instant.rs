@@ -6,6 +6,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::Utc;
 use contract::{ChunkStream, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, ModelDescriptor, ModelDetails, PullEvent, PullStream, RunningModel};
@@ -17,11 +18,13 @@ pub struct InstantConfig {
     pub reply: String,
     /// Model names this backend answers to.
     pub models: Vec<String>,
+    /// Pause before each word, to imitate a model's pace (0: no pause).
+    pub word_delay_ms: u64,
 }
 
 impl Default for InstantConfig {
     fn default() -> Self {
-        InstantConfig { reply: "Hello from strata. This is an instant reply.".into(), models: vec!["instant".into()] }
+        InstantConfig { reply: "Hello from strata. This is an instant reply.".into(), models: vec!["instant".into()], word_delay_ms: 0 }
     }
 }
 
@@ -104,7 +107,14 @@ impl Backend for InstantBackend {
             usage: Some(Usage { prompt_tokens: prompt_tokens as u32, completion_tokens }),
             timings: Some(Timings { total_ns: total, hops: vec![HopTiming { hop: "instant".into(), dur_ns: total }], ..Default::default() }),
         }));
-        Ok(Box::pin(futures::stream::iter(chunks)))
+        if self.config.word_delay_ms == 0 {
+            return Ok(Box::pin(futures::stream::iter(chunks)));
+        }
+        let delay = std::time::Duration::from_millis(self.config.word_delay_ms);
+        Ok(Box::pin(futures::stream::iter(chunks).then(move |c| async move {
+            tokio::time::sleep(delay).await;
+            c
+        })))
     }
 
     async fn load(&self, model: &str) -> Result<(), contract::Error> {
@@ -157,7 +167,7 @@ mod tests {
 
     #[test]
     fn answer_table() {
-        let b = InstantBackend::new(InstantConfig { reply: "one two three four".into(), models: vec!["instant".into()] });
+        let b = InstantBackend::new(InstantConfig { reply: "one two three four".into(), ..Default::default() });
         let cases: &[(Option<i32>, &[&str], &str, contract::DoneReason)] = &[
             (None, &[], "one two three four", contract::DoneReason::Stop),
             (Some(2), &[], "one two ", contract::DoneReason::Length),
