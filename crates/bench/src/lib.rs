@@ -1,7 +1,6 @@
 //! `strata bench`: every figure measured in one run on this machine, next to the reference it
 //! is compared with, and written as Markdown plus machine-readable JSON.
 
-mod llama_bench;
 mod machine;
 mod report;
 mod server;

@@ -56,6 +56,17 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/strata.example.toml");
+        // In a jail so that other tests' environment variables cannot leak in.
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(toml::to_string(&c).unwrap(), toml::to_string(&Config::default()).unwrap());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_and_bad_types_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("a.toml", "[engine]\nnum_cxt = 1\n")?;

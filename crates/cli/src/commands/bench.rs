@@ -38,7 +38,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     let resolver = Resolver::new(config.models);
     let model = resolver.pull(&args.model, &mut |_| {})?;
-    let cache = resolver.cache_dir().parent().map(|p| p.join("bench")).unwrap_or_else(|| PathBuf::from("target/bench"));
     let opts = BenchOptions {
         suites,
         quick: args.quick,
@@ -46,7 +45,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         strata: std::env::current_exe()?,
         model: model.name,
         model_path: model.path,
-        cache,
         command: std::env::args().map(|a| if a.contains('/') { a.rsplit('/').next().unwrap_or(&a).to_owned() } else { a }).collect::<Vec<_>>().join(" "),
     };
     tokio::runtime::Runtime::new()?.block_on(bench::run(opts))?;

@@ -1,0 +1,73 @@
+//! A reference measurement of llama.cpp itself, for `strata bench`: the method of llama.cpp's
+//! `llama-bench` (random tokens; prompt = one batch of N tokens into an empty context;
+//! generation = N single-token decodes; no sampling; f16 KV cache as its default) run on the
+//! very llama.cpp build this crate links. The difference to the engine's figures is what our
+//! scheduler, sampling and HTTP layers cost.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use rand::Rng;
+
+use crate::engine::backend;
+
+/// Tokens per second, averaged over the repetitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReferenceRates {
+    pub prompt: f64,
+    pub generation: f64,
+}
+
+pub fn reference_rates(path: &Path, n_prompt: u32, n_gen: u32, threads: i32, reps: u32) -> Result<ReferenceRates, String> {
+    let backend = backend().map_err(|e| e.to_string())?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| e.to_string())?;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_prompt + n_gen))
+        .with_n_batch(n_prompt.max(1))
+        .with_n_ubatch(512)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model.new_context(backend, params).map_err(|e| e.to_string())?;
+    let n_vocab = model.n_vocab();
+    let mut rng = rand::thread_rng();
+    let mut random = |n: u32| -> Vec<LlamaToken> { (0..n).map(|_| LlamaToken(rng.gen_range(0..n_vocab))).collect() };
+
+    let mut prompt_rate = 0.0;
+    let mut gen_rate = 0.0;
+    // One unmeasured round of each first, as llama-bench warms up.
+    for rep in 0..=reps {
+        ctx.clear_kv_cache();
+        let tokens = random(n_prompt);
+        let mut batch = LlamaBatch::new(n_prompt as usize, 1);
+        for (i, t) in tokens.iter().enumerate() {
+            batch.add(*t, i as i32, &[0], i + 1 == tokens.len()).map_err(|e| e.to_string())?;
+        }
+        let started = Instant::now();
+        ctx.decode(&mut batch).map_err(|e| e.to_string())?;
+        ctx.synchronize();
+        if rep > 0 {
+            prompt_rate += n_prompt as f64 / started.elapsed().as_secs_f64();
+        }
+
+        ctx.clear_kv_cache();
+        let tokens = random(n_gen);
+        let mut one = LlamaBatch::new(1, 1);
+        let started = Instant::now();
+        for (i, t) in tokens.iter().enumerate() {
+            one.clear();
+            one.add(*t, i as i32, &[0], true).map_err(|e| e.to_string())?;
+            ctx.decode(&mut one).map_err(|e| e.to_string())?;
+        }
+        ctx.synchronize();
+        if rep > 0 {
+            gen_rate += n_gen as f64 / started.elapsed().as_secs_f64();
+        }
+    }
+    Ok(ReferenceRates { prompt: prompt_rate / reps.max(1) as f64, generation: gen_rate / reps.max(1) as f64 })
+}

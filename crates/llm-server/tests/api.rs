@@ -1,0 +1,108 @@
+//! The real server on a random port with the instant backend, driven over HTTP.
+
+use std::sync::Arc;
+
+use llm_server::{Application, InstantBackend, InstantConfig, ServerSettings};
+use serde_json::{json, Value};
+
+struct TestApp {
+    url: String,
+    client: reqwest::Client,
+}
+
+async fn spawn_app(settings: ServerSettings) -> TestApp {
+    let settings = ServerSettings { listen: "127.0.0.1:0".parse().unwrap(), ..settings };
+    let backend = Arc::new(InstantBackend::new(InstantConfig { reply: "one two three".into(), ..Default::default() }));
+    let app = Application::build(settings, backend).await.expect("binds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp { url, client: reqwest::Client::new() }
+}
+
+impl TestApp {
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client.post(format!("{}{path}", self.url)).json(&body).send().await.expect("server answers")
+    }
+}
+
+#[tokio::test]
+async fn ollama_generate_streams_ndjson_then_a_final_object() {
+    let app = spawn_app(ServerSettings::default()).await;
+    let r = app.post("/api/generate", json!({"model": "instant", "prompt": "hi"})).await;
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4);
+    let words: String = lines[..3].iter().map(|l| l["response"].as_str().unwrap()).collect();
+    assert_eq!(words, "one two three");
+    let last = &lines[3];
+    assert_eq!((last["done"].as_bool(), last["done_reason"].as_str(), last["eval_count"].as_u64()), (Some(true), Some("stop"), Some(3)));
+    for key in ["total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_duration"] {
+        assert!(last.get(key).is_some(), "final object lacks {key}");
+    }
+}
+
+#[tokio::test]
+async fn ollama_chat_without_streaming_is_one_object() {
+    let app = spawn_app(ServerSettings::default()).await;
+    let v: Value = app
+        .post("/api/chat", json!({"model": "instant", "stream": false, "messages": [{"role": "user", "content": "x"}], "options": {"num_predict": 2}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["message"], json!({"role": "assistant", "content": "one two "}));
+    assert_eq!(v["done_reason"], "length");
+}
+
+#[tokio::test]
+async fn openai_streams_sse_and_ends_with_done() {
+    let app = spawn_app(ServerSettings::default()).await;
+    let r = app
+        .post("/v1/chat/completions", json!({"model": "instant", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    let usage: Value = serde_json::from_str(events[events.len() - 2].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test]
+async fn errors_have_each_protocols_shape() {
+    let app = spawn_app(ServerSettings { max_body_bytes: 64, ..Default::default() }).await;
+    let cases: &[(&str, Value, u16)] = &[
+        ("/api/generate", json!({"model": "missing", "prompt": "x"}), 404),
+        ("/api/generate", json!({"prompt": "x"}), 400),
+        ("/api/chat", json!({"model": "instant", "messages": [{"role": "robot", "content": "x"}]}), 400),
+        ("/api/generate", json!({"model": "instant", "prompt": "x".repeat(100)}), 413),
+    ];
+    for (path, body, status) in cases {
+        let r = app.post(path, body.clone()).await;
+        assert_eq!(r.status().as_u16(), *status, "{path} {body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].is_string(), "{v}");
+    }
+    let r = app.post("/v1/chat/completions", json!({"model": "missing", "messages": [{"role": "user", "content": "x"}]})).await;
+    assert_eq!(r.status().as_u16(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let r = app.client.post(format!("{}/api/show", app.url)).body("{oops").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn a_caller_trace_is_continued_and_echoed() {
+    let app = spawn_app(ServerSettings::default()).await;
+    let r = app
+        .client
+        .get(format!("{}/api/tags", app.url))
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .send()
+        .await
+        .unwrap();
+    let tp = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+    assert!(!tp.contains("b7ad6b7169203331"), "this hop has its own span id");
+}
