@@ -39,7 +39,7 @@ impl Section {
             let _ = writeln!(s, "{n}\n");
         }
         let _ = writeln!(s, "| {} |", self.header.join(" | "));
-        let _ = writeln!(s, "|{}|", self.header.iter().map(|_| " --- |").collect::<String>());
+        let _ = writeln!(s, "|{}", self.header.iter().map(|_| " --- |").collect::<String>());
         for r in &self.rows {
             let _ = writeln!(s, "| {} |", r.cells.join(" | "));
         }

@@ -38,6 +38,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's Jail API returns its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
