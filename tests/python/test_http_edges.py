@@ -9,6 +9,10 @@ import httpx
 
 from conftest import MODEL
 
+# At temperature 0 the model keeps counting until num_predict: a generation that runs for as
+# long as a test needs.
+COUNTING = ", ".join(str(i) for i in range(1, 60)) + ","
+
 
 def test_malformed_json_is_400_in_each_protocol(server):
     r = httpx.post(server.url + "/api/generate", content=b"{not json")
@@ -71,6 +75,17 @@ def test_logs_are_json_and_never_contain_the_prompt(server):
     lines = [json.loads(l) for l in logs.splitlines() if l.startswith("{")]
     access = [l for l in lines if l.get("message") == "request" and l.get("route") == "/api/generate"]
     assert access and access[-1]["status"] == 200 and access[-1]["completion_tokens"] >= 1
+
+
+def test_metrics_show_active_sequences_during_a_generation(make_server):
+    s = make_server(["--model", MODEL])
+    body = {"model": MODEL, "prompt": COUNTING, "raw": True, "options": {"num_predict": 1500, "temperature": 0}}
+    with httpx.stream("POST", s.url + "/api/generate", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        next(lines)
+        text = httpx.get(s.url + "/metrics").text
+    assert "strata_active_sequences 1" in text, text
+    assert "strata_inflight_requests 1" in text
 
 
 def test_metrics_count_requests_and_tokens(server):

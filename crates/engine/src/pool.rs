@@ -64,6 +64,13 @@ impl ModelPool {
         .cloned()
     }
 
+    /// Load across loaded models, without waiting (for metrics scrapes): `None` if the model
+    /// table is busy at this instant.
+    pub fn try_stats(&self) -> Option<Vec<crate::EngineStats>> {
+        let models = self.models.try_lock().ok()?;
+        Some(models.values().filter_map(|c| c.get()).map(|l| l.engine.stats()).collect())
+    }
+
     /// Models currently in memory.
     pub async fn loaded(&self) -> Vec<Loaded> {
         let models = self.models.lock().await;

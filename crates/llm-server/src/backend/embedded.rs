@@ -145,8 +145,11 @@ impl Backend for EmbeddedBackend {
     }
 
     fn stats(&self) -> BackendStats {
-        // Loaded engines are behind an async lock; try without waiting, metrics are best effort.
-        BackendStats::default()
+        // Best effort: a scrape that meets the model table mid-update reports zeros.
+        self.pool.try_stats().unwrap_or_default().iter().fold(BackendStats::default(), |acc, s| BackendStats {
+            queued: acc.queued + s.queued,
+            active_sequences: acc.active_sequences + s.active,
+        })
     }
 }
 

@@ -20,8 +20,9 @@ pub async fn version() -> Json<serde_json::Value> {
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let m = &state.metrics;
-    m.queued.set(state.limiter.waiting() as i64 + state.backend.stats().queued as i64);
-    m.active_sequences.set(state.backend.stats().active_sequences as i64);
+    let stats = state.backend.stats();
+    m.queued.set((state.limiter.waiting() + stats.queued) as i64);
+    m.active_sequences.set(stats.active_sequences as i64);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
 }
 
