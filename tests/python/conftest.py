@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -30,14 +31,16 @@ def free_port():
 
 
 class Server:
-    def __init__(self, args, env=None, ready_timeout=120):
+    """`strata <command> --listen 127.0.0.1:PORT args...`, ready once it answers HTTP."""
+
+    def __init__(self, args, env=None, ready_timeout=120, command="serve"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.log = open(os.path.join(os.environ.get("STRATA_TEST_LOGS", "/tmp"), f"strata-serve-{self.port}.log"), "w+")
         self.proc = subprocess.Popen(
-            [strata_bin(), "serve", "--listen", f"127.0.0.1:{self.port}", *args],
+            [strata_bin(), command, "--listen", f"127.0.0.1:{self.port}", *args],
             env=full_env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -47,9 +50,10 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"strata serve exited with {self.proc.returncode}: {self.logs()}")
             try:
-                with urllib.request.urlopen(self.url + "/", timeout=1) as r:
-                    if r.status == 200:
-                        return
+                with urllib.request.urlopen(self.url + "/", timeout=1):
+                    return
+            except urllib.error.HTTPError:
+                return  # any HTTP answer means the server is up
             except OSError:
                 pass
             if time.monotonic() > deadline:
@@ -93,8 +97,8 @@ def instant_server():
 def make_server():
     started = []
 
-    def make(args, env=None):
-        s = Server(args, env)
+    def make(args, env=None, command="serve"):
+        s = Server(args, env, command=command)
         started.append(s)
         return s
 

@@ -15,6 +15,8 @@ pub struct Config {
     pub log: telemetry::LogSettings,
     /// The LLM Server (`strata serve`).
     pub server: llm_server::ServerSettings,
+    /// The Bedrock Runtime emulator (`strata bedrock-emulator`).
+    pub bedrock_emulator: bedrock_emulator::EmulatorSettings,
     /// Embedded inference (llama.cpp) settings.
     pub engine: engine::EngineConfig,
     /// Where models come from and are cached.

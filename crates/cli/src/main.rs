@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the LLM Server: Ollama and OpenAI APIs over the embedded engine
     Serve(commands::serve::ServeArgs),
+    /// Run a local Amazon Bedrock Runtime (Converse, ConverseStream) backed by the engine
+    BedrockEmulator(commands::bedrock_emulator::EmulatorArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
     /// Measure strata against its references and write docs/benchmarks.md
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };
     match result {

@@ -44,7 +44,7 @@ impl DoneReason {
     /// The name Ollama (`done_reason`) and OpenAI (`finish_reason`) use.
     pub fn as_name(self) -> &'static str {
         match self {
-            DoneReason::Unspecified | DoneReason::Stop => "stop",
+            DoneReason::Unspecified | DoneReason::Stop | DoneReason::StopSequence => "stop",
             DoneReason::Length => "length",
         }
     }

@@ -77,6 +77,7 @@ pub fn done_reason(reason: FinishReason) -> contract::DoneReason {
     match reason {
         FinishReason::Stop => contract::DoneReason::Stop,
         FinishReason::Length => contract::DoneReason::Length,
+        FinishReason::StopSequence => contract::DoneReason::StopSequence,
     }
 }
 

@@ -99,8 +99,10 @@ pub struct EngineRequest {
 /// Why a generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
-    /// End of turn, end-of-generation token, or a stop string.
+    /// End of turn or an end-of-generation token.
     Stop,
+    /// One of the request's stop strings (not included in the text).
+    StopSequence,
     /// `max_tokens` or the context window was reached.
     Length,
 }

@@ -299,7 +299,7 @@ impl<'m> Scheduler<'m> {
                     seq.send_text(out);
                     // Nothing after a stop string may reach the client.
                     seq.utf8 = Utf8Stream::default();
-                    self.exit(ctx, i, Exit::Finished(FinishReason::Stop));
+                    self.exit(ctx, i, Exit::Finished(FinishReason::StopSequence));
                     continue;
                 }
             }

@@ -103,7 +103,7 @@ async fn stop_strings_cut_the_text_and_are_not_returned() {
     let (text, c) = run(&engine, chat("Count from 1 to 10, separated by commas.", params)).await;
     assert_eq!(text, full[..cut], "stop {stop:?}");
     assert!(!text.contains(&stop));
-    assert_eq!(c.reason, FinishReason::Stop);
+    assert_eq!(c.reason, FinishReason::StopSequence);
 }
 
 #[tokio::test]

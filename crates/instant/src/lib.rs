@@ -75,7 +75,7 @@ impl InstantGenerator {
                     break;
                 }
             }
-            return (kept.into_iter().filter(|w| !w.is_empty()).collect(), contract::DoneReason::Stop);
+            return (kept.into_iter().filter(|w| !w.is_empty()).collect(), contract::DoneReason::StopSequence);
         }
         (words, reason)
     }
@@ -129,8 +129,8 @@ mod tests {
             (None, &[], "one two three four", contract::DoneReason::Stop),
             (Some(2), &[], "one two ", contract::DoneReason::Length),
             (Some(-1), &[], "one two three four", contract::DoneReason::Stop),
-            (None, &["thr"], "one two ", contract::DoneReason::Stop),
-            (None, &["o t"], "one tw", contract::DoneReason::Stop),
+            (None, &["thr"], "one two ", contract::DoneReason::StopSequence),
+            (None, &["o t"], "one tw", contract::DoneReason::StopSequence),
         ];
         for (n, stop, want, reason) in cases {
             let (words, r) = b.answer(&req(*n, stop));

@@ -1,3 +1,4 @@
+pub mod bedrock_emulator;
 pub mod bench;
 pub mod model;
 pub mod serve;

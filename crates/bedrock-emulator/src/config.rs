@@ -1,0 +1,62 @@
+//! Emulator settings (the `[bedrock_emulator]` section).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The model id the emulator serves by default, in Bedrock's naming style.
+pub const DEFAULT_MODEL_ID: &str = "strata.smollm2-135m-instruct-v1:0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneratorKind {
+    Embedded,
+    Instant,
+}
+
+/// Which requests are let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No check at all.
+    Off,
+    /// A SigV4 `Authorization` header or a `Bearer` API key must be present (not verified).
+    Any,
+    /// Only `Bearer` API keys listed in `api_keys`.
+    Keys,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmulatorSettings {
+    pub listen: SocketAddr,
+    pub generator: GeneratorKind,
+    /// Bedrock model ids -> local model names. Other ids get ResourceNotFoundException.
+    pub models: BTreeMap<String, String>,
+    pub auth: AuthMode,
+    /// Bedrock API keys accepted when `auth = "keys"`.
+    pub api_keys: Vec<String>,
+    /// Requests in progress at once; beyond this, ThrottlingException (429).
+    pub max_concurrent_requests: usize,
+    /// Largest request body; larger ones get ValidationException (413... as Bedrock: 400).
+    pub max_body_bytes: usize,
+    pub instant: instant::InstantConfig,
+}
+
+impl Default for EmulatorSettings {
+    fn default() -> Self {
+        let mut models = BTreeMap::new();
+        models.insert(DEFAULT_MODEL_ID.to_owned(), engine::DEFAULT_MODEL.to_owned());
+        EmulatorSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            generator: GeneratorKind::Embedded,
+            models,
+            auth: AuthMode::Any,
+            api_keys: Vec::new(),
+            max_concurrent_requests: 16,
+            max_body_bytes: 10 * 1024 * 1024,
+            instant: instant::InstantConfig { models: vec![engine::DEFAULT_MODEL.to_owned()], ..Default::default() },
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! What answers the emulator's requests: the embedded engine or the instant generator.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use contract::ChunkStream;
+
+#[async_trait]
+pub trait Generator: Send + Sync + 'static {
+    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error>;
+}
+
+#[async_trait]
+impl Generator for engine::ModelPool {
+    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+        engine::ModelPool::generate(self, req, "bedrock").await
+    }
+}
+
+#[async_trait]
+impl Generator for instant::InstantGenerator {
+    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+        instant::InstantGenerator::generate(self, req)
+    }
+}
+
+#[async_trait]
+impl<G: Generator + ?Sized> Generator for Arc<G> {
+    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+        (**self).generate(req).await
+    }
+}

@@ -1,0 +1,114 @@
+//! `POST /model/{modelId}/converse` and `/converse-stream`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use contract::ChunkKind;
+use futures::StreamExt;
+use telemetry::RequestInfo;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::converse::{self, ConverseRequest};
+use crate::error::{AwsError, AwsErrorType};
+use crate::eventstream;
+use crate::startup::AppState;
+
+/// Everything both operations do before generating: auth, throttling, parsing, model lookup.
+async fn prepare(
+    state: &Arc<AppState>,
+    info: &RequestInfo,
+    model_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    stream: bool,
+) -> Result<(contract::GenerateRequest, OwnedSemaphorePermit), AwsError> {
+    crate::auth::check(state.settings.auth, &state.settings.api_keys, headers)?;
+    let permit = Arc::clone(&state.in_flight)
+        .try_acquire_owned()
+        .map_err(|_| AwsError::new(AwsErrorType::Throttling, "Too many requests, please wait before trying again."))?;
+    let body = body.map_err(|r| {
+        let msg = if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "Input is too long for requested model." } else { "Could not read the request body." };
+        AwsError::new(AwsErrorType::Validation, msg)
+    })?;
+    let req: ConverseRequest = serde_json::from_slice(&body).map_err(|e| AwsError::new(AwsErrorType::Validation, format!("Malformed input request: {e}")))?;
+    let local = state
+        .settings
+        .models
+        .get(model_id)
+        .ok_or_else(|| AwsError::new(AwsErrorType::ResourceNotFound, format!("Model not found: the model identifier '{model_id}' is not served here.")))?;
+    let mut req = converse::to_contract(req, local, stream)?;
+    req.trace = Some(contract::TraceContext { traceparent: info.trace.header(), tracestate: String::new() });
+    Ok((req, permit))
+}
+
+pub async fn converse(
+    State(state): State<Arc<AppState>>,
+    Extension(info): Extension<RequestInfo>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<converse::ConverseResponse>, AwsError> {
+    let started = Instant::now();
+    let (req, _permit) = prepare(&state, &info, &model_id, &headers, body, false).await?;
+    let mut stream = state.generator.generate(req).await?;
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk.kind {
+            Some(ChunkKind::Delta(d)) => text.push_str(&d.content),
+            Some(ChunkKind::Done(done)) => {
+                let u = done.usage.unwrap_or_default();
+                info.tokens.record(u.prompt_tokens.into(), u.completion_tokens.into());
+                return Ok(Json(converse::response(text, &done, started.elapsed().as_millis() as u64)));
+            }
+            Some(ChunkKind::Error(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Err(AwsError::new(AwsErrorType::InternalServer, "the model stopped without finishing"))
+}
+
+pub async fn converse_stream(
+    State(state): State<Arc<AppState>>,
+    Extension(info): Extension<RequestInfo>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AwsError> {
+    let started = Instant::now();
+    let (req, permit) = prepare(&state, &info, &model_id, &headers, body, true).await?;
+    let inner = state.generator.generate(req).await?;
+    let tokens = Arc::clone(&info.tokens);
+    // The permit lives as long as the stream does.
+    let frames = futures::stream::once(async { eventstream::message_start() }).chain(inner.flat_map(move |chunk| {
+        let _held = &permit;
+        let out: Vec<Bytes> = match chunk.kind {
+            Some(ChunkKind::Delta(d)) => vec![eventstream::delta(&d.content)],
+            Some(ChunkKind::Done(done)) => {
+                let usage = converse::usage(&done);
+                tokens.record(usage.input_tokens.into(), usage.output_tokens.into());
+                vec![
+                    eventstream::block_stop(),
+                    eventstream::message_stop(converse::stop_reason(done.done_reason())),
+                    eventstream::metadata(usage, converse::Metrics { latency_ms: started.elapsed().as_millis() as u64 }),
+                ]
+            }
+            Some(ChunkKind::Error(e)) => vec![eventstream::exception(AwsErrorType::from_kind(e.kind()), &e.message)],
+            None => vec![],
+        };
+        futures::stream::iter(out)
+    }));
+    let mut r = Response::new(Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.amazon.eventstream"));
+    Ok(r)
+}
+
+pub async fn not_found() -> impl IntoResponse {
+    AwsError::new(AwsErrorType::ResourceNotFound, "The requested operation is not supported by this endpoint.")
+}
