@@ -93,8 +93,7 @@ def instant_server():
     s.stop()
 
 
-@pytest.fixture
-def make_server():
+def _server_factory():
     started = []
 
     def make(args, env=None, command="serve"):
@@ -102,6 +101,22 @@ def make_server():
         started.append(s)
         return s
 
+    return make, started
+
+
+@pytest.fixture
+def make_server():
+    """Starts servers for one test; they are killed at its end."""
+    make, started = _server_factory()
     yield make
     for s in started:
         s.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def make_server_module():
+    """Starts servers shared by a test module; stopped gracefully at its end."""
+    make, started = _server_factory()
+    yield make
+    for s in started:
+        s.stop()

@@ -21,22 +21,6 @@ def emulator(make_server_module):
     return make_server_module(["--generator", "embedded"], command="bedrock-emulator")
 
 
-@pytest.fixture(scope="module")
-def make_server_module():
-    from conftest import Server
-
-    started = []
-
-    def make(args, env=None, command="serve"):
-        s = Server(args, env, command=command)
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        s.stop()
-
-
 MSG = [{"role": "user", "content": [{"text": "Name a color."}]}]
 
 
@@ -112,8 +96,8 @@ def test_missing_credentials_are_denied(emulator):
     assert e.value.headers["x-amzn-ErrorType"] == "AccessDeniedException"
 
 
-def test_beyond_the_concurrency_limit_is_throttling(make_server_module):
-    s = make_server_module(["--generator", "instant"], command="bedrock-emulator",
+def test_beyond_the_concurrency_limit_is_throttling(make_server):
+    s = make_server(["--generator", "instant"], command="bedrock-emulator",
                            env={"STRATA_BEDROCK_EMULATOR__MAX_CONCURRENT_REQUESTS": "1",
                                 "STRATA_BEDROCK_EMULATOR__INSTANT__WORD_DELAY_MS": "50",
                                 "STRATA_BEDROCK_EMULATOR__INSTANT__REPLY": "word " * 200})

@@ -109,3 +109,15 @@ def test_pull_known_model_reports_success(client):
     with pytest.raises(ollama.ResponseError) as e:
         client.pull("no-such-model:1b")
     assert e.value.status_code == 404
+
+
+def test_keep_alive_zero_unloads_the_model(client):
+    client.generate(model=MODEL, prompt="hi", options={"num_predict": 1})
+    assert MODEL in [m.model for m in client.ps().models]
+    r = client.generate(model=MODEL, prompt="", keep_alive=0)  # what `ollama stop` sends
+    assert r.done_reason == "unload"
+    assert MODEL not in [m.model for m in client.ps().models]
+    # The next request loads it again, and says so in load_duration.
+    r = client.generate(model=MODEL, prompt="hi", options={"num_predict": 1})
+    assert r.load_duration > 1_000_000
+    assert MODEL in [m.model for m in client.ps().models]

@@ -103,24 +103,27 @@ fn median(mut xs: Vec<f64>) -> f64 {
 async fn engine(opts: &BenchOptions) -> anyhow::Result<Section> {
     let reps = if opts.quick { 2 } else { 5 };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (path, t) = (opts.model_path.clone(), threads as i32);
-    // Measured before the server starts, so the two never share the cores.
-    let reference = tokio::task::spawn_blocking(move || engine::reference_rates(&path, 512, 128, t, reps))
-        .await?
-        .map_err(|e| anyhow::anyhow!("llama.cpp reference: {e}"))?;
     let server = serve(opts, None).await?;
     // A raw prompt of about 512 tokens, like llama-bench's pp512.
     let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(50);
-    let mut prompt_rates = Vec::new();
-    let mut gen_rates = Vec::new();
+    let (mut prompt_rates, mut gen_rates, mut ref_prompt, mut ref_gen) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut prompt_tokens = 0.0;
+    // Reference and server take turns, one repetition each, so drift in this noisy machine's
+    // speed hits both alike. The idle server uses no CPU while the reference runs.
     for i in 0..reps {
+        let (path, t) = (opts.model_path.clone(), threads as i32);
+        let r = tokio::task::spawn_blocking(move || engine::reference_rates(&path, 512, 128, t, 1))
+            .await?
+            .map_err(|e| anyhow::anyhow!("llama.cpp reference: {e}"))?;
+        ref_prompt.push(r.prompt);
+        ref_gen.push(r.generation);
         let v = generate(&server.url, &opts.model, &format!("{i} {long_prompt}"), 1, true, i).await?;
         prompt_tokens = v["prompt_eval_count"].as_f64().unwrap_or(0.0);
         prompt_rates.push(rate(&v, "prompt_eval_count", "prompt_eval_duration"));
         let v = generate(&server.url, &opts.model, STORY, 128, false, i).await?;
         gen_rates.push(rate(&v, "eval_count", "eval_duration"));
     }
+    let reference = engine::ReferenceRates { prompt: median(ref_prompt), generation: median(ref_gen) };
     drop(server);
     let (pp, tg) = (median(prompt_rates), median(gen_rates));
     let (pr, gr) = (pp / reference.prompt, tg / reference.generation);
@@ -134,7 +137,8 @@ async fn engine(opts: &BenchOptions) -> anyhow::Result<Section> {
                  itself cannot be built from that source: the `llama-cpp-sys-2` crate vendors llama.cpp without \
                  `tools/llama-bench`. strata's figures are the `prompt_eval_*` and `eval_*` counters of Ollama `/api/generate` \
                  answers from `strata serve` with its defaults (q8_0 KV cache, full sampling chain), a raw \
-                 ~{prompt_tokens:.0}-token prompt and a 128-token story, median of {reps}."
+                 ~{prompt_tokens:.0}-token prompt and a 128-token story. Reference and server alternate, one repetition \
+                 each; medians of {reps}."
             ),
         ],
         header: vec!["".into(), "llama.cpp tok/s".into(), "strata serve tok/s".into(), "ratio".into()],

@@ -71,6 +71,14 @@ impl ModelPool {
         Some(models.values().filter_map(|c| c.get()).map(|l| l.engine.stats()).collect())
     }
 
+    /// Drops a model from memory. Generations already running on it finish first: the
+    /// scheduler thread drains its sequences, then exits when the last handle is gone.
+    pub async fn unload(&self, name: &str) -> Result<(), contract::Error> {
+        let resolved = self.resolver.resolve(name).map_err(resolve_error)?;
+        self.models.lock().await.remove(&resolved.name);
+        Ok(())
+    }
+
     /// Models currently in memory.
     pub async fn loaded(&self) -> Vec<Loaded> {
         let models = self.models.lock().await;

@@ -144,6 +144,10 @@ impl Backend for EmbeddedBackend {
         Ok(Box::pin(tokio_stream_from(rx)))
     }
 
+    async fn unload(&self, model: &str) -> Result<(), contract::Error> {
+        self.pool.unload(model).await
+    }
+
     fn stats(&self) -> BackendStats {
         // Best effort: a scrape that meets the model table mid-update reports zeros.
         self.pool.try_stats().unwrap_or_default().iter().fold(BackendStats::default(), |acc, s| BackendStats {

@@ -75,6 +75,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn show(&self, model: &str) -> Result<ModelDetails, contract::Error>;
     async fn running(&self) -> Result<Vec<RunningModel>, contract::Error>;
     async fn pull(&self, model: &str) -> Result<PullStream, contract::Error>;
+    /// Frees a model's memory (Ollama's `keep_alive: 0`). Backends without local models
+    /// have nothing to do.
+    async fn unload(&self, _model: &str) -> Result<(), contract::Error> {
+        Ok(())
+    }
     fn stats(&self) -> BackendStats {
         BackendStats::default()
     }

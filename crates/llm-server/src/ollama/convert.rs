@@ -68,6 +68,21 @@ fn refuse_images(images: &Option<Vec<String>>) -> Result<(), contract::Error> {
     }
 }
 
+/// Ollama's `keep_alive`: a number of seconds or a duration string ("5m", "0s", "-1").
+/// strata keeps models loaded until told otherwise; only "unload now" (zero) changes anything.
+pub fn keep_alive_is_zero(v: &Option<serde_json::Value>) -> Result<bool, contract::Error> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(false),
+        Some(serde_json::Value::Number(n)) => Ok(n.as_f64() == Some(0.0)),
+        Some(serde_json::Value::String(s)) => {
+            let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let value: f64 = digits.parse().map_err(|_| invalid(format!("invalid keep_alive duration \"{s}\"")))?;
+            Ok(value == 0.0)
+        }
+        Some(other) => Err(invalid(format!("invalid keep_alive {other}"))),
+    }
+}
+
 /// `None` means "load the model and answer done" (an empty prompt).
 pub fn generate_to_contract(r: GenerateRequest) -> Result<Option<contract::GenerateRequest>, contract::Error> {
     require_model(&r.model)?;
@@ -169,17 +184,18 @@ pub fn chat_final(model: &str, text: String, done: &Final, total_ns: u64, now: D
 }
 
 /// The answer to a load request (empty prompt / no messages).
-pub fn load_generate(model: &str, now: DateTime<Utc>) -> GenerateResponse {
-    GenerateResponse { model: model.into(), created_at: timestamp(now), response: String::new(), done: true, done_reason: Some("load".into()), context: None, metrics: None }
+/// `reason` is "load", or "unload" for `keep_alive: 0`.
+pub fn load_generate(model: &str, reason: &str, now: DateTime<Utc>) -> GenerateResponse {
+    GenerateResponse { model: model.into(), created_at: timestamp(now), response: String::new(), done: true, done_reason: Some(reason.into()), context: None, metrics: None }
 }
 
-pub fn load_chat(model: &str, now: DateTime<Utc>) -> ChatResponse {
+pub fn load_chat(model: &str, reason: &str, now: DateTime<Utc>) -> ChatResponse {
     ChatResponse {
         model: model.into(),
         created_at: timestamp(now),
         message: Message { role: "assistant".into(), content: String::new(), images: None },
         done: true,
-        done_reason: Some("load".into()),
+        done_reason: Some(reason.into()),
         metrics: None,
     }
 }
@@ -261,6 +277,17 @@ mod tests {
         assert_eq!(gen(json!({"prompt": "hi"})).unwrap_err().message, "model is required");
         assert_eq!(gen(json!({"model": "m", "prompt": "x", "format": "xml"})).unwrap_err().kind(), ErrorKind::InvalidRequest);
         assert_eq!(gen(json!({"model": "m", "prompt": "x", "images": ["aGk="]})).unwrap_err().kind(), ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn keep_alive_zero_means_unload() {
+        let cases = [(json!(0), true), (json!("0"), true), (json!("0s"), true), (json!("5m"), false), (json!(-1), false), (json!("-1"), false), (json!(300), false)];
+        for (v, want) in cases {
+            assert_eq!(keep_alive_is_zero(&Some(v.clone())).unwrap(), want, "{v}");
+        }
+        assert!(!keep_alive_is_zero(&None).unwrap());
+        assert!(keep_alive_is_zero(&Some(json!("soon"))).is_err());
+        assert!(keep_alive_is_zero(&Some(json!([1]))).is_err());
     }
 
     #[test]

@@ -58,10 +58,10 @@ impl Shape {
         }
     }
 
-    fn loaded(self, model: &str) -> Response {
+    fn loaded(self, model: &str, reason: &str) -> Response {
         match self {
-            Shape::Generate => Json(convert::load_generate(model, Utc::now())).into_response(),
-            Shape::Chat => Json(convert::load_chat(model, Utc::now())).into_response(),
+            Shape::Generate => Json(convert::load_generate(model, reason, Utc::now())).into_response(),
+            Shape::Chat => Json(convert::load_chat(model, reason, Utc::now())).into_response(),
         }
     }
 }
@@ -69,24 +69,35 @@ impl Shape {
 pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: types::GenerateRequest = parse_json(P, &body(b)?)?;
     let model = req.model.clone();
+    let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
     let contract_req = convert::generate_to_contract(req).map_err(err)?;
-    respond(state, info, model, contract_req, Shape::Generate).await
+    respond(state, info, model, contract_req, unload, Shape::Generate).await
 }
 
 pub async fn chat(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: types::ChatRequest = parse_json(P, &body(b)?)?;
     let model = req.model.clone();
+    let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
     let contract_req = convert::chat_to_contract(req).map_err(err)?;
-    respond(state, info, model, contract_req, Shape::Chat).await
+    respond(state, info, model, contract_req, unload, Shape::Chat).await
 }
 
-async fn respond(state: Arc<AppState>, info: RequestInfo, model: String, req: Option<contract::GenerateRequest>, shape: Shape) -> Result<Response, ApiError> {
+/// `unload` is `keep_alive: 0`: the model leaves memory once this request is served (a
+/// generation already started runs to its end), which is also how `ollama stop` works.
+async fn respond(state: Arc<AppState>, info: RequestInfo, model: String, req: Option<contract::GenerateRequest>, unload: bool, shape: Shape) -> Result<Response, ApiError> {
     let Some(req) = req else {
+        if unload {
+            state.backend.unload(&model).await.map_err(err)?;
+            return Ok(shape.loaded(&model, "unload"));
+        }
         state.backend.load(&model).await.map_err(err)?;
-        return Ok(shape.loaded(&model));
+        return Ok(shape.loaded(&model, "load"));
     };
     let stream_out = req.stream;
     let Started { stream, started } = generation::start(&state, P, &info, req).await?;
+    if unload {
+        state.backend.unload(&model).await.map_err(err)?;
+    }
     if !stream_out {
         let (text, done) = collect(stream).await.map_err(err)?;
         return Ok(shape.last(&model, text, &done, started.elapsed().as_nanos() as u64));
