@@ -101,7 +101,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 async fn engine(opts: &BenchOptions) -> anyhow::Result<Section> {
-    let reps = if opts.quick { 2 } else { 5 };
+    let reps = if opts.quick { 3 } else { 9 };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let server = serve(opts, None).await?;
     // A raw prompt of about 512 tokens, like llama-bench's pp512.
@@ -117,11 +117,15 @@ async fn engine(opts: &BenchOptions) -> anyhow::Result<Section> {
             .map_err(|e| anyhow::anyhow!("llama.cpp reference: {e}"))?;
         ref_prompt.push(r.prompt);
         ref_gen.push(r.generation);
+        // llama.cpp's OpenMP workers keep spinning for a moment after the reference's last
+        // decode; let them park so they do not steal the server's cores.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let v = generate(&server.url, &opts.model, &format!("{i} {long_prompt}"), 1, true, i).await?;
         prompt_tokens = v["prompt_eval_count"].as_f64().unwrap_or(0.0);
         prompt_rates.push(rate(&v, "prompt_eval_count", "prompt_eval_duration"));
         let v = generate(&server.url, &opts.model, STORY, 128, false, i).await?;
         gen_rates.push(rate(&v, "eval_count", "eval_duration"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let reference = engine::ReferenceRates { prompt: median(ref_prompt), generation: median(ref_gen) };
     drop(server);

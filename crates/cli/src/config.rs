@@ -15,6 +15,8 @@ pub struct Config {
     pub log: telemetry::LogSettings,
     /// The LLM Server (`strata serve`).
     pub server: llm_server::ServerSettings,
+    /// Amazon Bedrock, for the LLM Server's `bedrock` backend.
+    pub bedrock: bedrock::BedrockSettings,
     /// The Bedrock Runtime emulator (`strata bedrock-emulator`).
     pub bedrock_emulator: bedrock_emulator::EmulatorSettings,
     /// Embedded inference (llama.cpp) settings.

@@ -13,6 +13,8 @@ pub enum BackendKind {
     Embedded,
     /// A fixed reply, no model: for tests and overhead benchmarks.
     Instant,
+    /// Amazon Bedrock (or a Bedrock emulator), configured by the `[bedrock]` section.
+    Bedrock,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ pub mod openai;
 pub mod routes;
 pub mod startup;
 
+pub use backend::bedrock::BedrockBackend;
 pub use backend::embedded::EmbeddedBackend;
 pub use backend::instant::{InstantBackend, InstantConfig};
 pub use backend::Backend;

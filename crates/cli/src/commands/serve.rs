@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use engine::{ModelPool, Resolver};
-use llm_server::{Application, Backend, BackendKind, EmbeddedBackend, InstantBackend};
+use llm_server::{Application, Backend, BackendKind, BedrockBackend, EmbeddedBackend, InstantBackend};
 
 use crate::config::Config;
 
@@ -22,8 +22,8 @@ pub struct ServeArgs {
     /// Model to fetch (if needed) and load before accepting requests
     #[arg(long)]
     model: Option<String>,
-    /// Backend: embedded (llama.cpp in this process) or instant (fixed reply, no model)
-    #[arg(long, value_parser = ["embedded", "instant"])]
+    /// Backend: embedded (llama.cpp in this process), bedrock (Amazon Bedrock, see [bedrock]) or instant (fixed reply, no model)
+    #[arg(long, value_parser = ["embedded", "bedrock", "instant"])]
     backend: Option<String>,
 }
 
@@ -35,6 +35,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     match args.backend.as_deref() {
         Some("instant") => config.server.backend = BackendKind::Instant,
         Some("embedded") => config.server.backend = BackendKind::Embedded,
+        Some("bedrock") => config.server.backend = BackendKind::Bedrock,
         _ => {}
     }
     telemetry::init(&config.log);
@@ -45,6 +46,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(config: Config, model: Option<String>) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = match config.server.backend {
         BackendKind::Instant => Arc::new(InstantBackend::new(config.server.instant.clone())),
+        BackendKind::Bedrock => Arc::new(BedrockBackend::new(bedrock::BedrockClient::new(config.bedrock.clone()).await)),
         BackendKind::Embedded => {
             let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
             if let Some(name) = &model {

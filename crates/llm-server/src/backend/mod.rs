@@ -2,6 +2,7 @@
 //! module (`embedded`: the llama.cpp engine in-process; `instant`: a fixed reply for tests and
 //! overhead benchmarks). A new backend is one file plus one line in `startup.rs`.
 
+pub mod bedrock;
 pub mod embedded;
 pub mod instant;
 

@@ -1,0 +1,168 @@
+//! Converse and ConverseStream as contract streams, with retries before the first byte.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, StopReason};
+use aws_sdk_bedrockruntime::Client;
+use contract::{ChunkStream, DoneReason, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};
+use rand::Rng;
+
+use crate::errors::map_sdk_error;
+use crate::mapping::to_converse_parts;
+use crate::settings::BedrockSettings;
+
+#[derive(Clone, Debug)]
+pub struct BedrockClient {
+    client: Client,
+    settings: BedrockSettings,
+}
+
+fn done_reason(r: Option<&StopReason>) -> DoneReason {
+    match r {
+        Some(StopReason::MaxTokens) => DoneReason::Length,
+        Some(StopReason::StopSequence) => DoneReason::StopSequence,
+        _ => DoneReason::Stop,
+    }
+}
+
+fn final_chunk(model: &str, text: String, reason: DoneReason, usage: Usage, started: Instant) -> StreamChunk {
+    let total = started.elapsed().as_nanos() as u64;
+    StreamChunk::done(GenerateResponse {
+        model: model.to_owned(),
+        message: Some(contract::Message::assistant(text)),
+        done_reason: reason as i32,
+        usage: Some(usage),
+        timings: Some(Timings { total_ns: total, hops: vec![HopTiming { hop: "bedrock".into(), dur_ns: total }], ..Default::default() }),
+    })
+}
+
+impl BedrockClient {
+    /// Credentials come from the default chain (environment, profile, instance role), or a
+    /// Bedrock API key in `AWS_BEARER_TOKEN_BEDROCK`, which the SDK prefers when present.
+    pub async fn new(settings: BedrockSettings) -> Self {
+        let mut loader = aws_config::from_env();
+        if !settings.region.is_empty() {
+            loader = loader.region(aws_config::Region::new(settings.region.clone()));
+        }
+        if !settings.endpoint_url.is_empty() {
+            loader = loader.endpoint_url(settings.endpoint_url.clone());
+        }
+        let shared = loader.load().await;
+        // Retries are ours (below), so that throttling backs off with jitter as configured.
+        let config = aws_sdk_bedrockruntime::config::Builder::from(&shared).retry_config(RetryConfig::disabled()).build();
+        BedrockClient { client: Client::from_conf(config), settings }
+    }
+
+    pub fn settings(&self) -> &BedrockSettings {
+        &self.settings
+    }
+
+    fn model_id<'a>(&'a self, model: &'a str) -> &'a str {
+        self.settings.model_ids.get(model).map_or(model, String::as_str)
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or runs out of attempts. Only errors the
+    /// contract marks retryable are retried; the wait is exponential with full jitter.
+    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, contract::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, contract::Error>>,
+    {
+        let attempts = self.settings.max_attempts.max(1);
+        let mut backoff = self.settings.initial_backoff_ms;
+        for attempt in 1..=attempts {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable && attempt < attempts => {
+                    let wait = rand::thread_rng().gen_range(0..=backoff.max(1));
+                    tracing::debug!(attempt, wait_ms = wait, error = %e, "retrying Bedrock call");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    backoff = (backoff * 2).min(self.settings.max_backoff_ms);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(contract::Error::new(ErrorKind::Internal, "no attempt was made"))
+    }
+
+    /// Generates through Converse (one chunk of text then `done`) or ConverseStream (deltas as
+    /// Bedrock sends them), depending on `req.stream`.
+    pub async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+        let started = Instant::now();
+        let parts = to_converse_parts(&req)?;
+        let model_id = self.model_id(&req.model).to_owned();
+        if !req.stream {
+            let out = self
+                .with_retries(|| async {
+                    self.client
+                        .converse()
+                        .model_id(&model_id)
+                        .set_messages(Some(parts.messages.clone()))
+                        .set_system(Some(parts.system.clone()))
+                        .inference_config(parts.inference.clone())
+                        .send()
+                        .await
+                        .map_err(|e| map_sdk_error(&e))
+                })
+                .await?;
+            let text: String = out
+                .output()
+                .and_then(|o| o.as_message().ok())
+                .map(|m| m.content().iter().filter_map(|b| b.as_text().ok()).cloned().collect())
+                .unwrap_or_default();
+            let usage = out.usage().map_or_else(Usage::default, |u| Usage { prompt_tokens: u.input_tokens() as u32, completion_tokens: u.output_tokens() as u32 });
+            let chunk = final_chunk(&req.model, text, done_reason(Some(out.stop_reason())), usage, started);
+            return Ok(Box::pin(futures::stream::iter([chunk])));
+        }
+        let out = self
+            .with_retries(|| async {
+                self.client
+                    .converse_stream()
+                    .model_id(&model_id)
+                    .set_messages(Some(parts.messages.clone()))
+                    .set_system(Some(parts.system.clone()))
+                    .inference_config(parts.inference.clone())
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error(&e))
+            })
+            .await?;
+        let model = req.model.clone();
+        let state = (out.stream, DoneReason::Stop, Usage::default(), false);
+        let stream = futures::stream::unfold(state, move |(mut events, mut reason, mut usage, finished)| {
+            let model = model.clone();
+            async move {
+                if finished {
+                    return None;
+                }
+                loop {
+                    match events.recv().await {
+                        Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => {
+                            if let Some(ContentBlockDelta::Text(t)) = d.delta() {
+                                return Some((StreamChunk::delta(t.clone()), (events, reason, usage, false)));
+                            }
+                        }
+                        Ok(Some(ConverseStreamOutput::MessageStop(s))) => reason = done_reason(Some(s.stop_reason())),
+                        Ok(Some(ConverseStreamOutput::Metadata(m))) => {
+                            if let Some(u) = m.usage() {
+                                usage = Usage { prompt_tokens: u.input_tokens() as u32, completion_tokens: u.output_tokens() as u32 };
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            let done = final_chunk(&model, String::new(), reason, usage, started);
+                            return Some((done, (events, reason, usage, true)));
+                        }
+                        Err(e) => {
+                            let err = StreamChunk::error(map_sdk_error(&e));
+                            return Some((err, (events, reason, usage, true)));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+}

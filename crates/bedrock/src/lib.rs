@@ -1,0 +1,13 @@
+//! The one Bedrock client every strata component uses (the Lambda function, the LLM Server's
+//! `bedrock` backend): Converse and ConverseStream through the official SDK, mapped to and
+//! from the contract, with our own retries (exponential backoff, full jitter) on throttling.
+
+mod client;
+mod errors;
+mod mapping;
+mod settings;
+
+pub use client::BedrockClient;
+pub use errors::map_sdk_error;
+pub use mapping::{to_converse_parts, ConverseParts};
+pub use settings::BedrockSettings;

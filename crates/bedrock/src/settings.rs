@@ -1,0 +1,34 @@
+//! Where Bedrock is and how to talk to it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BedrockSettings {
+    /// AWS region; empty means the SDK's default chain (`AWS_REGION`, profile).
+    pub region: String,
+    /// Endpoint override (a local emulator); empty means AWS (or `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
+    pub endpoint_url: String,
+    /// Contract model names -> Bedrock model ids; names not listed are sent as they are.
+    pub model_ids: BTreeMap<String, String>,
+    /// Attempts per request for throttling and unavailability (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff; each retry doubles it, up to `max_backoff_ms`, with full jitter.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for BedrockSettings {
+    fn default() -> Self {
+        BedrockSettings {
+            region: String::new(),
+            endpoint_url: String::new(),
+            model_ids: BTreeMap::new(),
+            max_attempts: 4,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 2000,
+        }
+    }
+}
