@@ -93,6 +93,18 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_lambda_events_are_contract_requests() {
+        for (file, stream) in [("generate.json", false), ("generate-stream.json", true)] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/aws/events").join(file);
+            let req: crate::GenerateRequest = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            assert_eq!(req.model, "strata.smollm2-135m-instruct-v1:0");
+            assert_eq!(req.stream, stream);
+            assert_eq!(req.messages[0].role(), Role::User);
+            assert!(req.options.unwrap().num_predict.unwrap() > 0);
+        }
+    }
+
+    #[test]
     fn request_json_uses_camel_case_and_defaults() {
         let req: crate::GenerateRequest =
             serde_json::from_str(r#"{"model":"m","messages":[{"role":2,"content":"hi"}],"rawPrompt":null}"#)
