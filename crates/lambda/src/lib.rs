@@ -1,0 +1,81 @@
+//! The Lambda function's logic, separate from the runtime loop so it can be tested in-process.
+//!
+//! The event is a contract `GenerateRequest` (JSON mapping, see docs/contract.md). Without
+//! `stream`, the function returns one `GenerateResponse`. With `stream`, it answers in Lambda
+//! response-streaming mode: one `StreamChunk` JSON object per line, written as Bedrock's
+//! ConverseStream deltas arrive.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use bedrock::{BedrockClient, BedrockSettings};
+use bytes::Bytes;
+use contract::{ChunkKind, ErrorKind};
+use futures::{Stream, StreamExt};
+use lambda_runtime::{Diagnostic, FunctionResponse, MetadataPrelude, StreamResponse};
+
+/// The body of a streamed answer: NDJSON lines of `StreamChunk`.
+pub type LineStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::convert::Infallible>> + Send>>;
+
+pub type Response = FunctionResponse<contract::GenerateResponse, LineStream>;
+
+/// A failure as Lambda reports it: `errorType` is the contract error kind, so callers can tell
+/// a retryable failure from one that is not.
+#[derive(Debug)]
+pub struct FunctionError(pub contract::Error);
+
+impl From<FunctionError> for Diagnostic {
+    fn from(e: FunctionError) -> Diagnostic {
+        Diagnostic { error_type: format!("{:?}", e.0.kind()), error_message: e.0.message }
+    }
+}
+
+/// Settings from the function's environment, as configured on AWS:
+/// `AWS_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (read by the SDK itself), and
+/// `STRATA_MODEL_IDS` = `name=bedrock-model-id,...` for names that are not Bedrock ids.
+pub fn settings_from_env() -> BedrockSettings {
+    let model_ids: BTreeMap<String, String> = std::env::var("STRATA_MODEL_IDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .collect();
+    let max_attempts = std::env::var("STRATA_BEDROCK_MAX_ATTEMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(BedrockSettings::default().max_attempts);
+    BedrockSettings { model_ids, max_attempts, ..Default::default() }
+}
+
+fn line(chunk: &contract::StreamChunk) -> Bytes {
+    let mut v = serde_json::to_vec(chunk).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> Result<Response, FunctionError> {
+    if req.model.trim().is_empty() {
+        return Err(FunctionError(contract::Error::new(ErrorKind::InvalidRequest, "model is required")));
+    }
+    let trace = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
+    tracing::info!(traceparent = %trace, model = %req.model, stream = req.stream, "invocation");
+    let stream = req.stream;
+    let mut chunks = client.generate(req).await.map_err(FunctionError)?;
+    if stream {
+        let lines = chunks.map(|c| Ok(line(&c)));
+        return Ok(FunctionResponse::StreamingResponse(StreamResponse { metadata_prelude: MetadataPrelude::default(), stream: Box::pin(lines) }));
+    }
+    let mut text = String::new();
+    while let Some(chunk) = chunks.next().await {
+        match chunk.kind {
+            Some(ChunkKind::Delta(d)) => text.push_str(&d.content),
+            Some(ChunkKind::Done(mut done)) => {
+                if !text.is_empty() {
+                    done.message = Some(contract::Message::assistant(text));
+                }
+                return Ok(FunctionResponse::BufferedResponse(done));
+            }
+            Some(ChunkKind::Error(e)) => return Err(FunctionError(e)),
+            None => {}
+        }
+    }
+    Err(FunctionError(contract::Error::new(ErrorKind::Upstream, "Bedrock ended the answer without finishing it")))
+}
