@@ -19,6 +19,8 @@ pub struct Config {
     pub bedrock: bedrock::BedrockSettings,
     /// The Bedrock Runtime emulator (`strata bedrock-emulator`).
     pub bedrock_emulator: bedrock_emulator::EmulatorSettings,
+    /// The local Lambda service (`strata lambda-service`).
+    pub lambda_service: lambda_service::LambdaServiceSettings,
     /// Embedded inference (llama.cpp) settings.
     pub engine: engine::EngineConfig,
     /// Where models come from and are cached.

@@ -19,6 +19,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Run a local Amazon Bedrock Runtime (Converse, ConverseStream) backed by the engine
     BedrockEmulator(commands::bedrock_emulator::EmulatorArgs),
+    /// Run a local AWS Lambda service (Invoke, InvokeWithResponseStream, Runtime API) over function processes
+    LambdaService(commands::lambda_service::LambdaServiceArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
     /// Measure strata against its references and write docs/benchmarks.md
@@ -32,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Command::Model(args) => commands::model::run(args),
         Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::LambdaService(args) => commands::lambda_service::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

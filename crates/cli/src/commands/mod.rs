@@ -1,4 +1,5 @@
 pub mod bedrock_emulator;
 pub mod bench;
+pub mod lambda_service;
 pub mod model;
 pub mod serve;

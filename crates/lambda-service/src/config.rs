@@ -1,0 +1,65 @@
+//! What `strata lambda-service` runs: the functions, their limits, and the service's own limits.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Synchronous invocation payload limit, request and response (AWS: 6 MB).
+pub const SYNC_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+/// Streamed response limit (AWS: 20 MB, a soft limit).
+pub const STREAM_RESPONSE_LIMIT: usize = 20 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LambdaServiceSettings {
+    /// Address of the Lambda service API (`AWS_ENDPOINT_URL_LAMBDA` for clients).
+    pub listen: SocketAddr,
+    /// Region in the function ARNs this service reports.
+    pub region: String,
+    /// Account id in the function ARNs.
+    pub account_id: String,
+    /// Largest invocation request and synchronous response, in bytes.
+    pub max_payload_bytes: usize,
+    /// Largest streamed response, in bytes.
+    pub max_stream_bytes: usize,
+    /// Functions by name.
+    pub functions: BTreeMap<String, FunctionSettings>,
+}
+
+impl Default for LambdaServiceSettings {
+    fn default() -> Self {
+        LambdaServiceSettings {
+            listen: "127.0.0.1:9001".parse().expect("valid default address"),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            max_payload_bytes: SYNC_PAYLOAD_LIMIT,
+            max_stream_bytes: STREAM_RESPONSE_LIMIT,
+            functions: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionSettings {
+    /// The executable (a custom runtime's `bootstrap`).
+    pub path: PathBuf,
+    /// Environment variables on top of the service's own environment.
+    pub env: BTreeMap<String, String>,
+    /// Execution environments kept warm; also the function's concurrency limit.
+    pub concurrency: usize,
+    /// Invocations that may wait for a free environment; beyond it TooManyRequestsException.
+    pub queue_depth: usize,
+    /// Function timeout in milliseconds (AWS allows up to 900000).
+    pub timeout_ms: u64,
+    /// Reported as `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`; not enforced.
+    pub memory_mb: u32,
+}
+
+impl Default for FunctionSettings {
+    fn default() -> Self {
+        FunctionSettings { path: PathBuf::new(), env: BTreeMap::new(), concurrency: 4, queue_depth: 64, timeout_ms: 300_000, memory_mb: 1024 }
+    }
+}

@@ -1,0 +1,67 @@
+//! Errors of the Lambda service API itself (not function errors): status, `x-amzn-ErrorType`,
+//! and Lambda's JSON body.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error_type: &'static str,
+    pub message: String,
+    pub reason: Option<&'static str>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, error_type, message: message.into(), reason: None, retry_after_secs: None }
+    }
+
+    pub fn function_not_found(arn: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("Function not found: {arn}"))
+    }
+
+    pub fn too_many_requests() -> Self {
+        ApiError { reason: Some("ReservedFunctionConcurrentInvocationLimitExceeded"), retry_after_secs: Some(1), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.") }
+    }
+
+    pub fn request_too_large(limit: usize) -> Self {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"))
+    }
+
+    pub fn invalid_content(detail: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", format!("Could not parse request body into json: {detail}"))
+    }
+
+    pub fn invalid_parameter(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameterValueException", message)
+    }
+
+    pub fn unknown_operation() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "UnknownOperationException", "Unknown operation")
+    }
+
+    pub fn service(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({ "Type": "User", "message": self.message });
+        if let Some(reason) = self.reason {
+            body["Reason"] = reason.into();
+        }
+        if self.status.is_server_error() {
+            body["Type"] = "Service".into();
+        }
+        let mut r = (self.status, Json(body)).into_response();
+        r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(self.error_type));
+        if let Some(secs) = self.retry_after_secs {
+            r.headers_mut().insert("Retry-After", HeaderValue::from(secs));
+        }
+        r
+    }
+}

@@ -1,0 +1,16 @@
+//! A local AWS Lambda service: the service API (Invoke, InvokeWithResponseStream) for callers,
+//! and the Runtime API for the unmodified function processes it spawns, keeps warm, queues
+//! for, times out and restarts. The official SDKs reach it through `AWS_ENDPOINT_URL_LAMBDA`.
+
+mod config;
+mod errors;
+mod eventstream;
+mod function;
+mod invocation;
+mod routes;
+mod runtime_api;
+mod startup;
+
+pub use config::{FunctionSettings, LambdaServiceSettings, STREAM_RESPONSE_LIMIT, SYNC_PAYLOAD_LIMIT};
+pub use function::{Function, FunctionStats};
+pub use startup::Application;

@@ -1,0 +1,104 @@
+//! Building and running the service (same shape as every strata hop).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LambdaServiceSettings;
+use crate::function::{Function, Shared};
+use crate::routes;
+
+pub const HOP: &str = "lambda";
+
+pub struct AppState {
+    pub settings: LambdaServiceSettings,
+    pub functions: BTreeMap<String, Arc<Function>>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    stop_functions: CancellationToken,
+}
+
+impl Application {
+    /// Binds the service and starts every function's environments.
+    pub async fn build(settings: LambdaServiceSettings) -> std::io::Result<Application> {
+        let listener = TcpListener::bind(settings.listen).await?;
+        let stop_functions = CancellationToken::new();
+        let mut functions = BTreeMap::new();
+        for (name, f) in &settings.functions {
+            let (queue_tx, queue_rx) = async_channel::unbounded();
+            let shared = Shared {
+                name: name.clone(),
+                arn: format!("arn:aws:lambda:{}:{}:function:{name}", settings.region, settings.account_id),
+                region: settings.region.clone(),
+                settings: f.clone(),
+                max_payload_bytes: settings.max_payload_bytes,
+                max_stream_bytes: settings.max_stream_bytes,
+                queue_tx,
+                queue_rx,
+                cold_starts: Default::default(),
+            };
+            functions.insert(name.clone(), Function::start(shared, stop_functions.clone()).await?);
+        }
+        Ok(Application { listener, state: Arc::new(AppState { settings, functions }), stop_functions })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn function(&self, name: &str) -> Option<Arc<Function>> {
+        self.state.functions.get(name).cloned()
+    }
+
+    /// Serves until `shutdown`, then stops every function process.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let stop = self.stop_functions.clone();
+        // Function processes go down with the service even when it is dropped, not stopped.
+        let _guard = stop.clone().drop_guard();
+        let router = router(self.state);
+        let result = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
+        stop.cancel();
+        result
+    }
+}
+
+/// Every AWS response carries `x-amzn-RequestId`; invocations set their own (the id the
+/// function sees), everything else gets a fresh one.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let mut r = next.run(req).await;
+    if !r.headers().contains_key("x-amzn-requestid") {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            r.headers_mut().insert("x-amzn-RequestId", v);
+        }
+    }
+    r
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/2015-03-31/functions/{name}/invocations", post(routes::invoke))
+        .route("/2021-11-15/functions/{name}/response-streaming-invocations", post(routes::invoke_with_response_stream))
+        .route("/2015-03-31/functions/", get(routes::list_functions))
+        .route("/2015-03-31/functions", get(routes::list_functions))
+        .route("/2015-03-31/functions/{name}", get(routes::get_function))
+        .fallback(routes::unknown)
+        // Payload limits are enforced by the handlers, in Lambda's own error shape.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(HOP, telemetry::access_log))
+        .with_state(state)
+}
