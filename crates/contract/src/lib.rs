@@ -12,6 +12,7 @@ pub use pb::*;
 pub use pb::stream_chunk::Kind as ChunkKind;
 
 mod helpers;
+pub mod lambda_stream;
 
 /// A streamed response as every hop passes it on: deltas, then exactly one `done` or `error`.
 pub type ChunkStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = StreamChunk> + Send>>;
