@@ -19,6 +19,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Run a local Amazon Bedrock Runtime (Converse, ConverseStream) backed by the engine
     BedrockEmulator(commands::bedrock_emulator::EmulatorArgs),
+    /// Run a local API Gateway (REST API): routes, API keys, usage plans, streaming passthrough
+    Gateway(commands::gateway::GatewayArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
     /// Measure strata against its references and write docs/benchmarks.md
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => commands::model::run(args),
         Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),
+        Command::Gateway(args) => commands::gateway::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };
     match result {

@@ -70,7 +70,7 @@ impl AccessLog {
             trace_id = %self.trace_id,
             request_id = %self.request_id,
             method = %self.http_method,
-            route = %self.resource_path,
+            route = %self.path,
             status = self.status,
             latency_ms = response_latency,
             outcome,

@@ -120,13 +120,30 @@ impl Default for GatewaySettings {
 fn keys_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Keys {
-        One(String),
-        Many(Vec<String>),
+    enum Key {
+        Text(String),
+        // An environment value made only of digits arrives as a number.
+        Unsigned(u64),
+        Signed(i64),
     }
-    let keys = match Keys::deserialize(d)? {
-        Keys::One(s) => s.split(',').map(str::to_owned).collect(),
-        Keys::Many(v) => v,
+    impl Key {
+        fn text(self) -> String {
+            match self {
+                Key::Text(s) => s,
+                Key::Unsigned(n) => n.to_string(),
+                Key::Signed(n) => n.to_string(),
+            }
+        }
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Keys {
+        One(Key),
+        Many(Vec<Key>),
+    }
+    let keys: Vec<String> = match Keys::deserialize(d)? {
+        Keys::One(k) => k.text().split(',').map(str::to_owned).collect(),
+        Keys::Many(v) => v.into_iter().map(Key::text).collect(),
     };
     Ok(keys.into_iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
 }
@@ -139,8 +156,10 @@ mod tests {
     fn keys_from_a_list_or_a_comma_separated_string() {
         let s: GatewaySettings = serde_json::from_str(r#"{"api_keys": " a, b,,c "}"#).unwrap();
         assert_eq!(s.api_keys, ["a", "b", "c"]);
-        let s: GatewaySettings = serde_json::from_str(r#"{"api_keys": ["a", "b"]}"#).unwrap();
-        assert_eq!(s.api_keys, ["a", "b"]);
+        let s: GatewaySettings = serde_json::from_str(r#"{"api_keys": ["a", "b", 123]}"#).unwrap();
+        assert_eq!(s.api_keys, ["a", "b", "123"]);
+        let s: GatewaySettings = serde_json::from_str(r#"{"api_keys": 12345}"#).unwrap();
+        assert_eq!(s.api_keys, ["12345"]);
         assert!(serde_json::from_str::<GatewaySettings>(r#"{"api_keyz": []}"#).is_err());
     }
 }

@@ -1,4 +1,5 @@
 pub mod bedrock_emulator;
 pub mod bench;
+pub mod gateway;
 pub mod model;
 pub mod serve;
