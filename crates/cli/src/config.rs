@@ -21,6 +21,8 @@ pub struct Config {
     pub bedrock_emulator: bedrock_emulator::EmulatorSettings,
     /// The local Lambda service (`strata lambda-service`).
     pub lambda_service: lambda_service::LambdaServiceSettings,
+    /// The API Gateway stand-in (`strata gateway`).
+    pub gateway: gateway::GatewaySettings,
     /// Embedded inference (llama.cpp) settings.
     pub engine: engine::EngineConfig,
     /// Where models come from and are cached.
@@ -59,6 +61,21 @@ mod tests {
             assert_eq!(c.engine.num_ctx, 1024);
             assert_eq!(c.engine.max_sequences, 6);
             assert_eq!(c.engine.queue_depth, engine::EngineConfig::default().queue_depth);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn gateway_keys_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STRATA_GATEWAY__API_KEYS", "key-a,key-b");
+            jail.set_env("STRATA_GATEWAY__INTEGRATION_TIMEOUT_MS", "5000");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.gateway.api_keys, ["key-a", "key-b"]);
+            assert_eq!(c.gateway.integration_timeout_ms, 5000);
+            jail.set_env("STRATA_GATEWAY__API_KEYS", "[key-c, key-d]");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.gateway.api_keys, ["key-c", "key-d"]);
             Ok(())
         });
     }

@@ -21,6 +21,8 @@ enum Command {
     BedrockEmulator(commands::bedrock_emulator::EmulatorArgs),
     /// Run a local AWS Lambda service (Invoke, InvokeWithResponseStream, Runtime API) over function processes
     LambdaService(commands::lambda_service::LambdaServiceArgs),
+    /// Run a local API Gateway (REST API): routes, API keys, usage plans, streaming passthrough
+    Gateway(commands::gateway::GatewayArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
     /// Measure strata against its references and write docs/benchmarks.md
@@ -33,6 +35,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => commands::model::run(args),
         Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),
+        Command::Gateway(args) => commands::gateway::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::LambdaService(args) => commands::lambda_service::run(args),
     };

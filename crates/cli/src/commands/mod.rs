@@ -1,5 +1,6 @@
 pub mod bedrock_emulator;
 pub mod bench;
+pub mod gateway;
 pub mod lambda_service;
 pub mod model;
 pub mod serve;

@@ -1,0 +1,108 @@
+//! Building and running the gateway (same shape as every strata hop).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::config::{GatewaySettings, UsagePlan};
+use crate::keys::ApiKeys;
+use crate::proxy;
+use crate::route_table::RouteTable;
+use crate::usage::UsageTracker;
+
+pub const HOP: &str = "gateway";
+
+pub struct AppState {
+    pub settings: GatewaySettings,
+    pub routes: RouteTable,
+    pub keys: ApiKeys,
+    pub usage: UsageTracker,
+    pub client: reqwest::Client,
+}
+
+impl AppState {
+    /// Checks the settings and loads the keys.
+    pub fn new(settings: GatewaySettings) -> io::Result<AppState> {
+        let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+        let routes = RouteTable::new(&settings.routes).map_err(invalid)?;
+        let mut keys = settings.api_keys.clone();
+        if let Some(path) = &settings.api_keys_file {
+            keys.extend(ApiKeys::read_file(path).map_err(|e| io::Error::new(e.kind(), format!("reading api_keys_file {}: {e}", path.display())))?);
+        }
+        let keys = ApiKeys::new(keys);
+        if !settings.usage_plans.contains_key(&settings.default_usage_plan) {
+            return Err(invalid(format!("default_usage_plan {:?} is not in usage_plans", settings.default_usage_plan)));
+        }
+        for (id, plan) in &settings.key_plans {
+            if !settings.usage_plans.contains_key(plan) {
+                return Err(invalid(format!("key_plans: key {id} names the unknown usage plan {plan:?}")));
+            }
+            if !keys.ids().any(|k| k == id) {
+                tracing::warn!(key_id = %id, "key_plans names a key id that matches no configured key");
+            }
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            // A proxy passes redirects to its caller.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(settings.integration_timeout_ms.max(1)))
+            .build()
+            .map_err(|e| io::Error::other(format!("building the HTTP client: {e}")))?;
+        Ok(AppState { routes, keys, usage: UsageTracker::default(), client, settings })
+    }
+
+    pub fn plan_for(&self, key_id: &str) -> &UsagePlan {
+        let name = self.settings.key_plans.get(key_id).unwrap_or(&self.settings.default_usage_plan);
+        // Both names were checked in `new`.
+        &self.settings.usage_plans[name]
+    }
+
+    pub fn integration_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.integration_timeout_ms)
+    }
+
+    pub fn stream_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.stream_timeout_secs)
+    }
+
+    pub fn stream_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.stream_idle_timeout_secs)
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Application {
+    pub async fn build(settings: GatewaySettings) -> io::Result<Application> {
+        let state = Arc::new(AppState::new(settings)?);
+        let listener = TcpListener::bind(state.settings.listen).await?;
+        let key_ids: Vec<&str> = state.keys.ids().collect();
+        tracing::info!(routes = state.settings.routes.len(), api_keys = state.keys.len(), key_ids = ?key_ids, "gateway configured");
+        if state.keys.is_empty() && state.settings.routes.iter().any(|r| r.api_key_required) {
+            tracing::warn!("no API keys configured: every route that requires one answers 403 Forbidden");
+        }
+        let router = Router::new().fallback(proxy::handle).layer(DefaultBodyLimit::disable()).with_state(state);
+        Ok(Application { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
+    }
+}
