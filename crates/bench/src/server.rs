@@ -14,7 +14,8 @@ pub struct Spawned {
 
 impl Spawned {
     /// Runs `bin args... --listen 127.0.0.1:PORT` with extra environment, and waits until
-    /// `GET /` answers 200 (bounded by `ready_timeout`).
+    /// `GET /` gets an HTTP answer that is not a server error (bounded by `ready_timeout`):
+    /// the AWS stand-ins answer unknown paths with their own 4xx errors.
     pub async fn start(bin: &Path, args: &[&str], env: &[(&str, String)], ready_timeout: Duration) -> anyhow::Result<Spawned> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
@@ -35,7 +36,7 @@ impl Spawned {
                 bail!("{} exited with {status} before it was ready", bin.display());
             }
             if let Ok(r) = client.get(&spawned.url).timeout(Duration::from_secs(1)).send().await {
-                if r.status().is_success() {
+                if !r.status().is_server_error() {
                     return Ok(spawned);
                 }
             }

@@ -20,16 +20,19 @@ pub enum Suite {
     Batching,
     /// Resident memory with the model loaded, idle.
     Memory,
+    /// The bootstrap's cold start, and generation through Lambda and the Bedrock emulator.
+    Lambda,
 }
 
 impl Suite {
-    pub const ALL: [Suite; 3] = [Suite::Engine, Suite::Batching, Suite::Memory];
+    pub const ALL: [Suite; 4] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda];
 
     pub fn parse(s: &str) -> Option<Suite> {
         match s {
             "engine" => Some(Suite::Engine),
             "batching" => Some(Suite::Batching),
             "memory" => Some(Suite::Memory),
+            "lambda" => Some(Suite::Lambda),
             _ => None,
         }
     }
@@ -49,8 +52,8 @@ pub struct BenchOptions {
     pub command: String,
 }
 
-const READY: Duration = Duration::from_secs(120);
-const STORY: &str = "Write a long, detailed story about a lighthouse keeper who finds a map.";
+pub(crate) const READY: Duration = Duration::from_secs(120);
+pub(crate) const STORY: &str = "Write a long, detailed story about a lighthouse keeper who finds a map.";
 
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let mut report = Report { machine: Machine::describe(), command: opts.command.clone(), sections: Vec::new() };
@@ -60,6 +63,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             Suite::Engine => engine(&opts).await?,
             Suite::Batching => batching(&opts).await?,
             Suite::Memory => memory(&opts).await?,
+            Suite::Lambda => crate::lambda_path::lambda(&opts).await?,
         };
         println!("{}", section.markdown());
         report.sections.push(section);
@@ -70,7 +74,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
 }
 
 /// `strata serve`, with the default configuration or a given batching width.
-async fn serve(opts: &BenchOptions, max_sequences: Option<u32>) -> anyhow::Result<Spawned> {
+pub(crate) async fn serve(opts: &BenchOptions, max_sequences: Option<u32>) -> anyhow::Result<Spawned> {
     let env: Vec<(&str, String)> = max_sequences.map(|n| ("STRATA_ENGINE__MAX_SEQUENCES", n.to_string())).into_iter().collect();
     let s = Spawned::start(&opts.strata, &["serve", "--model", &opts.model], &env, READY).await?;
     // Load the model before measuring anything.
@@ -95,7 +99,7 @@ fn rate(v: &serde_json::Value, count: &str, dur: &str) -> f64 {
     if ns > 0.0 { n / (ns / 1e9) } else { 0.0 }
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     if xs.is_empty() { 0.0 } else { xs[xs.len() / 2] }
 }
