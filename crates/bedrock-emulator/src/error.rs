@@ -56,7 +56,7 @@ impl AwsErrorType {
             ErrorKind::InvalidRequest | ErrorKind::ContextLength => AwsErrorType::Validation,
             ErrorKind::ModelNotFound => AwsErrorType::ResourceNotFound,
             ErrorKind::Unauthorized => AwsErrorType::AccessDenied,
-            ErrorKind::Overloaded => AwsErrorType::Throttling,
+            ErrorKind::Overloaded | ErrorKind::RateLimited => AwsErrorType::Throttling,
             ErrorKind::Timeout => AwsErrorType::ModelTimeout,
             ErrorKind::Upstream => AwsErrorType::ServiceUnavailable,
             ErrorKind::Internal | ErrorKind::Unspecified => AwsErrorType::InternalServer,

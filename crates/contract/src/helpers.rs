@@ -52,8 +52,8 @@ impl DoneReason {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        let retryable = matches!(kind, ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Upstream);
-        Error { kind: kind as i32, message: message.into(), retryable }
+        let retryable = matches!(kind, ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Upstream | ErrorKind::RateLimited);
+        Error { kind: kind as i32, message: message.into(), retryable, retry_after_ms: 0 }
     }
 }
 

@@ -60,6 +60,7 @@ pub fn error_from_function(error_type: &str, message: &str) -> crate::Error {
         "InvalidRequest" => K::InvalidRequest,
         "ModelNotFound" => K::ModelNotFound,
         "Overloaded" => K::Overloaded,
+        "RateLimited" => K::RateLimited,
         "Timeout" | "Sandbox.Timedout" => K::Timeout,
         "Unauthorized" => K::Unauthorized,
         "ContextLength" => K::ContextLength,

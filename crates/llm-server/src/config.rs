@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::chain::ChainSettings;
 use crate::backend::instant::InstantConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +16,8 @@ pub enum BackendKind {
     Instant,
     /// Amazon Bedrock (or a Bedrock emulator), configured by the `[bedrock]` section.
     Bedrock,
+    /// The API Gateway -> MainService -> Lambda -> Bedrock chain, configured by `[server.chain]`.
+    Chain,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +38,7 @@ pub struct ServerSettings {
     /// On SIGINT/SIGTERM, how long in-flight streams may run before they are ended with an error.
     pub shutdown_grace_secs: u64,
     pub instant: InstantConfig,
+    pub chain: ChainSettings,
 }
 
 impl Default for ServerSettings {
@@ -48,6 +52,7 @@ impl Default for ServerSettings {
             request_timeout_secs: 600,
             shutdown_grace_secs: 10,
             instant: InstantConfig::default(),
+            chain: ChainSettings::default(),
         }
     }
 }

@@ -29,6 +29,7 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal | ErrorKind::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -53,7 +54,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(Self::body(self.protocol, &self.error))).into_response()
+        let retry_after = self.error.retry_after_ms;
+        let mut r = (self.status, Json(Self::body(self.protocol, &self.error))).into_response();
+        // A refusal that said when to come back keeps saying it (seconds, rounded up).
+        if retry_after > 0 {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(retry_after.div_ceil(1000)));
+        }
+        r
     }
 }
 

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod startup;
 
 pub use backend::bedrock::BedrockBackend;
+pub use backend::chain::{ChainBackend, ChainSettings};
 pub use backend::embedded::EmbeddedBackend;
 pub use backend::instant::{InstantBackend, InstantConfig};
 pub use backend::Backend;

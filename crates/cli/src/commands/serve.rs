@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use engine::{ModelPool, Resolver};
-use llm_server::{Application, Backend, BackendKind, BedrockBackend, EmbeddedBackend, InstantBackend};
+use llm_server::{Application, Backend, BackendKind, BedrockBackend, ChainBackend, EmbeddedBackend, InstantBackend};
 
 use crate::config::Config;
 
@@ -22,8 +22,8 @@ pub struct ServeArgs {
     /// Model to fetch (if needed) and load before accepting requests
     #[arg(long)]
     model: Option<String>,
-    /// Backend: embedded (llama.cpp in this process), bedrock (Amazon Bedrock, see [bedrock]) or instant (fixed reply, no model)
-    #[arg(long, value_parser = ["embedded", "bedrock", "instant"])]
+    /// Backend: embedded (llama.cpp in this process), bedrock (Amazon Bedrock, see [bedrock]), chain (the API Gateway, see [server.chain]) or instant (fixed reply, no model)
+    #[arg(long, value_parser = ["embedded", "bedrock", "chain", "instant"])]
     backend: Option<String>,
 }
 
@@ -36,6 +36,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some("instant") => config.server.backend = BackendKind::Instant,
         Some("embedded") => config.server.backend = BackendKind::Embedded,
         Some("bedrock") => config.server.backend = BackendKind::Bedrock,
+        Some("chain") => config.server.backend = BackendKind::Chain,
         _ => {}
     }
     telemetry::init(&config.log);
@@ -47,6 +48,7 @@ async fn serve(config: Config, model: Option<String>) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = match config.server.backend {
         BackendKind::Instant => Arc::new(InstantBackend::new(config.server.instant.clone())),
         BackendKind::Bedrock => Arc::new(BedrockBackend::new(bedrock::BedrockClient::new(config.bedrock.clone()).await)),
+        BackendKind::Chain => Arc::new(ChainBackend::new(config.server.chain.clone()).context("reading the chain's API key file")?),
         BackendKind::Embedded => {
             let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
             if let Some(name) = &model {

@@ -3,6 +3,7 @@
 //! overhead benchmarks). A new backend is one file plus one line in `startup.rs`.
 
 pub mod bedrock;
+pub mod chain;
 pub mod embedded;
 pub mod instant;
 

@@ -200,6 +200,7 @@ pub fn error(e: &contract::Error) -> ErrorResponse {
         ErrorKind::Unauthorized => ("authentication_error", Some("invalid_api_key")),
         ErrorKind::Overloaded => ("server_error", Some("overloaded")),
         ErrorKind::Timeout => ("server_error", Some("timeout")),
+        ErrorKind::RateLimited => ("requests", Some("rate_limit_exceeded")),
         ErrorKind::Internal | ErrorKind::Upstream | ErrorKind::Unspecified => ("server_error", None),
     };
     ErrorResponse { error: ErrorBody { message: e.message.clone(), kind, param: None, code } }

@@ -1,0 +1,301 @@
+//! The chain backend: Ollama and OpenAI requests become contract requests sent through the API
+//! Gateway (with its API key) to MainService, which runs them on Lambda and Bedrock. Binary
+//! protobuf on the wire; streamed answers are length-delimited `StreamChunk` messages passed
+//! on as they arrive.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use chrono::Utc;
+use contract::{ChunkKind, ChunkStream, ErrorKind, HopTiming, StreamChunk};
+use futures::StreamExt;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, ModelDescriptor, ModelDetails, PullStream, RunningModel};
+
+/// A value that never appears in logs or debug output.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainSettings {
+    /// The API Gateway's base URL (its `/v1/generate` route leads to MainService).
+    pub gateway_url: String,
+    /// The `x-api-key` to send. Prefer `STRATA_SERVER__CHAIN__API_KEY` or `api_key_file` to
+    /// writing it in the file.
+    pub api_key: Secret,
+    /// A file whose first line is the API key (used when `api_key` is empty).
+    pub api_key_file: Option<PathBuf>,
+    /// Model names the chain serves, as `/api/tags` and `/v1/models` list them.
+    pub models: Vec<String>,
+    /// Connecting to the gateway.
+    pub connect_timeout_ms: u64,
+    /// Until the gateway's response headers (the gateway's own integration timeout is 29 s).
+    pub response_timeout_ms: u64,
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        ChainSettings {
+            gateway_url: "http://127.0.0.1:8080".into(),
+            api_key: Secret::default(),
+            api_key_file: None,
+            models: vec!["smollm2:135m".into()],
+            connect_timeout_ms: 2_000,
+            response_timeout_ms: 35_000,
+        }
+    }
+}
+
+pub struct ChainBackend {
+    settings: ChainSettings,
+    api_key: String,
+    http: reqwest::Client,
+}
+
+impl ChainBackend {
+    pub fn new(settings: ChainSettings) -> std::io::Result<Self> {
+        let mut api_key = settings.api_key.0.clone();
+        if api_key.is_empty() {
+            if let Some(path) = &settings.api_key_file {
+                api_key = std::fs::read_to_string(path)?.lines().next().unwrap_or_default().trim().to_owned();
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(ChainBackend { settings, api_key, http })
+    }
+
+    fn descriptor(name: &str) -> ModelDescriptor {
+        ModelDescriptor {
+            name: name.to_owned(),
+            size: 0,
+            digest: format!("chain:{name}"),
+            modified_at: Utc::now(),
+            format: "chain".into(),
+            family: "chain".into(),
+            parameter_size: String::new(),
+            quantization_level: String::new(),
+        }
+    }
+}
+
+/// The gateway's own entry of a `Server-Timing` header (`gateway;dur=12.3`), in ns.
+fn gateway_timing(headers: &reqwest::header::HeaderMap) -> Option<HopTiming> {
+    headers.get_all("server-timing").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|entry| {
+        let mut parts = entry.trim().split(';');
+        if parts.next()?.trim() != "gateway" {
+            return None;
+        }
+        let ms: f64 = parts.find_map(|p| p.trim().strip_prefix("dur="))?.parse().ok()?;
+        Some(HopTiming { hop: "gateway".into(), dur_ns: (ms * 1e6) as u64 })
+    })
+}
+
+/// An error answer from the gateway (`{"message": ...}`) or MainService
+/// (`{"error": {"kind", "message"}}`) as a contract error; the status decides the kind.
+fn error_from_response(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) -> contract::Error {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let message = v["error"]["message"].as_str().or(v["message"].as_str()).or(v["error"].as_str()).map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    let kind = match status.as_u16() {
+        400 | 413 | 422 => ErrorKind::InvalidRequest,
+        401 | 403 => ErrorKind::Unauthorized,
+        404 => ErrorKind::ModelNotFound,
+        429 => ErrorKind::RateLimited,
+        503 => ErrorKind::Overloaded,
+        504 => ErrorKind::Timeout,
+        _ => ErrorKind::Upstream,
+    };
+    // MainService names its own kinds; keep them where they are more precise.
+    let kind = match v["error"]["kind"].as_str() {
+        Some("CONTEXT_LENGTH") => ErrorKind::ContextLength,
+        Some("OVERLOADED") if kind == ErrorKind::RateLimited => ErrorKind::RateLimited,
+        _ => kind,
+    };
+    let message = match (status.as_u16(), message.as_str()) {
+        (403, "Forbidden") => "the API gateway refused the API key (403 Forbidden)".to_owned(),
+        (_, "") => format!("the chain answered {status}"),
+        _ => message,
+    };
+    let mut e = contract::Error::new(kind, message);
+    if let Some(secs) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u32>().ok()) {
+        e.retry_after_ms = secs.saturating_mul(1000);
+    }
+    e
+}
+
+/// Splits length-delimited protobuf messages off the front of `buf`, if complete.
+fn next_chunk(buf: &mut BytesMut) -> Option<Result<StreamChunk, prost::DecodeError>> {
+    if buf.is_empty() {
+        return None;
+    }
+    let len = match prost::decode_length_delimiter(&buf[..]) {
+        Ok(len) => len,
+        // An incomplete length prefix: wait for more bytes.
+        Err(_) if buf.len() < 10 => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let prefix = prost::length_delimiter_len(len);
+    if buf.len() < prefix + len {
+        return None;
+    }
+    buf.advance(prefix);
+    Some(StreamChunk::decode(buf.split_to(len).freeze()))
+}
+
+fn upstream(message: impl Into<String>) -> contract::Error {
+    contract::Error::new(ErrorKind::Upstream, message)
+}
+
+#[async_trait]
+impl Backend for ChainBackend {
+    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+        let url = format!("{}/v1/generate", self.settings.gateway_url.trim_end_matches('/'));
+        let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
+        let stream = req.stream;
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+            .header(reqwest::header::ACCEPT, "application/x-protobuf")
+            .header("x-api-key", &self.api_key)
+            .body(req.encode_to_vec());
+        if !traceparent.is_empty() {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = tokio::time::timeout(Duration::from_millis(self.settings.response_timeout_ms), request.send())
+            .await
+            .map_err(|_| contract::Error::new(ErrorKind::Timeout, "the API gateway did not answer in time"))?
+            .map_err(|e| upstream(format!("could not reach the API gateway: {e}")))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(error_from_response(status, &headers, &body));
+        }
+        let gateway = gateway_timing(&headers);
+        let with_gateway = move |mut chunk: StreamChunk| {
+            if let (Some(ChunkKind::Done(done)), Some(g)) = (&mut chunk.kind, &gateway) {
+                done.timings.get_or_insert_with(Default::default).hops.push(g.clone());
+            }
+            chunk
+        };
+        if !stream {
+            let body = response.bytes().await.map_err(|e| upstream(format!("reading the chain's answer: {e}")))?;
+            let done = contract::GenerateResponse::decode(body).map_err(|e| upstream(format!("the chain's answer is not a GenerateResponse: {e}")))?;
+            return Ok(Box::pin(futures::stream::iter([with_gateway(StreamChunk::done(done))])));
+        }
+        // Chunks as they come; a stream that breaks or ends without `done`/`error` ends with
+        // an error chunk, so the client always learns how it ended.
+        let state = (response.bytes_stream(), BytesMut::new(), false);
+        let chunks = futures::stream::unfold(state, move |(mut body, mut buf, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                if let Some(decoded) = next_chunk(&mut buf) {
+                    return Some(match decoded {
+                        Ok(chunk) => {
+                            let last = matches!(chunk.kind, Some(ChunkKind::Done(_) | ChunkKind::Error(_)));
+                            (chunk, (body, buf, last))
+                        }
+                        Err(e) => (StreamChunk::error(upstream(format!("the chain sent an unreadable chunk: {e}"))), (body, buf, true)),
+                    });
+                }
+                match body.next().await {
+                    Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+                    Some(Err(e)) => return Some((StreamChunk::error(upstream(format!("the chain's stream broke: {e}"))), (body, buf, true))),
+                    None => return Some((StreamChunk::error(upstream("the chain ended the stream before it finished")), (body, buf, true))),
+                }
+            }
+        });
+        Ok(Box::pin(chunks.map(with_gateway)))
+    }
+
+    /// The chain's models are always "loaded" as far as this server can tell.
+    async fn load(&self, _model: &str) -> Result<(), contract::Error> {
+        Ok(())
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelDescriptor>, contract::Error> {
+        Ok(self.settings.models.iter().map(|m| Self::descriptor(m)).collect())
+    }
+
+    async fn show(&self, model: &str) -> Result<ModelDetails, contract::Error> {
+        if !self.settings.models.iter().any(|m| m == model) {
+            return Err(contract::Error::new(ErrorKind::ModelNotFound, format!("model \"{model}\" not found")));
+        }
+        let mut model_info = serde_json::Map::new();
+        model_info.insert("strata.chain.gateway".into(), self.settings.gateway_url.clone().into());
+        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0 })
+    }
+
+    async fn running(&self) -> Result<Vec<RunningModel>, contract::Error> {
+        Ok(Vec::new())
+    }
+
+    async fn pull(&self, model: &str) -> Result<PullStream, contract::Error> {
+        Err(contract::Error::new(ErrorKind::InvalidRequest, format!("{model} is served by the chain; there is nothing to pull")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_delimited_chunks_are_split_whatever_the_byte_boundaries() {
+        let mut wire = Vec::new();
+        StreamChunk::delta("hello").encode_length_delimited(&mut wire).unwrap();
+        StreamChunk::delta(&"x".repeat(300)).encode_length_delimited(&mut wire).unwrap();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for byte in wire {
+            buf.extend_from_slice(&[byte]);
+            while let Some(c) = next_chunk(&mut buf) {
+                out.push(c.unwrap());
+            }
+        }
+        assert_eq!(out.len(), 2);
+        assert!(matches!(&out[1].kind, Some(ChunkKind::Delta(d)) if d.content.len() == 300));
+    }
+
+    #[test]
+    fn gateway_refusals_become_contract_errors_with_retry_after() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        let e = error_from_response(reqwest::StatusCode::TOO_MANY_REQUESTS, &h, br#"{"message":"Too Many Requests"}"#);
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert_eq!(e.retry_after_ms, 3000);
+        let e = error_from_response(reqwest::StatusCode::FORBIDDEN, &Default::default(), br#"{"message":"Forbidden"}"#);
+        assert_eq!(e.kind(), ErrorKind::Unauthorized);
+        let e = error_from_response(reqwest::StatusCode::GATEWAY_TIMEOUT, &Default::default(), br#"{"message":"Endpoint request timed out"}"#);
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn the_gateway_entry_is_read_from_server_timing() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("server-timing", "main-service;dur=5, gateway;dur=1.5".parse().unwrap());
+        assert_eq!(gateway_timing(&h).unwrap().dur_ns, 1_500_000);
+    }
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let s = ChainSettings { api_key: Secret("sk-very-secret".into()), ..Default::default() };
+        assert!(!format!("{s:?}").contains("very-secret"));
+    }
+}
