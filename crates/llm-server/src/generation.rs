@@ -12,6 +12,32 @@ use telemetry::RequestInfo;
 use crate::error::{ApiError, Protocol};
 use crate::startup::AppState;
 
+const HOP: &str = "llm-server";
+
+/// The `Server-Timing` value for a finished generation: one entry per hop, outermost first,
+/// each with its inclusive duration in milliseconds.
+pub fn server_timing(done: &GenerateResponse) -> Option<String> {
+    let hops = &done.timings.as_ref()?.hops;
+    (!hops.is_empty()).then(|| hops.iter().rev().map(|h| format!("{};dur={:.3}", h.hop, h.dur_ns as f64 / 1e6)).collect::<Vec<_>>().join(", "))
+}
+
+/// Adds `Server-Timing` to a complete (non-streamed) answer.
+pub fn with_server_timing(mut response: axum::response::Response, done: &GenerateResponse) -> axum::response::Response {
+    if let Some(v) = server_timing(done).and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
+}
+
+/// A stream's last object with the timing as a field, since the headers left long ago.
+pub fn with_timing_field<T: serde::Serialize>(v: &T, done: &GenerateResponse) -> serde_json::Value {
+    let mut value = serde_json::to_value(v).unwrap_or_default();
+    if let (Some(obj), Some(t)) = (value.as_object_mut(), server_timing(done)) {
+        obj.insert("server_timing".into(), t.into());
+    }
+    value
+}
+
 /// A started generation: the guarded stream, and when it started (for `total_duration`).
 pub struct Started {
     pub stream: ChunkStream,
@@ -45,7 +71,10 @@ pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo
                 _ = tokio::time::sleep_until(deadline) => Some(StreamChunk::error(contract::Error::new(ErrorKind::Timeout, "request timed out"))),
                 _ = shutdown.cancelled() => Some(StreamChunk::error(contract::Error::new(ErrorKind::Overloaded, "server is shutting down"))),
             };
-            let chunk = next.unwrap_or_else(|| StreamChunk::error(contract::Error::new(ErrorKind::Upstream, "the backend ended the stream without finishing it")));
+            let mut chunk = next.unwrap_or_else(|| StreamChunk::error(contract::Error::new(ErrorKind::Upstream, "the backend ended the stream without finishing it")));
+            if let Some(ChunkKind::Done(done)) = &mut chunk.kind {
+                done.timings.get_or_insert_with(Default::default).hops.push(contract::HopTiming { hop: HOP.into(), dur_ns: started.elapsed().as_nanos() as u64 });
+            }
             match &chunk.kind {
                 Some(ChunkKind::Done(done)) => {
                     guard.finish(Some(done));

@@ -106,3 +106,18 @@ async fn a_caller_trace_is_continued_and_echoed() {
     assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
     assert!(!tp.contains("b7ad6b7169203331"), "this hop has its own span id");
 }
+
+#[tokio::test]
+async fn server_timing_names_every_hop_in_the_header_or_the_last_line() {
+    let app = spawn_app(ServerSettings::default()).await;
+    let r = app.post("/api/chat", json!({"model": "instant", "stream": false, "messages": [{"role": "user", "content": "x"}]})).await;
+    let timing = r.headers()["server-timing"].to_str().unwrap().to_owned();
+    // Outermost first: this server, then the backend's own hop.
+    assert!(timing.starts_with("llm-server;dur="), "{timing}");
+    assert!(timing.contains(", instant;dur="), "{timing}");
+    let text = app.post("/api/generate", json!({"model": "instant", "prompt": "hi"})).await.text().await.unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert!(last["server_timing"].as_str().unwrap().starts_with("llm-server;dur="), "{last}");
+    let sse = app.post("/v1/chat/completions", json!({"model": "instant", "stream": true, "messages": [{"role": "user", "content": "x"}]})).await.text().await.unwrap();
+    assert!(sse.contains("\"server_timing\":\"llm-server;dur="), "{sse}");
+}

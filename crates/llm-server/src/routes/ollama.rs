@@ -14,7 +14,7 @@ use telemetry::RequestInfo;
 
 use super::{ndjson, streaming};
 use crate::error::{body_rejection, parse_json, ApiError, Protocol};
-use crate::generation::{self, collect, Started};
+use crate::generation::{self, collect, with_server_timing, with_timing_field, Started};
 use crate::ollama::{convert, types};
 use crate::startup::AppState;
 
@@ -46,15 +46,15 @@ impl Shape {
 
     fn last(self, model: &str, text: String, done: &contract::GenerateResponse, total_ns: u64) -> Response {
         match self {
-            Shape::Generate => Json(convert::generate_final(model, text, done, total_ns, Utc::now())).into_response(),
-            Shape::Chat => Json(convert::chat_final(model, text, done, total_ns, Utc::now())).into_response(),
+            Shape::Generate => with_server_timing(Json(convert::generate_final(model, text, done, total_ns, Utc::now())).into_response(), done),
+            Shape::Chat => with_server_timing(Json(convert::chat_final(model, text, done, total_ns, Utc::now())).into_response(), done),
         }
     }
 
     fn last_line(self, model: &str, done: &contract::GenerateResponse, total_ns: u64) -> Bytes {
         match self {
-            Shape::Generate => ndjson(&convert::generate_final(model, String::new(), done, total_ns, Utc::now())),
-            Shape::Chat => ndjson(&convert::chat_final(model, String::new(), done, total_ns, Utc::now())),
+            Shape::Generate => ndjson(&with_timing_field(&convert::generate_final(model, String::new(), done, total_ns, Utc::now()), done)),
+            Shape::Chat => ndjson(&with_timing_field(&convert::chat_final(model, String::new(), done, total_ns, Utc::now()), done)),
         }
     }
 

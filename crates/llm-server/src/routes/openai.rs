@@ -13,7 +13,7 @@ use telemetry::RequestInfo;
 
 use super::{sse, streaming};
 use crate::error::{body_rejection, parse_json, ApiError, Protocol};
-use crate::generation::{self, collect, Started};
+use crate::generation::{self, collect, with_server_timing, with_timing_field, Started};
 use crate::openai::{convert, types};
 use crate::startup::AppState;
 
@@ -42,14 +42,14 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info
     let (id, created) = (id("chatcmpl"), chrono::Utc::now().timestamp());
     if !stream_out {
         let (text, done) = collect(stream).await.map_err(err)?;
-        return Ok(Json(convert::chat_completion(&id, created, &model, text, &done)).into_response());
+        return Ok(with_server_timing(Json(convert::chat_completion(&id, created, &model, text, &done)).into_response(), &done));
     }
     let first = sse(&convert::chat_chunk(&id, created, &model, types::Delta { role: Some("assistant"), content: Some(String::new()) }, None));
     let events = stream.flat_map(move |chunk| {
         let out: Vec<Bytes> = match chunk.kind {
             Some(ChunkKind::Delta(d)) => vec![sse(&convert::chat_chunk(&id, created, &model, types::Delta { role: None, content: Some(d.content) }, None))],
             Some(ChunkKind::Done(done)) => {
-                let mut v = vec![sse(&convert::chat_chunk(&id, created, &model, types::Delta::default(), Some(convert::finish_reason(&done))))];
+                let mut v = vec![sse(&with_timing_field(&convert::chat_chunk(&id, created, &model, types::Delta::default(), Some(convert::finish_reason(&done))), &done))];
                 if include_usage {
                     v.push(sse(&convert::usage_chunk(&id, created, &model, &done)));
                 }
@@ -75,13 +75,13 @@ pub async fn completions(State(state): State<Arc<AppState>>, Extension(info): Ex
     let (id, created) = (id("cmpl"), chrono::Utc::now().timestamp());
     if !stream_out {
         let (text, done) = collect(stream).await.map_err(err)?;
-        return Ok(Json(convert::completion(&id, created, &model, text, Some(convert::finish_reason(&done)), Some(convert::usage(&done)))).into_response());
+        return Ok(with_server_timing(Json(convert::completion(&id, created, &model, text, Some(convert::finish_reason(&done)), Some(convert::usage(&done)))).into_response(), &done));
     }
     let events = stream.flat_map(move |chunk| {
         let out: Vec<Bytes> = match chunk.kind {
             Some(ChunkKind::Delta(d)) => vec![sse(&convert::completion(&id, created, &model, d.content, None, None))],
             Some(ChunkKind::Done(done)) => {
-                let mut v = vec![sse(&convert::completion(&id, created, &model, String::new(), Some(convert::finish_reason(&done)), None))];
+                let mut v = vec![sse(&with_timing_field(&convert::completion(&id, created, &model, String::new(), Some(convert::finish_reason(&done)), None), &done))];
                 if include_usage {
                     let mut u = convert::completion(&id, created, &model, String::new(), None, Some(convert::usage(&done)));
                     u.choices.clear();
