@@ -200,7 +200,8 @@ struct StreamState {
 }
 
 impl StreamState {
-    /// Turns one event into chunks. Returns false at the end of the stream.
+    /// Turns one event into chunks; `InvokeComplete` ends the stream (with an error chunk when
+    /// it carries an error code).
     fn take(&mut self, event: Event) {
         match event {
             Event::PayloadChunk(p) => {

@@ -196,6 +196,23 @@ async fn a_full_invocation_pool_answers_429_after_the_queue_timeout() {
 }
 
 #[tokio::test]
+async fn a_slow_function_times_out_with_504() {
+    let c = chain(Options { word_delay_ms: 300, concurrency: 2, ..Default::default() }, |s| s.lambda.invocation_timeout_ms = 600).await;
+    let resp = c.post_json("/v1/generate", &generate(MODEL_ID, false)).await;
+    assert_eq!(resp.status(), 504);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["kind"], "TIMEOUT");
+    // Four words 300 ms apart: a stream has begun by then, so it ends with an error chunk.
+    let resp = c.post_json("/v1/generate", &generate(MODEL_ID, true)).await;
+    assert_eq!(resp.status(), 200);
+    let chunks = NdjsonReader::new(resp).rest().await;
+    let Some(ChunkKind::Error(e)) = &chunks.last().unwrap().kind else { panic!("{chunks:?}") };
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    // Timeouts are not retried.
+    assert_eq!(c.metric("main_service_lambda_retries_total{operation=\"invoke\"}").await, 0);
+}
+
+#[tokio::test]
 async fn killing_the_function_mid_stream_ends_the_stream_with_an_error_chunk() {
     let c = chain(Options { word_delay_ms: 200, ..Default::default() }, |_| {}).await;
     let mut reader = hold(&c).await;
