@@ -23,6 +23,8 @@ pub struct Config {
     pub lambda_service: lambda_service::LambdaServiceSettings,
     /// The API Gateway stand-in (`strata gateway`).
     pub gateway: gateway::GatewaySettings,
+    /// The MainService (`strata main-service`).
+    pub main_service: main_service::MainServiceSettings,
     /// Embedded inference (llama.cpp) settings.
     pub engine: engine::EngineConfig,
     /// Where models come from and are cached.
@@ -76,6 +78,24 @@ mod tests {
             jail.set_env("STRATA_GATEWAY__API_KEYS", "[key-c, key-d]");
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.gateway.api_keys, ["key-c", "key-d"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn main_service_models_inherit_the_default_model() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "m.toml",
+                "[main_service.default_model]\ncontext_tokens = 4096\n[main_service.default_model.options]\ntemperature = 0.5\n\
+                 [main_service.models.\"small\"]\ncontext_tokens = 1024\noptions = { num_predict = 64 }\n",
+            )?;
+            jail.set_env("STRATA_MAIN_SERVICE__LAMBDA__ENDPOINT_URL", "http://127.0.0.1:9001");
+            let c = Config::load(Some(Path::new("m.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.main_service.lambda.endpoint_url, "http://127.0.0.1:9001");
+            let small = c.main_service.model("small");
+            assert_eq!((small.context_tokens, small.options.num_predict, small.options.temperature), (1024, Some(64), Some(0.5)));
+            assert_eq!(c.main_service.model("other").context_tokens, 4096);
             Ok(())
         });
     }

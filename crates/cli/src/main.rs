@@ -23,6 +23,8 @@ enum Command {
     LambdaService(commands::lambda_service::LambdaServiceArgs),
     /// Run a local API Gateway (REST API): routes, API keys, usage plans, streaming passthrough
     Gateway(commands::gateway::GatewayArgs),
+    /// Run the MainService: validation, prompt formatting, summaries, Lambda invocation
+    MainService(commands::main_service::MainServiceArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
     /// Measure strata against its references and write docs/benchmarks.md
@@ -36,6 +38,7 @@ fn main() -> std::process::ExitCode {
         Command::Model(args) => commands::model::run(args),
         Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),
         Command::Gateway(args) => commands::gateway::run(args),
+        Command::MainService(args) => commands::main_service::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::LambdaService(args) => commands::lambda_service::run(args),
     };

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::time::Instant;
 
 use bedrock::{BedrockClient, BedrockSettings};
 use bytes::Bytes;
@@ -51,7 +52,17 @@ fn line(chunk: &contract::StreamChunk) -> Bytes {
     Bytes::from(v)
 }
 
+/// The name this function reports in `timings.hops`.
+pub const HOP: &str = "lambda";
+
+/// Appends this function's hop to a final response: the time since `handle` began.
+fn add_hop(done: &mut contract::GenerateResponse, started: Instant) {
+    let dur_ns = started.elapsed().as_nanos() as u64;
+    done.timings.get_or_insert_with(Default::default).hops.push(contract::HopTiming { hop: HOP.into(), dur_ns });
+}
+
 pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> Result<Response, FunctionError> {
+    let started = Instant::now();
     if req.model.trim().is_empty() {
         return Err(FunctionError(contract::Error::new(ErrorKind::InvalidRequest, "model is required")));
     }
@@ -60,7 +71,12 @@ pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> R
     let stream = req.stream;
     let mut chunks = client.generate(req).await.map_err(FunctionError)?;
     if stream {
-        let lines = chunks.map(|c| Ok(line(&c)));
+        let lines = chunks.map(move |mut c| {
+            if let Some(ChunkKind::Done(done)) = &mut c.kind {
+                add_hop(done, started);
+            }
+            Ok(line(&c))
+        });
         return Ok(FunctionResponse::StreamingResponse(StreamResponse { metadata_prelude: MetadataPrelude::default(), stream: Box::pin(lines) }));
     }
     let mut text = String::new();
@@ -71,6 +87,7 @@ pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> R
                 if !text.is_empty() {
                     done.message = Some(contract::Message::assistant(text));
                 }
+                add_hop(&mut done, started);
                 return Ok(FunctionResponse::BufferedResponse(done));
             }
             Some(ChunkKind::Error(e)) => return Err(FunctionError(e)),

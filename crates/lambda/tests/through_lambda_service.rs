@@ -83,6 +83,8 @@ async fn invoke_returns_the_contract_response() {
     let resp: contract::GenerateResponse = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
     assert_eq!(resp.message.unwrap().content, "one two three four");
     assert_eq!(resp.usage.unwrap().completion_tokens, 4);
+    let hops: Vec<String> = resp.timings.unwrap().hops.into_iter().map(|h| h.hop).collect();
+    assert_eq!(hops, ["bedrock", "lambda"]);
 }
 
 #[tokio::test]
@@ -116,6 +118,9 @@ async fn invoke_with_response_stream_forwards_deltas_as_they_are_generated() {
     let (done, done_at) = done.expect("a done chunk");
     assert_eq!(text, "one two three four");
     assert_eq!(done.usage.unwrap().completion_tokens, 4);
+    let hops = done.timings.unwrap().hops;
+    assert_eq!(hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["bedrock", "lambda"]);
+    assert!(hops[1].dur_ns >= hops[0].dur_ns);
     // Four words 40 ms apart: the first reached us well before the end.
     assert!(done_at - first_delta.unwrap() >= Duration::from_millis(80), "{first_delta:?} {done_at:?}");
 }
