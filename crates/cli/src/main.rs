@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole chain locally, every hop its own process: llm-server -> gateway -> main-service -> lambda-service -> bedrock-emulator
+    Up(commands::up::UpArgs),
     /// Run the LLM Server: Ollama and OpenAI APIs over the embedded engine
     Serve(commands::serve::ServeArgs),
     /// Run a local Amazon Bedrock Runtime (Converse, ConverseStream) backed by the engine
@@ -34,6 +36,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Up(args) => commands::up::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => commands::model::run(args),
         Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),

@@ -37,6 +37,7 @@ pub struct Function {
     /// Running plus queued invocations; beyond it the service answers TooManyRequestsException.
     admission: Arc<Semaphore>,
     instances: Vec<Arc<Instance>>,
+    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// How a function stands, for benchmarks and `strata up`.
@@ -55,6 +56,7 @@ impl Function {
         let concurrency = shared.settings.concurrency.max(1);
         let admission = Arc::new(Semaphore::new(concurrency + shared.settings.queue_depth));
         let mut instances = Vec::with_capacity(concurrency);
+        let mut supervisors = Vec::with_capacity(concurrency);
         for index in 0..concurrency {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             let instance = Arc::new(Instance { index, runtime_api: listener.local_addr()?, shared: Arc::clone(&shared), state: Mutex::new(InstanceState::default()) });
@@ -63,10 +65,19 @@ impl Function {
             tokio::spawn(async move {
                 let _ = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
             });
-            tokio::spawn(supervise(Arc::clone(&instance), shutdown.clone()));
+            supervisors.push(tokio::spawn(supervise(Arc::clone(&instance), shutdown.clone())));
             instances.push(instance);
         }
-        Ok(Arc::new(Function { shared, admission, instances }))
+        Ok(Arc::new(Function { shared, admission, instances, supervisors: Mutex::new(supervisors) }))
+    }
+
+    /// Waits until every environment's process is gone (after the service's shutdown token
+    /// was cancelled).
+    pub async fn stopped(&self) {
+        let tasks: Vec<_> = self.supervisors.lock().map(|mut s| s.drain(..).collect()).unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 
     /// A place for one more invocation, or `None` when the function is at its limit.

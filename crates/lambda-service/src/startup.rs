@@ -69,9 +69,12 @@ impl Application {
         let stop = self.stop_functions.clone();
         // Function processes go down with the service even when it is dropped, not stopped.
         let _guard = stop.clone().drop_guard();
-        let router = router(self.state);
-        let result = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
+        let state = Arc::clone(&self.state);
+        let result = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await;
         stop.cancel();
+        for f in state.functions.values() {
+            f.stopped().await;
+        }
         result
     }
 }

@@ -64,7 +64,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::InvalidRequest | ErrorKind::ContextLength => StatusCode::BAD_REQUEST,
         ErrorKind::ModelNotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Overloaded | ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Unauthorized => StatusCode::FORBIDDEN,
         ErrorKind::Upstream => StatusCode::BAD_GATEWAY,

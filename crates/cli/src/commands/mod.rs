@@ -5,3 +5,4 @@ pub mod lambda_service;
 pub mod main_service;
 pub mod model;
 pub mod serve;
+pub mod up;

@@ -40,7 +40,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     }
 }
 
-fn pull(resolver: &Resolver, name: &str) -> anyhow::Result<()> {
+pub fn pull(resolver: &Resolver, name: &str) -> anyhow::Result<()> {
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));

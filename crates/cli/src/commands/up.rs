@@ -1,0 +1,120 @@
+//! `strata up`: the whole chain on this machine, every hop its own process:
+//! llm-server (chain backend) -> gateway -> main-service -> lambda-service (+ bootstrap) ->
+//! bedrock-emulator (embedded model).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use engine::Resolver;
+use lambda_service::FunctionSettings;
+use llm_server::BackendKind;
+
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Where the LLM Server answers Ollama and OpenAI clients [default: 127.0.0.1:11434]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Configuration file (TOML); every hop reads its own section
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the hops' logs and the generated configuration
+    /// [default: $XDG_STATE_HOME/strata/runs/<time>]
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+/// The Lambda function's name in the local chain.
+const FUNCTION: &str = "strata";
+/// Credentials for the local stand-ins, which accept any signature.
+const LOCAL_CREDENTIALS: [(&str, &str); 3] = [("AWS_ACCESS_KEY_ID", "strata-local"), ("AWS_SECRET_ACCESS_KEY", "strata-local"), ("AWS_REGION", "us-east-1")];
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn default_run_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))).unwrap_or_else(std::env::temp_dir);
+    base.join("strata/runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
+}
+
+/// A key for this run: 32 random hex characters.
+fn generate_key() -> String {
+    let mut bytes = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    let bin = std::env::current_exe().context("locating the strata binary")?;
+    let bootstrap = bin.with_file_name("bootstrap");
+    anyhow::ensure!(bootstrap.is_file(), "{} is missing: build it next to strata with `cargo build --release --bins`", bootstrap.display());
+    telemetry::init(&config.log);
+
+    // The emulator's models are fetched now, so the first request does not wait for them.
+    let resolver = Resolver::new(config.models.clone());
+    for local in config.bedrock_emulator.models.values().collect::<std::collections::BTreeSet<_>>() {
+        crate::commands::model::pull(&resolver, local)?;
+    }
+
+    let (emulator, lambda, main, gateway) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let url = |a: SocketAddr| format!("http://{a}");
+    config.bedrock_emulator.listen = emulator;
+    config.lambda_service.listen = lambda;
+    config.main_service.listen = main;
+    config.gateway.listen = gateway;
+    config.gateway.routes = vec![gateway::RouteSettings { method: "ANY".into(), path: "/{proxy+}".into(), url: url(main), api_key_required: true }];
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    config.server.backend = BackendKind::Chain;
+    config.server.chain.gateway_url = url(gateway);
+    config.server.chain.models = config.bedrock_emulator.models.values().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+
+    // The function reaches the emulator as it would reach Bedrock: through the SDK's own
+    // endpoint variable. Local names map to the emulator's model ids.
+    let function = config.lambda_service.functions.entry(FUNCTION.into()).or_insert_with(FunctionSettings::default);
+    function.path = bootstrap;
+    let model_ids: Vec<String> = config.bedrock_emulator.models.iter().map(|(id, local)| format!("{local}={id}")).collect();
+    function.env.insert("STRATA_MODEL_IDS".into(), model_ids.join(","));
+    function.env.insert("AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(), url(emulator));
+    for (k, v) in LOCAL_CREDENTIALS {
+        function.env.insert(k.into(), v.into());
+    }
+
+    let run_dir = args.run_dir.unwrap_or_else(default_run_dir);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let config_path = run_dir.join("strata.toml");
+    std::fs::write(&config_path, toml::to_string(&config).context("writing the run's configuration")?)?;
+    let config_arg = config_path.display().to_string();
+
+    // The API key lives only in the environment of the two hops that need it.
+    let key = generate_key();
+    let local_aws: Vec<(String, String)> = LOCAL_CREDENTIALS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let hop = |name: &str, command: &str, address: SocketAddr, health: &str, env: Vec<(String, String)>| up::Hop {
+        name: name.into(),
+        args: vec![command.into(), "--config".into(), config_arg.clone()],
+        env,
+        url: url(address),
+        health_url: format!("{}{health}", url(address)),
+    };
+    let mut main_env = local_aws.clone();
+    main_env.push(("AWS_ENDPOINT_URL_LAMBDA".into(), url(lambda)));
+    let hops = vec![
+        hop("bedrock-emulator", "bedrock-emulator", emulator, "/", local_aws.clone()),
+        hop("lambda-service", "lambda-service", lambda, "/2015-03-31/functions/", local_aws),
+        hop("main-service", "main-service", main, "/healthz", main_env),
+        hop("gateway", "gateway", gateway, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), key.clone())]),
+        hop("llm-server", "serve", config.server.listen, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
+    ];
+    let settings = up::UpSettings { bin, run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
+    println!("{:<16} {:<28} {}", "HOP", "URL", "PID");
+    tokio::runtime::Runtime::new()?.block_on(up::run(settings, hops, llm_server::shutdown_signal()))
+}

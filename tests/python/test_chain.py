@@ -1,0 +1,167 @@
+"""The whole chain under `strata up`: the official ollama and openai clients talk to the LLM
+Server, which goes through the API Gateway, MainService, the Lambda service running the real
+bootstrap, and the Bedrock emulator on the embedded model. Every hop is its own process."""
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from conftest import MODEL
+
+STORY = "Write a long story about a lighthouse keeper and a storm."
+HOPS = ["llm-server", "gateway", "main-service", "lambda", "bedrock"]
+
+
+def hops(server):
+    """name -> (url, pid) from the lines `strata up` prints (the latest line wins)."""
+    found = {}
+    for m in re.finditer(r"^(\S+)\s+(http://\S+)\s+pid (\d+)$", server.logs(), re.M):
+        found[m.group(1)] = (m.group(2), int(m.group(3)))
+    return found
+
+
+def children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def start_up(make, args):
+    """`strata up`, ready once it says every hop is healthy (the LLM Server answering is not
+    enough: `up` announces it a moment later)."""
+    s = make(args, command="up")
+    deadline = time.monotonic() + 60
+    while "all hops healthy" not in s.logs():
+        assert time.monotonic() < deadline, s.logs()
+        assert s.proc.poll() is None, s.logs()
+        time.sleep(0.05)
+    return s
+
+
+def running(pid):
+    """Alive and not a zombie (an exited child not yet reaped by its new parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def chain(make_server_module, tmp_path_factory):
+    return start_up(make_server_module, ["--run-dir", str(tmp_path_factory.mktemp("run"))])
+
+
+def test_every_hop_is_its_own_process(chain):
+    h = hops(chain)
+    assert set(h) == {"bedrock-emulator", "lambda-service", "main-service", "gateway", "llm-server"}
+    assert len({pid for _, pid in h.values()}) == 5
+    assert h["llm-server"][0] == chain.url
+    # lambda-service runs the function's environments as its own children.
+    assert children(h["lambda-service"][1])
+
+
+def test_ollama_client_lists_generates_and_chats(chain):
+    c = ollama.Client(host=chain.url)
+    assert MODEL in [m.model for m in c.list().models]
+    r = c.generate(model=MODEL, prompt="Name a color.", options={"num_predict": 8, "temperature": 0})
+    assert r.response.strip() and r.done and r.eval_count > 0
+    r = c.chat(model=MODEL, messages=[{"role": "user", "content": "Say hi."}], options={"num_predict": 8})
+    assert r.message.role == "assistant" and r.message.content.strip()
+
+
+def test_ollama_stream_reaches_the_client_as_tokens_are_generated(chain):
+    c = ollama.Client(host=chain.url)
+    arrivals, text = [], ""
+    for part in c.chat(model=MODEL, messages=[{"role": "user", "content": STORY}], stream=True, options={"num_predict": 64, "seed": 3}):
+        arrivals.append(time.monotonic())
+        text += part.message.content
+        if part.done:
+            assert part.eval_count > 0
+    assert len(arrivals) > 8 and text.strip()
+    # The first chunk came well before the last: nothing buffered the whole answer.
+    assert arrivals[-1] - arrivals[0] > 0.1
+
+
+def test_openai_client_chat_streaming_and_not(chain):
+    c = openai.OpenAI(base_url=chain.url + "/v1", api_key="unused")
+    assert MODEL in [m.id for m in c.models.list()]
+    r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8)
+    assert r.choices[0].message.content.strip()
+    chunks = list(c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": STORY}], max_tokens=32, stream=True))
+    assert sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content) > 4
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_server_timing_has_one_entry_per_hop(chain):
+    r = httpx.post(chain.url + "/api/chat", json={"model": MODEL, "stream": False, "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 4}}, timeout=60)
+    assert r.status_code == 200
+    names = [e.split(";")[0].strip() for e in r.headers["server-timing"].split(",")]
+    assert names == HOPS, r.headers["server-timing"]
+    # On a stream the timing rides on the last line.
+    with httpx.stream("POST", chain.url + "/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 4}}, timeout=60) as s:
+        last = json.loads([line for line in s.iter_lines() if line][-1])
+    assert [e.split(";")[0].strip() for e in last["server_timing"].split(",")] == HOPS
+
+
+def test_the_gateway_refuses_missing_and_wrong_keys(chain):
+    gateway = hops(chain)["gateway"][0]
+    body = {"model": MODEL, "messages": [{"role": 2, "content": "hi"}]}
+    for headers in ({}, {"x-api-key": "wrong"}):
+        r = httpx.post(gateway + "/v1/generate", json=body, headers=headers, timeout=30)
+        assert r.status_code == 403 and r.json() == {"message": "Forbidden"}
+        assert r.headers["x-amzn-RequestId"]
+
+
+def test_a_killed_function_ends_the_stream_with_an_error_and_comes_back(chain):
+    c = ollama.Client(host=chain.url)
+    lambda_pid = hops(chain)["lambda-service"][1]
+    stream = c.chat(model=MODEL, messages=[{"role": "user", "content": STORY}], stream=True, options={"num_predict": 400, "seed": 9})
+    started = None
+    with pytest.raises(ollama.ResponseError):
+        for _ in stream:
+            if started is None:
+                started = time.monotonic()
+                for pid in children(lambda_pid):
+                    subprocess.run(["kill", "-9", str(pid)])
+    assert time.monotonic() - started < 10
+    r = c.chat(model=MODEL, messages=[{"role": "user", "content": "Say hi."}], options={"num_predict": 4})
+    assert r.message.content.strip()
+
+
+def test_up_stops_every_hop_on_sigterm(make_server, tmp_path):
+    s = start_up(make_server, ["--run-dir", str(tmp_path)])
+    pids = [pid for _, pid in hops(s).values()]
+    functions = children(hops(s)["lambda-service"][1])
+    assert s.stop(signal.SIGTERM) == 0
+    for pid in pids + functions:
+        assert not running(pid), f"pid {pid} outlived strata up"
+    assert (tmp_path / "gateway.log").read_text().strip()
+
+
+def test_usage_plans_and_integration_timeouts_reach_the_ollama_client(make_server, tmp_path):
+    config = tmp_path / "strata.toml"
+    config.write_text(
+        "[gateway]\nintegration_timeout_ms = 300\n\n"
+        "[gateway.usage_plans.default]\nrate_limit = 1000.0\nburst_limit = 1000\nquota_limit = 2\nquota_period = \"month\"\nquota_window_secs = 3600\n"
+    )
+    s = start_up(make_server, ["--config", str(config), "--run-dir", str(tmp_path / "run")])
+    c = ollama.Client(host=s.url)
+    # A whole answer that takes longer than the gateway waits: 504 at the client.
+    with pytest.raises(ollama.ResponseError) as e:
+        c.generate(model=MODEL, prompt=STORY, options={"num_predict": 300, "seed": 1})
+    assert e.value.status_code == 504
+    # The quota of two requests is now spent with the next one; then 429 with Retry-After.
+    list(c.generate(model=MODEL, prompt="hi", stream=True, options={"num_predict": 2}))
+    r = httpx.post(s.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "options": {"num_predict": 2}}, timeout=30)
+    assert r.status_code == 429, r.text
+    assert int(r.headers["retry-after"]) > 0
+    with pytest.raises(ollama.ResponseError) as e:
+        c.generate(model=MODEL, prompt="hi")
+    assert e.value.status_code == 429
