@@ -165,3 +165,21 @@ def test_usage_plans_and_integration_timeouts_reach_the_ollama_client(make_serve
     with pytest.raises(ollama.ResponseError) as e:
         c.generate(model=MODEL, prompt="hi")
     assert e.value.status_code == 429
+
+
+def test_summarize_a_document_many_times_the_context_is_a_map_reduce(chain):
+    main = hops(chain)["main-service"][0]
+    paragraph = ("The lighthouse on the northern cape was built in 1871 from granite quarried on the island. "
+                 "Its keepers logged every ship, every storm and every repair in a leather book. ")
+    # About 3.5 context windows of 2048 tokens.
+    document = "\n\n".join(f"Chapter {i}. " + paragraph * 4 for i in range(40))
+    with httpx.stream("POST", main + "/v1/summarize", json={"model": MODEL, "document": document, "stream": True,
+                                                          "options": {"numPredict": 48, "temperature": 0}}, timeout=300) as r:
+        assert r.status_code == 200, r.read()
+        lines = [json.loads(line) for line in r.iter_lines() if line]
+    text = "".join(c["kind"]["delta"]["content"] for c in lines if "delta" in c["kind"])
+    assert text.strip() and "done" in lines[-1]["kind"]
+    metrics = httpx.get(main + "/metrics", timeout=10).text
+    counts = dict(re.findall(r'main_service_summarize_invocations_total\{phase="(\w+)"\} (\d+)', metrics))
+    assert int(counts.get("map", 0)) >= 3, metrics
+    assert int(counts.get("reduce", 0)) >= 1, metrics
