@@ -55,7 +55,7 @@ fn client_rate(tokens: u64, first: Instant, last: Instant) -> f64 {
 }
 
 /// One streamed Ollama generate from `strata serve`.
-async fn through_serve(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<f64> {
+pub(crate) async fn through_serve(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<f64> {
     let body = json!({"model": model, "prompt": STORY, "stream": true, "options": {"num_predict": 128, "seed": seed, "temperature": 0.8}});
     let r = client.post(format!("{url}/api/generate")).json(&body).send().await?;
     anyhow::ensure!(r.status().is_success(), "generate failed: {}", r.status());

@@ -1,6 +1,7 @@
 //! `strata bench`: every figure measured in one run on this machine, next to the reference it
 //! is compared with, and written as Markdown plus machine-readable JSON.
 
+mod chain;
 mod lambda_path;
 mod machine;
 mod report;

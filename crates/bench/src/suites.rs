@@ -22,10 +22,12 @@ pub enum Suite {
     Memory,
     /// The bootstrap's cold start, and generation through Lambda and the Bedrock emulator.
     Lambda,
+    /// The whole chain (`strata up`) against `strata serve`.
+    Chain,
 }
 
 impl Suite {
-    pub const ALL: [Suite; 4] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda];
+    pub const ALL: [Suite; 5] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain];
 
     pub fn parse(s: &str) -> Option<Suite> {
         match s {
@@ -33,6 +35,7 @@ impl Suite {
             "batching" => Some(Suite::Batching),
             "memory" => Some(Suite::Memory),
             "lambda" => Some(Suite::Lambda),
+            "chain" => Some(Suite::Chain),
             _ => None,
         }
     }
@@ -64,6 +67,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             Suite::Batching => batching(&opts).await?,
             Suite::Memory => memory(&opts).await?,
             Suite::Lambda => crate::lambda_path::lambda(&opts).await?,
+            Suite::Chain => crate::chain::chain(&opts).await?,
         };
         println!("{}", section.markdown());
         report.sections.push(section);
