@@ -72,6 +72,8 @@ def test_ollama_client_lists_generates_and_chats(chain):
     assert MODEL in [m.model for m in c.list().models]
     r = c.generate(model=MODEL, prompt="Name a color.", options={"num_predict": 8, "temperature": 0})
     assert r.response.strip() and r.done and r.eval_count > 0
+    # Measured at the LLM Server, since Bedrock reports only token counts.
+    assert r.eval_duration > 0 and r.total_duration >= r.eval_duration
     r = c.chat(model=MODEL, messages=[{"role": "user", "content": "Say hi."}], options={"num_predict": 8})
     assert r.message.role == "assistant" and r.message.content.strip()
 
@@ -84,6 +86,8 @@ def test_ollama_stream_reaches_the_client_as_tokens_are_generated(chain):
         text += part.message.content
         if part.done:
             assert part.eval_count > 0
+            # Streamed: time to the first token and decode time, both measured at the LLM Server.
+            assert part.prompt_eval_duration > 0 and part.eval_duration > 0
     assert len(arrivals) > 8 and text.strip()
     # The first chunk came well before the last: nothing buffered the whole answer.
     assert arrivals[-1] - arrivals[0] > 0.1
@@ -183,3 +187,14 @@ def test_summarize_a_document_many_times_the_context_is_a_map_reduce(chain):
     counts = dict(re.findall(r'main_service_summarize_invocations_total\{phase="(\w+)"\} (\d+)', metrics))
     assert int(counts.get("map", 0)) >= 3, metrics
     assert int(counts.get("reduce", 0)) >= 1, metrics
+
+
+def test_up_restarts_a_hop_that_dies(chain):
+    _, old_pid = hops(chain)["main-service"]
+    subprocess.run(["kill", "-9", str(old_pid)])
+    deadline = time.monotonic() + 60
+    while hops(chain)["main-service"][1] == old_pid:
+        assert time.monotonic() < deadline, chain.logs()
+        time.sleep(0.05)
+    r = ollama.Client(host=chain.url).chat(model=MODEL, messages=[{"role": "user", "content": "Say hi."}], options={"num_predict": 4})
+    assert r.message.content.strip()

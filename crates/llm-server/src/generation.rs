@@ -57,6 +57,7 @@ pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo
         tokens: Arc::clone(&info.tokens),
         _permit: permit,
         finished: false,
+        first_token: None,
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(state.settings.request_timeout_secs);
     let shutdown = state.hard_stop.clone();
@@ -72,8 +73,24 @@ pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo
                 _ = shutdown.cancelled() => Some(StreamChunk::error(contract::Error::new(ErrorKind::Overloaded, "server is shutting down"))),
             };
             let mut chunk = next.unwrap_or_else(|| StreamChunk::error(contract::Error::new(ErrorKind::Upstream, "the backend ended the stream without finishing it")));
-            if let Some(ChunkKind::Done(done)) = &mut chunk.kind {
-                done.timings.get_or_insert_with(Default::default).hops.push(contract::HopTiming { hop: HOP.into(), dur_ns: started.elapsed().as_nanos() as u64 });
+            match &mut chunk.kind {
+                Some(ChunkKind::Delta(_)) => {
+                    guard.first_token.get_or_insert_with(Instant::now);
+                }
+                Some(ChunkKind::Done(done)) => {
+                    let timings = done.timings.get_or_insert_with(Default::default);
+                    // Remote backends (Bedrock, the chain) do not report prompt and decode
+                    // times; measure them here: until the first token, then until the end. A
+                    // whole answer arrives at once, so all of its time counts as generation.
+                    if timings.prompt_eval_ns == 0 && timings.eval_ns == 0 {
+                        let now = Instant::now();
+                        let first = guard.first_token.unwrap_or(started);
+                        timings.prompt_eval_ns = first.duration_since(started).as_nanos() as u64;
+                        timings.eval_ns = now.duration_since(first).as_nanos() as u64;
+                    }
+                    timings.hops.push(contract::HopTiming { hop: HOP.into(), dur_ns: started.elapsed().as_nanos() as u64 });
+                }
+                _ => {}
             }
             match &chunk.kind {
                 Some(ChunkKind::Done(done)) => {
@@ -94,6 +111,8 @@ struct Guard {
     tokens: Arc<telemetry::TokenCounts>,
     _permit: crate::limits::Permit,
     finished: bool,
+    /// When the first text arrived, for backends that do not time their own prompt phase.
+    first_token: Option<Instant>,
 }
 
 impl Guard {
