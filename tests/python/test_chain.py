@@ -55,7 +55,10 @@ def running(pid):
 
 @pytest.fixture(scope="module")
 def chain(make_server_module, tmp_path_factory):
-    return start_up(make_server_module, ["--run-dir", str(tmp_path_factory.mktemp("run"))])
+    run_dir = tmp_path_factory.mktemp("run")
+    s = start_up(make_server_module, ["--run-dir", str(run_dir)])
+    s.run_dir = run_dir
+    return s
 
 
 def test_every_hop_is_its_own_process(chain):
@@ -198,3 +201,18 @@ def test_up_restarts_a_hop_that_dies(chain):
         time.sleep(0.05)
     r = ollama.Client(host=chain.url).chat(model=MODEL, messages=[{"role": "user", "content": "Say hi."}], options={"num_predict": 4})
     assert r.message.content.strip()
+
+
+def test_the_callers_trace_reaches_every_hops_logs(chain):
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = httpx.post(chain.url + "/api/chat", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+                   json={"model": MODEL, "stream": False, "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 2}}, timeout=60)
+    assert r.status_code == 200
+    assert trace_id in r.headers["traceparent"]
+    logs = ["llm-server", "gateway", "main-service", "lambda-service", "bedrock-emulator"]
+    deadline = time.monotonic() + 20
+    missing = logs
+    while missing and time.monotonic() < deadline:
+        missing = [h for h in logs if trace_id not in (chain.run_dir / f"{h}.log").read_text()]
+        time.sleep(0.05)
+    assert not missing, f"no log line with the trace in {missing}"

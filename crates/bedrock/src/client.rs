@@ -93,6 +93,13 @@ impl BedrockClient {
         let started = Instant::now();
         let parts = to_converse_parts(&req)?;
         let model_id = self.model_id(&req.model).to_owned();
+        // The W3C trace goes along as a header, so Bedrock-side logs (the emulator's) join it.
+        let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).filter(|t| !t.is_empty());
+        let with_trace = move |r: &mut aws_smithy_runtime_api::http::Request| {
+            if let Some(tp) = &traceparent {
+                r.headers_mut().insert("traceparent", tp.clone());
+            }
+        };
         if !req.stream {
             let out = self
                 .with_retries(|| async {
@@ -102,6 +109,8 @@ impl BedrockClient {
                         .set_messages(Some(parts.messages.clone()))
                         .set_system(Some(parts.system.clone()))
                         .inference_config(parts.inference.clone())
+                        .customize()
+                        .mutate_request(with_trace.clone())
                         .send()
                         .await
                         .map_err(|e| map_sdk_error(&e))
@@ -124,6 +133,8 @@ impl BedrockClient {
                     .set_messages(Some(parts.messages.clone()))
                     .set_system(Some(parts.system.clone()))
                     .inference_config(parts.inference.clone())
+                    .customize()
+                    .mutate_request(with_trace.clone())
                     .send()
                     .await
                     .map_err(|e| map_sdk_error(&e))

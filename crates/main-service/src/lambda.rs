@@ -41,6 +41,16 @@ struct Failure {
     retry: bool,
 }
 
+/// Sends the request's W3C trace as a header too, so the Lambda service's own logs join it.
+fn with_trace(req: &GenerateRequest) -> impl Fn(&mut aws_smithy_runtime_api::http::Request) + Send + Sync + 'static {
+    let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).filter(|t| !t.is_empty());
+    move |r| {
+        if let Some(tp) = &traceparent {
+            r.headers_mut().insert("traceparent", tp.clone());
+        }
+    }
+}
+
 type EventRx = EventReceiver<Event, InvokeWithResponseStreamResponseEventError>;
 
 impl Invoker {
@@ -131,7 +141,7 @@ impl Invoker {
         let payload = Blob::new(serde_json::to_vec(req).map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?);
         let result = self
             .with_retries(INVOKE, || async {
-                let call = self.client.invoke().function_name(&self.settings.function_name).payload(payload.clone()).send();
+                let call = self.client.invoke().function_name(&self.settings.function_name).payload(payload.clone()).customize().mutate_request(with_trace(req)).send();
                 let out = match tokio::time::timeout(self.timeout(), call).await {
                     Err(_) => return Err(Failure { error: contract::Error::new(ErrorKind::Timeout, "the Lambda function did not answer in time"), outcome: "timeout", retry: false }),
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),
@@ -162,7 +172,7 @@ impl Invoker {
         let timed_out = || Failure { error: contract::Error::new(ErrorKind::Timeout, "the Lambda function did not answer in time"), outcome: "timeout", retry: false };
         let result = self
             .with_retries(INVOKE_STREAM, || async {
-                let call = self.client.invoke_with_response_stream().function_name(&self.settings.function_name).payload(payload.clone()).send();
+                let call = self.client.invoke_with_response_stream().function_name(&self.settings.function_name).payload(payload.clone()).customize().mutate_request(with_trace(req)).send();
                 let mut out = match tokio::time::timeout_at(deadline, call).await {
                     Err(_) => return Err(timed_out()),
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),
