@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files, no AWS account or container engine needed:
 #   cfn-lint and `sam validate --lint` on the SAM template, hadolint on the Dockerfile, the
-#   compose file against the compose-spec JSON schema, and (with --build) `sam build`, which
+#   compose file against the compose-spec JSON schema, shellcheck on the scripts and on the
+#   instances' user data (parameters filled with samples), and (with --build) `sam build`, which
 #   cross-compiles the Lambda for arm64 with cargo-lambda and zig.
 # Installs the pinned tools (deploy/requirements.txt) idempotently into
 # ~/.cache/strata/deploy-venv. Any error or warning fails the script.
@@ -50,6 +51,21 @@ hadolint Dockerfile
 
 log "compose-spec schema: deploy/compose.yaml"
 check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+
+log "shellcheck: deploy scripts and the launch template's user data"
+userdata="$(mktemp)"
+trap 'rm -f "$userdata"' EXIT
+python - "$TEMPLATE" "$userdata" <<'PY'
+import re, sys
+from cfnlint.decode import decode
+template, _ = decode(sys.argv[1])
+data = template["Resources"]["MainServiceLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+body = data["UserData"]["Fn::Base64"]["Fn::Sub"][0]
+sample = {"BinaryS3Uri": "s3://bucket/strata", "BinaryUrl": "", "MainServicePort": "8081",
+          "StrataFunction": "strata-StrataFunction-0123", "AWS::Region": "us-east-1"}
+open(sys.argv[2], "w").write(re.sub(r"\$\{([^}!]+)\}", lambda m: sample[m.group(1)], body))
+PY
+shellcheck deploy/check.sh deploy/compose-smoke.sh "$userdata"
 
 if $build; then
   if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
