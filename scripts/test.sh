@@ -18,3 +18,7 @@ cargo test --workspace --no-fail-fast
 log "python tests"
 export STRATA_BIN="$STRATA"
 "$STRATA_VENV/bin/python" -m pytest -q tests/python
+
+log "deployment checks (cfn-lint, sam validate, sam build, hadolint, compose schema, the compose chain as processes)"
+bash deploy/check.sh --build
+bash deploy/compose-smoke.sh "$CARGO_TARGET_DIR/debug"
