@@ -59,7 +59,7 @@ def test_oversized_body_is_413(instant_server):
 def test_traceparent_is_continued(server):
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     r = httpx.post(server.url + "/api/generate", headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
-                   json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 2}})
+                   json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}, timeout=60)
     assert r.status_code == 200
     assert r.headers["traceparent"].startswith(f"00-{trace}-")
     assert trace in server.logs()
@@ -69,7 +69,7 @@ def test_traceparent_is_continued(server):
 
 def test_logs_are_json_and_never_contain_the_prompt(server):
     secret = "purple-elephant-4711"
-    httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": secret, "stream": False, "options": {"num_predict": 2}})
+    httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": secret, "stream": False, "options": {"num_predict": 2}}, timeout=60)
     logs = server.logs()
     assert secret not in logs
     lines = [json.loads(l) for l in logs.splitlines() if l.startswith("{")]
@@ -89,7 +89,7 @@ def test_metrics_show_active_sequences_during_a_generation(make_server):
 
 
 def test_metrics_count_requests_and_tokens(server):
-    httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 3}})
+    httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 3}}, timeout=60)
     text = httpx.get(server.url + "/metrics").text
     assert 'strata_requests_total{route="/api/generate",status="200"}' in text
     assert 'strata_tokens_total{kind="completion"}' in text
@@ -117,7 +117,8 @@ def test_beyond_the_queue_requests_get_503(make_server):
 
 
 def test_sigterm_lets_a_running_stream_finish(make_server):
-    s = make_server(["--model", MODEL])
+    # A grace period no loaded machine runs out of: what is tested is that the stream finishes.
+    s = make_server(["--model", MODEL], env={"STRATA_SERVER__SHUTDOWN_GRACE_SECS": "120"})
     body = {"model": MODEL, "prompt": "Write a story.", "options": {"num_predict": 60, "temperature": 0}}
     lines = []
     with httpx.stream("POST", s.url + "/api/generate", json=body, timeout=60) as r:
