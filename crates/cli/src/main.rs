@@ -27,6 +27,8 @@ enum Command {
     Gateway(commands::gateway::GatewayArgs),
     /// Run the MainService: validation, prompt formatting, summaries, Lambda invocation
     MainService(commands::main_service::MainServiceArgs),
+    /// Hold an automatic conversation: seed question -> answer -> follow-up question -> ..., with statistics written as YAML, CSV or JSONL
+    Converse(commands::converse::ConverseArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
     /// Measure strata against its references and write docs/benchmarks.md
@@ -39,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => commands::up::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::Converse(args) => commands::converse::run(args),
         Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),
         Command::Gateway(args) => commands::gateway::run(args),
         Command::MainService(args) => commands::main_service::run(args),

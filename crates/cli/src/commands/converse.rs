@@ -1,0 +1,148 @@
+//! `strata converse`: the conversational agent (see the `agent` crate).
+
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use agent::{Format, RunOptions};
+use clap::Args;
+
+use crate::config::Config;
+
+#[derive(Args)]
+pub struct ConverseArgs {
+    /// The seed question
+    #[arg(long)]
+    seed: Option<String>,
+    /// A file of seed questions, one per line (blank lines and lines starting with # are skipped); one conversation each
+    #[arg(long)]
+    seeds: Option<PathBuf>,
+    /// Turn limit [default: converse.turns]
+    #[arg(long)]
+    turns: Option<u32>,
+    /// Wall-clock limit of the run, e.g. 90s, 10m, 1h [default: converse.time_limit]
+    #[arg(long)]
+    time_limit: Option<String>,
+    /// The answering side: an Ollama API base URL [default: converse.server, http://127.0.0.1:11434]
+    #[arg(long)]
+    server: Option<String>,
+    /// Model on the answering side [default: converse.model]
+    #[arg(long)]
+    model: Option<String>,
+    /// The follow-up side: any Ollama API base URL (a real Ollama works unchanged) [default: converse.follow_up_server, else --server]
+    #[arg(long)]
+    follow_up_server: Option<String>,
+    /// Model that writes the follow-up questions [default: converse.follow_up_model, else --model]
+    #[arg(long)]
+    follow_up_model: Option<String>,
+    /// Follow-up template name from [converse.templates] [default: converse.template]
+    #[arg(long)]
+    template: Option<String>,
+    /// Output file; with several seeds, NAME-001.EXT, NAME-002.EXT, ... [default: conversation.FORMAT]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Output format [default: from the --out extension, else yaml]
+    #[arg(long, value_parser = ["yaml", "csv", "jsonl"])]
+    format: Option<String>,
+    /// Conversations run at once (with --seeds)
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// Continue the conversation(s) in the output file(s) instead of starting over
+    #[arg(long)]
+    resume: bool,
+    /// Configuration file (TOML)
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn numbered(out: &Path, n: usize, format: Format) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "conversation".into());
+    out.with_file_name(format!("{stem}-{n:03}.{}", out.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| format.extension().into())))
+}
+
+pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let mut settings = config.converse;
+    if let Some(v) = args.turns {
+        settings.turns = v;
+    }
+    if let Some(v) = args.time_limit {
+        settings.time_limit = v;
+    }
+    if let Some(v) = args.server {
+        settings.server = v;
+    }
+    if let Some(v) = args.model {
+        settings.model = v;
+    }
+    if let Some(v) = args.follow_up_server {
+        settings.follow_up_server = v;
+    }
+    if let Some(v) = args.follow_up_model {
+        settings.follow_up_model = v;
+    }
+    if let Some(v) = args.template {
+        settings.template = v;
+    }
+    anyhow::ensure!(
+        settings.templates.contains_key(&settings.template),
+        "unknown template {:?} (known: {})",
+        settings.template,
+        settings.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
+    let format = match (&args.format, &args.out) {
+        (Some(f), _) => Format::parse(f).map_err(anyhow::Error::msg)?,
+        (None, Some(out)) => Format::from_path(out).unwrap_or(Format::Yaml),
+        (None, None) => Format::Yaml,
+    };
+    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("conversation.{}", format.extension())));
+
+    let mut seeds: Vec<String> = Vec::new();
+    if let Some(seed) = args.seed {
+        seeds.push(seed);
+    }
+    if let Some(file) = &args.seeds {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading seeds from {}", file.display()))?;
+        seeds.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+    }
+    if seeds.is_empty() {
+        anyhow::ensure!(args.resume && out.exists(), "give a seed question (--seed TEXT or --seeds FILE), or --resume an existing conversation file");
+        seeds.push(String::new()); // the file's own seed is used
+    }
+    let runs: Vec<RunOptions> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, seed)| RunOptions {
+            settings: settings.clone(),
+            seed: seed.clone(),
+            out: if seeds.len() == 1 { out.clone() } else { numbered(&out, i + 1, format) },
+            format,
+            resume: args.resume,
+            time_limit,
+        })
+        .collect();
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let show_progress = std::io::stderr().is_terminal();
+    let results = runtime.block_on(agent::run_many(runs, args.parallel, show_progress));
+    let mut failures = 0;
+    for result in results {
+        match result {
+            Ok(c) => {
+                let reason = c.record.summary.stop_reason.and_then(|r| serde_json::to_value(r).ok()).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                println!("{}: {} turns, stopped: {reason}{}", c.out.display(), c.record.turns.len(), c.record.summary.stop_detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default());
+                if let Some(e) = c.error {
+                    failures += 1;
+                    eprintln!("strata: {}: {e:#}", c.out.display());
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("strata: {e:#}");
+            }
+        }
+    }
+    anyhow::ensure!(failures == 0, "{failures} conversation(s) failed; finished turns are in the output file(s)");
+    Ok(())
+}
