@@ -146,7 +146,7 @@ impl ChatClient {
                 .ok()
                 .and_then(|v| v.get("error").map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())))
                 .unwrap_or_else(|| text.chars().take(300).collect());
-            if status.as_u16() == 404 && (message.contains("model") || message.contains("not found")) {
+            if status.as_u16() == 404 && message.contains(&self.model) {
                 return Err(self.err(ChatErrorKind::UnknownModel { model: self.model.clone(), message }));
             }
             return Err(self.err(ChatErrorKind::Status { status: status.as_u16(), message }));
