@@ -223,3 +223,20 @@ def test_malformed_response_is_named(tmp_path):
         assert read_jsonl(out)[1]["stop_reason"] == "error"
     finally:
         httpd.shutdown()
+
+
+def test_three_turns_down_the_chain_carry_every_hops_timing(make_server_module, tmp_path):
+    from test_chain import HOPS, start_up
+
+    chain = start_up(make_server_module, ["--run-dir", str(tmp_path / "run")])
+    out = tmp_path / "chain.jsonl"
+    r = converse(chain.url, "--seed", SEED, "--turns", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    turns, summary = read_jsonl(out)
+    assert summary["stop_reason"] == "turn_limit"
+    assert len(turns) == 3
+    for i, t in enumerate(turns, 1):
+        check_turn(t, i, SEED)
+        assert set(HOPS) <= set(t["server_timing"]), t["server_timing"]
+        # Outer hops include the inner ones.
+        assert t["server_timing"]["llm-server"] >= t["server_timing"]["bedrock"] > 0
