@@ -240,3 +240,15 @@ def test_three_turns_down_the_chain_carry_every_hops_timing(make_server_module, 
         assert set(HOPS) <= set(t["server_timing"]), t["server_timing"]
         # Outer hops include the inner ones.
         assert t["server_timing"]["llm-server"] >= t["server_timing"]["bedrock"] > 0
+
+
+def test_many_seeds_in_parallel_each_get_a_file(server, tmp_path):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("# questions\nWhat is rain?\n\nWhat is snow?\nWhat is hail?\n")
+    r = converse(server.url, "--seeds", str(seeds), "--parallel", "2", "--turns", "2", "--out", str(tmp_path / "many.jsonl"))
+    assert r.returncode == 0, r.stderr
+    for n, seed in enumerate(["What is rain?", "What is snow?", "What is hail?"], 1):
+        turns, summary = read_jsonl(tmp_path / f"many-{n:03}.jsonl")
+        assert summary["seed"] == seed and summary["stop_reason"] == "turn_limit"
+        assert [t["index"] for t in turns] == [1, 2]
+        check_turn(turns[0], 1, seed)
