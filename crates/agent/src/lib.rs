@@ -7,6 +7,7 @@
 //! the turn in flight and `--resume` continues where the file ends.
 
 pub mod client;
+pub mod compare;
 pub mod conversation;
 pub mod output;
 pub mod settings;
