@@ -15,25 +15,25 @@ pub struct ConverseArgs {
     #[arg(long)]
     seed: Option<String>,
     /// A file of seed questions, one per line (blank lines and lines starting with # are skipped); one conversation each
-    #[arg(long)]
+    #[arg(long, global = true)]
     seeds: Option<PathBuf>,
     /// Turn limit [default: converse.turns]
-    #[arg(long)]
+    #[arg(long, global = true)]
     turns: Option<u32>,
     /// Wall-clock limit of the run, e.g. 90s, 10m, 1h [default: converse.time_limit]
-    #[arg(long)]
+    #[arg(long, global = true)]
     time_limit: Option<String>,
     /// The answering side: an Ollama API base URL [default: converse.server, http://127.0.0.1:11434]
-    #[arg(long)]
+    #[arg(long, global = true)]
     server: Option<String>,
     /// Model on the answering side [default: converse.model]
-    #[arg(long)]
+    #[arg(long, global = true)]
     model: Option<String>,
     /// The follow-up side: any Ollama API base URL (a real Ollama works unchanged) [default: converse.follow_up_server, else --server]
-    #[arg(long)]
+    #[arg(long, global = true)]
     follow_up_server: Option<String>,
     /// Model that writes the follow-up questions [default: converse.follow_up_model, else --model]
-    #[arg(long)]
+    #[arg(long, global = true)]
     follow_up_model: Option<String>,
     /// Follow-up template name from [converse.templates] [default: converse.template]
     #[arg(long)]
@@ -45,14 +45,29 @@ pub struct ConverseArgs {
     #[arg(long, value_parser = ["yaml", "csv", "jsonl"])]
     format: Option<String>,
     /// Conversations run at once (with --seeds)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, global = true)]
     parallel: usize,
     /// Continue the conversation(s) in the output file(s) instead of starting over
     #[arg(long)]
     resume: bool,
     /// Configuration file (TOML)
-    #[arg(long, env = "STRATA_CONFIG")]
+    #[arg(long, env = "STRATA_CONFIG", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<ConverseCommand>,
+}
+
+#[derive(clap::Subcommand)]
+enum ConverseCommand {
+    /// Run every template over the seeds (--seeds FILE) and write a report comparing them (Markdown, CSV, SVG charts)
+    Compare {
+        /// Templates to compare, by name, comma-separated [default: every configured template]
+        #[arg(long, value_delimiter = ',')]
+        templates: Vec<String>,
+        /// Directory for the report and the conversations
+        #[arg(long, default_value = "template-report")]
+        out_dir: PathBuf,
+    },
 }
 
 fn numbered(out: &Path, n: usize, format: Format) -> PathBuf {
@@ -90,6 +105,14 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         settings.template,
         settings.templates.keys().cloned().collect::<Vec<_>>().join(", ")
     );
+    if let Some(ConverseCommand::Compare { templates, out_dir }) = args.command {
+        let seeds_file = args.seeds.context("compare needs --seeds FILE")?;
+        let text = std::fs::read_to_string(&seeds_file).with_context(|| format!("reading seeds from {}", seeds_file.display()))?;
+        let seeds: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+        anyhow::ensure!(!seeds.is_empty(), "{} holds no seeds", seeds_file.display());
+        let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
+        return compare(settings, if templates.is_empty() { None } else { Some(templates) }, seeds, out_dir, time_limit, args.parallel);
+    }
     let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
     let format = match (&args.format, &args.out) {
         (Some(f), _) => Format::parse(f).map_err(anyhow::Error::msg)?,
@@ -144,5 +167,53 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(failures == 0, "{failures} conversation(s) failed; finished turns are in the output file(s)");
+    Ok(())
+}
+
+fn compare(settings: agent::ConverseSettings, templates: Option<Vec<String>>, seeds: Vec<String>, dir: PathBuf, time_limit: std::time::Duration, parallel: usize) -> anyhow::Result<()> {
+    use agent::compare;
+    let templates = templates.unwrap_or_else(|| settings.templates.keys().cloned().collect());
+    for t in &templates {
+        anyhow::ensure!(settings.templates.contains_key(t), "unknown template {t:?} (known: {})", settings.templates.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+    let mut runs = Vec::new();
+    for t in &templates {
+        for (i, seed) in seeds.iter().enumerate() {
+            let mut s = settings.clone();
+            s.template = t.clone();
+            runs.push((t.clone(), RunOptions { settings: s, seed: seed.clone(), out: compare::conversation_path(&dir, t, i + 1), format: Format::Jsonl, resume: false, time_limit }));
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let names: Vec<String> = runs.iter().map(|(t, _)| t.clone()).collect();
+    let results = runtime.block_on(agent::run_many(runs.into_iter().map(|(_, r)| r).collect(), parallel, std::io::stderr().is_terminal()));
+    let mut rows = Vec::new();
+    let mut errors = 0;
+    for (t, result) in names.iter().zip(results) {
+        let c = result?;
+        if let Some(e) = &c.error {
+            errors += 1;
+            eprintln!("strata: {}: {e:#}", c.out.display());
+        }
+        rows.push(compare::measure(t, &c.out, &c.record));
+    }
+    let header = format!(
+        "# Template comparison\n\nGenerated by `strata converse compare` on {}: answering side `{}` at {}, follow-up side `{}` at {}; {} seeds, turn limit {}, time limit {}, repetition threshold {}, answer limit {} tokens, follow-up limit {} tokens, temperature {}. Conversations: `conversations/`.\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        settings.model,
+        settings.server,
+        settings.follow_up_model(),
+        settings.follow_up_server(),
+        seeds.len(),
+        settings.turns,
+        settings.time_limit,
+        settings.repetition_threshold,
+        settings.answer_max_tokens,
+        settings.follow_up_max_tokens,
+        settings.temperature,
+    );
+    compare::write_report(&dir, &templates, &settings.templates, &rows, &header)?;
+    println!("{}", dir.join("report.md").display());
+    anyhow::ensure!(errors == 0, "{errors} conversation(s) failed; see the report for the rest");
     Ok(())
 }
