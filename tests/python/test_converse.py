@@ -252,3 +252,27 @@ def test_many_seeds_in_parallel_each_get_a_file(server, tmp_path):
         assert summary["seed"] == seed and summary["stop_reason"] == "turn_limit"
         assert [t["index"] for t in turns] == [1, 2]
         check_turn(turns[0], 1, seed)
+
+
+def test_compare_writes_a_report_with_csv_and_svg_charts(server, tmp_path):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("What is rain?\nWhat is snow?\n")
+    out = tmp_path / "report"
+    r = converse(server.url, "compare", "--templates", "respond,comment", "--seeds", str(seeds), "--turns", "2", "--parallel", "2", "--out-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    with open(out / "templates.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["template"] for row in rows] == ["respond", "comment"]
+    for row in rows:
+        assert row["conversations"] == "2"
+        assert float(row["mean_turns"]) == 2
+        assert 0 < float(row["distinct_1"]) <= 1 and 0 < float(row["distinct_2"]) <= 1
+        assert row["stop_reasons"] == "turn_limit=2"
+    with open(out / "conversations.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    for chart in ["turns.svg", "answer-words.svg", "distinct-2.svg", "repetition.svg", "latency.svg"]:
+        svg = (out / chart).read_text()
+        assert svg.startswith("<svg") and "respond" in svg and "comment" in svg
+    report = (out / "report.md").read_text()
+    assert "| `respond` | 2 | 2.00 |" in report
+    assert sorted(p.name for p in (out / "conversations").iterdir()) == ["comment-001.jsonl", "comment-002.jsonl", "respond-001.jsonl", "respond-002.jsonl"]
