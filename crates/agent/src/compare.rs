@@ -179,7 +179,8 @@ pub fn write_report(dir: &Path, templates: &[String], template_texts: &BTreeMap<
     }
     w.flush()?;
     let labels: Vec<String> = agg.iter().map(|a| a.template.clone()).collect();
-    let charts: [(&str, &str, fn(&TemplateMetrics) -> f64); 5] = [
+    type Chart = (&'static str, &'static str, fn(&TemplateMetrics) -> f64);
+    let charts: [Chart; 5] = [
         ("turns.svg", "Mean conversation length (turns)", |a| a.mean_turns),
         ("answer-words.svg", "Mean answer length (words)", |a| a.mean_answer_words),
         ("distinct-2.svg", "Lexical diversity (distinct-2)", |a| a.distinct_2),

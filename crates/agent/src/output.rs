@@ -172,6 +172,7 @@ pub struct Record {
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // one per line, never stored in bulk
 enum JsonLine {
     Turn(Turn),
     Summary(Summary),

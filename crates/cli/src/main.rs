@@ -14,6 +14,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Run the whole chain locally, every hop its own process: llm-server -> gateway -> main-service -> lambda-service -> bedrock-emulator
     Up(commands::up::UpArgs),
