@@ -29,6 +29,8 @@ pub struct Config {
     pub engine: engine::EngineConfig,
     /// Where models come from and are cached.
     pub models: engine::ResolverConfig,
+    /// The conversational agent (`strata converse`).
+    pub converse: agent::ConverseSettings,
 }
 
 impl Config {

@@ -14,6 +14,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Run the whole chain locally, every hop its own process: llm-server -> gateway -> main-service -> lambda-service -> bedrock-emulator
     Up(commands::up::UpArgs),
@@ -27,6 +28,8 @@ enum Command {
     Gateway(commands::gateway::GatewayArgs),
     /// Run the MainService: validation, prompt formatting, summaries, Lambda invocation
     MainService(commands::main_service::MainServiceArgs),
+    /// Hold an automatic conversation: seed question -> answer -> follow-up question -> ..., with statistics written as YAML, CSV or JSONL
+    Converse(commands::converse::ConverseArgs),
     /// Manage local models (fetch, list)
     Model(commands::model::ModelArgs),
     /// Measure strata against its references and write docs/benchmarks.md
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => commands::up::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Model(args) => commands::model::run(args),
+        Command::Converse(args) => commands::converse::run(args),
         Command::BedrockEmulator(args) => commands::bedrock_emulator::run(args),
         Command::Gateway(args) => commands::gateway::run(args),
         Command::MainService(args) => commands::main_service::run(args),

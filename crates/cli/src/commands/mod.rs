@@ -1,5 +1,6 @@
 pub mod bedrock_emulator;
 pub mod bench;
+pub mod converse;
 pub mod gateway;
 pub mod lambda_service;
 pub mod main_service;
