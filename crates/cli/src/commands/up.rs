@@ -115,6 +115,6 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         hop("llm-server", "serve", config.server.listen, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
     ];
     let settings = up::UpSettings { bin, run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
-    println!("{:<16} {:<28} {}", "HOP", "URL", "PID");
+    println!("{:<16} {:<28} PID", "HOP", "URL");
     tokio::runtime::Runtime::new()?.block_on(up::run(settings, hops, llm_server::shutdown_signal()))
 }
