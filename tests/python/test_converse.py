@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import yaml
+
 from conftest import MODEL, free_port, strata_bin
 
 SEED = "Why is the sky blue?"
@@ -49,7 +51,9 @@ def check_turn(turn, index, seed=None):
     else:
         assert turn["template"] == "respond"
         assert turn["follow_up_latency_ms"] > 0
-    started = datetime.datetime.fromisoformat(turn["started_at"].replace("Z", "+00:00"))
+    started = turn["started_at"]
+    if not isinstance(started, datetime.datetime):  # YAML readers already give a datetime
+        started = datetime.datetime.fromisoformat(started.replace("Z", "+00:00"))
     assert abs((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()) < 3600
     assert turn["latency_ms"] > 0
     assert 0 < turn["ttft_ms"] <= turn["latency_ms"]
@@ -103,12 +107,18 @@ def test_csv_parses_with_the_csv_module_and_yaml_is_the_default(server, tmp_path
     summary = (tmp_path / "c.csv.summary.yaml").read_text()
     assert "stop_reason: turn_limit" in summary
 
-    r = converse(server.url, "--seed", SEED, "--turns", "1", cwd=tmp_path)
+    r = converse(server.url, "--seed", SEED, "--turns", "3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "conversation.yaml").read_text()
     assert text.startswith("summary:\n")
-    assert "\nturns:\n- index: 1\n" in text
-    assert "stop_reason: turn_limit" in text
+    doc = yaml.safe_load(text)
+    assert [t["index"] for t in doc["turns"]] == [1, 2, 3]
+    for i, t in enumerate(doc["turns"], 1):
+        check_turn(t, i, SEED)
+    summary = doc["summary"]
+    assert (summary["turns"], summary["stop_reason"]) == (3, "turn_limit")
+    assert summary["tokens_out"] == sum(t["tokens_out"] for t in doc["turns"])
+    assert summary["answering"] == {"server": server.url, "model": MODEL}
 
 
 def test_time_limit_is_respected(server, tmp_path):
