@@ -17,19 +17,8 @@ where
             from_code(err.code().unwrap_or(""), message)
         }
         SdkError::TimeoutError(_) => contract::Error::new(ErrorKind::Timeout, "Bedrock did not answer in time"),
-        other => contract::Error::new(ErrorKind::Upstream, format!("could not reach Bedrock: {}", describe(other))),
+        other => contract::Error::new(ErrorKind::Upstream, format!("could not reach Bedrock: {}", contract::error_chain(other))),
     }
-}
-
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 pub(crate) fn from_code(code: &str, message: String) -> contract::Error {

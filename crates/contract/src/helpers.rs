@@ -65,6 +65,19 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A foreign error and its causes on one line (`outer: cause: root cause`), for the message of
+/// a contract `Error` built from an SDK or transport failure.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 impl StreamChunk {
     pub fn delta(content: impl Into<String>) -> Self {
         StreamChunk { kind: Some(Kind::Delta(Delta { content: content.into() })) }

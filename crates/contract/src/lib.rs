@@ -12,6 +12,7 @@ pub use pb::*;
 pub use pb::stream_chunk::Kind as ChunkKind;
 
 mod helpers;
+pub use helpers::error_chain;
 pub mod lambda_stream;
 
 /// A streamed response as every hop passes it on: deltas, then exactly one `done` or `error`.

@@ -182,7 +182,7 @@ impl Invoker {
                 // Wait for the first event: output (we are past the first byte) or the end.
                 let first = match tokio::time::timeout_at(deadline, out.event_stream.recv()).await {
                     Err(_) => return Err(timed_out()),
-                    Ok(Err(e)) => return Err(Failure { error: contract::Error::new(ErrorKind::Upstream, format!("the Lambda stream broke: {}", describe(&e))), outcome: "connection_error", retry: true }),
+                    Ok(Err(e)) => return Err(Failure { error: contract::Error::new(ErrorKind::Upstream, format!("the Lambda stream broke: {}", contract::error_chain(&e))), outcome: "connection_error", retry: true }),
                     Ok(Ok(None)) => return Err(Failure { error: contract::Error::new(ErrorKind::Upstream, "the Lambda stream ended before InvokeComplete"), outcome: "service_error", retry: true }),
                     Ok(Ok(Some(Event::InvokeComplete(c)))) if c.error_code().is_some() => {
                         return Err(self.function_failure(c.error_code().unwrap_or_default(), c.error_details().unwrap_or_default()));
@@ -249,7 +249,7 @@ impl StreamState {
                     self.pending.extend(self.decoder.finish());
                     self.ended = true;
                 }
-                Ok(Err(e)) => self.fail(contract::Error::new(ErrorKind::Upstream, format!("the Lambda stream broke: {}", describe(&e)))),
+                Ok(Err(e)) => self.fail(contract::Error::new(ErrorKind::Upstream, format!("the Lambda stream broke: {}", contract::error_chain(&e)))),
             }
         }
     }
@@ -293,19 +293,9 @@ where
             }
         }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            Failure { error: contract::Error::new(ErrorKind::Upstream, format!("could not reach Lambda: {}", describe(e))), outcome: "connection_error", retry: true }
+            Failure { error: contract::Error::new(ErrorKind::Upstream, format!("could not reach Lambda: {}", contract::error_chain(e))), outcome: "connection_error", retry: true }
         }
-        other => Failure { error: contract::Error::new(ErrorKind::Upstream, format!("Lambda's answer could not be read: {}", describe(other))), outcome: "service_error", retry: false },
+        other => Failure { error: contract::Error::new(ErrorKind::Upstream, format!("Lambda's answer could not be read: {}", contract::error_chain(other))), outcome: "service_error", retry: false },
     }
 }
 
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
