@@ -84,7 +84,8 @@ def test_three_turns_jsonl_field_by_field(server, tmp_path):
     assert summary["latency_ms"]["p95"] == lat[2]
     assert summary["total_time_ms"] >= sum(lat)
     assert summary["answering"] == {"server": server.url, "model": MODEL}
-    assert summary["follow_up"] == {"server": server.url, "model": MODEL}
+    # By default the follow-up questions come from the engine inside the converse process.
+    assert summary["follow_up"] == {"server": "embedded", "model": MODEL}
     assert summary["config"]["turn_limit"] == 3
     assert summary["config"]["template"] == "respond"
     assert summary["config"]["template_text"] == "How can you respond to the statement: {answer}?"

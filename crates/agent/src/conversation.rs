@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::client::{ChatClient, ChatResult, Message, Side};
 use crate::output::{Endpoint, Format, LatencyStats, Record, RunConfig, StopReason, Summary, Turn};
-use crate::settings::ConverseSettings;
+use crate::settings::{ConverseSettings, FollowUpServer};
 use crate::text::{clean_question, fit_history, is_refusal, most_similar, render_template};
 
 /// One conversation to run.
@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub resume: bool,
     /// Wall-clock limit of this run.
     pub time_limit: Duration,
+    /// The URL of the in-process LLM Server the caller started for a follow-up side set to
+    /// `embedded`; the record names that side `embedded`, not its passing local port.
+    pub embedded_follow_up: Option<String>,
 }
 
 /// A finished (or failed) conversation: the record as written, and the error if one stopped it.
@@ -47,8 +50,17 @@ enum Step<T> {
 
 async fn ask(client: &ChatClient, messages: &[Message], deadline: tokio::time::Instant, bar: &ProgressBar) -> Step<ChatResult> {
     let answering = client.side() == Side::Answering;
+    // The bar's rate while the answer streams: each streamed piece is one token on Ollama's API.
+    // The exact eval rate replaces it when the turn ends.
+    let (mut first, mut pieces) = (None::<Instant>, 0u32);
     let chat = client.chat(messages, |_| {
         if answering {
+            pieces += 1;
+            let since = *first.get_or_insert_with(Instant::now);
+            let secs = since.elapsed().as_secs_f64();
+            if pieces > 1 && secs > 0.0 {
+                bar.set_message(format!("{:.1} tok/s", f64::from(pieces - 1) / secs));
+            }
             bar.tick();
         }
     });
@@ -71,7 +83,13 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
         .clone();
     let timeout = Duration::from_secs(s.request_timeout_secs);
     let answering = ChatClient::new(Side::Answering, &s.server, &s.model, s.answer_max_tokens, s.temperature, timeout);
-    let follow_up = ChatClient::new(Side::FollowUp, s.follow_up_server(), s.follow_up_model(), s.follow_up_max_tokens, s.temperature, timeout);
+    let side = s.follow_up_server();
+    let follow_up_url = match side {
+        FollowUpServer::Url(url) => url.to_owned(),
+        FollowUpServer::Embedded => opts.embedded_follow_up.clone().context("the follow-up side is `embedded` but no embedded engine was started")?,
+    };
+    let follow_up_label = side.label().to_owned();
+    let follow_up = ChatClient::new(Side::FollowUp, &follow_up_url, s.follow_up_model(), s.follow_up_max_tokens, s.temperature, timeout);
     let config = RunConfig {
         template: s.template.clone(),
         template_text: template_text.clone(),
@@ -113,14 +131,14 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
                 tokens_out: 0,
                 mean_tokens_per_sec: None,
                 answering: Endpoint { server: answering.url().into(), model: answering.model().into() },
-                follow_up: Endpoint { server: follow_up.url().into(), model: follow_up.model().into() },
+                follow_up: Endpoint { server: follow_up_label.clone(), model: follow_up.model().into() },
                 config,
             },
             turns: Vec::new(),
         }
     };
     record.summary.answering = Endpoint { server: answering.url().into(), model: answering.model().into() };
-    record.summary.follow_up = Endpoint { server: follow_up.url().into(), model: follow_up.model().into() };
+    record.summary.follow_up = Endpoint { server: follow_up_label, model: follow_up.model().into() };
 
     // Both sides' histories, rebuilt from the file when resuming.
     let mut answer_history = Vec::new();

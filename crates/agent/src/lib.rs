@@ -16,4 +16,4 @@ pub mod text;
 pub use client::{ChatClient, ChatError, Message, Side};
 pub use conversation::{run_conversation, run_many, Conversation, RunOptions};
 pub use output::{Format, Record, StopReason, Summary, Turn};
-pub use settings::{parse_duration, ConverseSettings};
+pub use settings::{parse_duration, ConverseSettings, FollowUpServer, EMBEDDED};

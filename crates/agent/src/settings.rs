@@ -13,8 +13,9 @@ pub struct ConverseSettings {
     pub server: String,
     /// Model asked on the answering side.
     pub model: String,
-    /// The follow-up side: base URL of an Ollama API endpoint; empty means the same as `server`.
-    /// A real Ollama (`http://localhost:11434`) works unchanged.
+    /// The follow-up side: `embedded` (the engine in the converse process, configured by
+    /// `[engine]` and `[models]`), the base URL of an Ollama API endpoint (a real Ollama at
+    /// `http://localhost:11434` works unchanged), or empty for the same endpoint as `server`.
     pub follow_up_server: String,
     /// Model that writes the follow-up questions; empty means the same as `model`.
     pub follow_up_model: String,
@@ -56,7 +57,7 @@ impl Default for ConverseSettings {
         ConverseSettings {
             server: "http://127.0.0.1:11434".into(),
             model: "smollm2:135m".into(),
-            follow_up_server: String::new(),
+            follow_up_server: EMBEDDED.into(),
             follow_up_model: String::new(),
             templates: templates.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             template: "respond".into(),
@@ -74,13 +75,35 @@ impl Default for ConverseSettings {
     }
 }
 
+/// The `follow_up_server` value that asks for the engine in this process.
+pub const EMBEDDED: &str = "embedded";
+
+/// Where the follow-up side's questions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUpServer<'a> {
+    /// The engine in this process (the caller starts it and passes its URL in `RunOptions`).
+    Embedded,
+    /// An Ollama API endpoint.
+    Url(&'a str),
+}
+
+impl FollowUpServer<'_> {
+    /// How records and reports name the side.
+    pub fn label(&self) -> &str {
+        match self {
+            FollowUpServer::Embedded => EMBEDDED,
+            FollowUpServer::Url(url) => url,
+        }
+    }
+}
+
 impl ConverseSettings {
-    /// The follow-up side's URL (falls back to the answering side's).
-    pub fn follow_up_server(&self) -> &str {
-        if self.follow_up_server.is_empty() {
-            &self.server
-        } else {
-            &self.follow_up_server
+    /// The follow-up side (an empty setting means the answering side's endpoint).
+    pub fn follow_up_server(&self) -> FollowUpServer<'_> {
+        match self.follow_up_server.trim() {
+            "" => FollowUpServer::Url(&self.server),
+            s if s.eq_ignore_ascii_case(EMBEDDED) => FollowUpServer::Embedded,
+            _ => FollowUpServer::Url(&self.follow_up_server),
         }
     }
 
@@ -135,6 +158,10 @@ mod tests {
         assert_eq!(s.templates["comment"], "Do you have any comments on {answer}?");
         assert!(s.templates.contains_key(&s.template));
         assert!(parse_duration(&s.time_limit).is_ok());
-        assert_eq!(s.follow_up_server(), s.server);
+        assert_eq!(s.follow_up_server(), FollowUpServer::Embedded);
+        let same = ConverseSettings { follow_up_server: String::new(), ..s.clone() };
+        assert_eq!(same.follow_up_server(), FollowUpServer::Url(&s.server));
+        let other = ConverseSettings { follow_up_server: "http://localhost:11434".into(), ..s };
+        assert_eq!(other.follow_up_server(), FollowUpServer::Url("http://localhost:11434"));
     }
 }

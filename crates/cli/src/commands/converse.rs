@@ -1,11 +1,15 @@
 //! `strata converse`: the conversational agent (see the `agent` crate).
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use agent::{ConverseSettings, FollowUpServer, Format, RunOptions};
 use anyhow::Context as _;
-use agent::{Format, RunOptions};
 use clap::Args;
+use engine::{ModelPool, Resolver};
+use llm_server::{Application, EmbeddedBackend, ServerSettings};
 
 use crate::config::Config;
 
@@ -29,10 +33,10 @@ pub struct ConverseArgs {
     /// Model on the answering side [default: converse.model]
     #[arg(long, global = true)]
     model: Option<String>,
-    /// The follow-up side: any Ollama API base URL (a real Ollama works unchanged) [default: converse.follow_up_server, else --server]
+    /// The follow-up side: `embedded` (the engine in this process), or any Ollama API base URL (a real Ollama works unchanged) [default: converse.follow_up_server, embedded]
     #[arg(long, global = true)]
     follow_up_server: Option<String>,
-    /// Model that writes the follow-up questions [default: converse.follow_up_model, else --model]
+    /// Model that writes the follow-up questions [default: converse.follow_up_model, else the embedded engine's default model, or --model for a follow-up server URL]
     #[arg(long, global = true)]
     follow_up_model: Option<String>,
     /// Follow-up template name from [converse.templates] [default: converse.template]
@@ -77,7 +81,7 @@ fn numbered(out: &Path, n: usize, format: Format) -> PathBuf {
 
 pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
-    let mut settings = config.converse;
+    let mut settings = config.converse.clone();
     if let Some(v) = args.turns {
         settings.turns = v;
     }
@@ -99,6 +103,11 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
     if let Some(v) = args.template {
         settings.template = v;
     }
+    // The embedded follow-up side runs the engine's default model unless told otherwise: the
+    // answering side's model may exist only over there (a Bedrock name, a larger Ollama model).
+    if settings.follow_up_server() == FollowUpServer::Embedded && settings.follow_up_model.trim().is_empty() {
+        settings.follow_up_model = engine::DEFAULT_MODEL.to_owned();
+    }
     anyhow::ensure!(
         settings.templates.contains_key(&settings.template),
         "unknown template {:?} (known: {})",
@@ -111,7 +120,7 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         let seeds: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
         anyhow::ensure!(!seeds.is_empty(), "{} holds no seeds", seeds_file.display());
         let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
-        return compare(settings, if templates.is_empty() { None } else { Some(templates) }, seeds, out_dir, time_limit, args.parallel, args.resume);
+        return compare(&config, settings, if templates.is_empty() { None } else { Some(templates) }, seeds, out_dir, time_limit, args.parallel, args.resume);
     }
     let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
     let format = match (&args.format, &args.out) {
@@ -143,10 +152,12 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
             format,
             resume: args.resume,
             time_limit,
+            embedded_follow_up: None,
         })
         .collect();
 
     let runtime = tokio::runtime::Runtime::new()?;
+    let runs = runtime.block_on(with_embedded_follow_up(&config, &settings, runs))?;
     let show_progress = std::io::stderr().is_terminal();
     let results = runtime.block_on(agent::run_many(runs, args.parallel, show_progress));
     let mut failures = 0;
@@ -170,9 +181,34 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// For a follow-up side set to `embedded`: fetches the model if needed, loads it, and serves it
+/// from an LLM Server on a free local port of this process, for as long as the runtime runs.
+/// (One code path for both sides: the agent always speaks the Ollama API.)
+async fn with_embedded_follow_up(config: &Config, settings: &ConverseSettings, mut runs: Vec<RunOptions>) -> anyhow::Result<Vec<RunOptions>> {
+    if runs.is_empty() || settings.follow_up_server() != FollowUpServer::Embedded {
+        return Ok(runs);
+    }
+    let model = settings.follow_up_model().to_owned();
+    let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
+    let resolver = pool.resolver().clone();
+    let name = model.clone();
+    tokio::task::spawn_blocking(move || resolver.pull(&name, &mut |_| {}))
+        .await?
+        .with_context(|| format!("follow-up side (embedded): fetching model {model}"))?;
+    pool.get(&model).await.map_err(|e| anyhow::anyhow!("follow-up side (embedded): loading model {model}: {e}"))?;
+    let server = ServerSettings { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config.server.clone() };
+    let app = Application::build(server, Arc::new(EmbeddedBackend::new(pool))).await.context("follow-up side (embedded): starting its server")?;
+    let url = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending::<()>()));
+    for run in &mut runs {
+        run.embedded_follow_up = Some(url.clone());
+    }
+    Ok(runs)
+}
+
 /// With `resume`, conversations whose file already has a stop reason are measured as they are
 /// and unfinished ones continue from their last turn.
-fn compare(settings: agent::ConverseSettings, templates: Option<Vec<String>>, seeds: Vec<String>, dir: PathBuf, time_limit: std::time::Duration, parallel: usize, resume: bool) -> anyhow::Result<()> {
+fn compare(config: &Config, settings: agent::ConverseSettings, templates: Option<Vec<String>>, seeds: Vec<String>, dir: PathBuf, time_limit: std::time::Duration, parallel: usize, resume: bool) -> anyhow::Result<()> {
     use agent::compare;
     let templates = templates.unwrap_or_else(|| settings.templates.keys().cloned().collect());
     for t in &templates {
@@ -193,12 +229,13 @@ fn compare(settings: agent::ConverseSettings, templates: Option<Vec<String>>, se
             }
             let mut s = settings.clone();
             s.template = t.clone();
-            runs.push((t.clone(), RunOptions { settings: s, seed: seed.clone(), out, format: Format::Jsonl, resume, time_limit }));
+            runs.push((t.clone(), RunOptions { settings: s, seed: seed.clone(), out, format: Format::Jsonl, resume, time_limit, embedded_follow_up: None }));
         }
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let names: Vec<String> = runs.iter().map(|(t, _)| t.clone()).collect();
-    let results = runtime.block_on(agent::run_many(runs.into_iter().map(|(_, r)| r).collect(), parallel, std::io::stderr().is_terminal()));
+    let runs = runtime.block_on(with_embedded_follow_up(config, &settings, runs.into_iter().map(|(_, r)| r).collect()))?;
+    let results = runtime.block_on(agent::run_many(runs, parallel, std::io::stderr().is_terminal()));
     let mut errors = 0;
     for (t, result) in names.iter().zip(results) {
         let c = result?;
@@ -216,7 +253,7 @@ fn compare(settings: agent::ConverseSettings, templates: Option<Vec<String>>, se
         settings.model,
         settings.server,
         settings.follow_up_model(),
-        settings.follow_up_server(),
+        settings.follow_up_server().label(),
         seeds.len(),
         settings.turns,
         settings.time_limit,
