@@ -120,7 +120,8 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         let seeds: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
         anyhow::ensure!(!seeds.is_empty(), "{} holds no seeds", seeds_file.display());
         let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
-        return compare(&config, settings, if templates.is_empty() { None } else { Some(templates) }, seeds, out_dir, time_limit, args.parallel, args.resume);
+        let job = CompareJob { templates: if templates.is_empty() { None } else { Some(templates) }, seeds, dir: out_dir, time_limit, parallel: args.parallel, resume: args.resume };
+        return compare(&config, settings, job);
     }
     let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
     let format = match (&args.format, &args.out) {
@@ -206,10 +207,22 @@ async fn with_embedded_follow_up(config: &Config, settings: &ConverseSettings, m
     Ok(runs)
 }
 
+/// What `strata converse compare` runs: every template over every seed.
+struct CompareJob {
+    /// None: every configured template.
+    templates: Option<Vec<String>>,
+    seeds: Vec<String>,
+    dir: PathBuf,
+    time_limit: std::time::Duration,
+    parallel: usize,
+    resume: bool,
+}
+
 /// With `resume`, conversations whose file already has a stop reason are measured as they are
 /// and unfinished ones continue from their last turn.
-fn compare(config: &Config, settings: agent::ConverseSettings, templates: Option<Vec<String>>, seeds: Vec<String>, dir: PathBuf, time_limit: std::time::Duration, parallel: usize, resume: bool) -> anyhow::Result<()> {
+fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) -> anyhow::Result<()> {
     use agent::compare;
+    let CompareJob { templates, seeds, dir, time_limit, parallel, resume } = job;
     let templates = templates.unwrap_or_else(|| settings.templates.keys().cloned().collect());
     for t in &templates {
         anyhow::ensure!(settings.templates.contains_key(t), "unknown template {t:?} (known: {})", settings.templates.keys().cloned().collect::<Vec<_>>().join(", "));
