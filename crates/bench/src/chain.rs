@@ -26,6 +26,30 @@ async fn ttft(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> an
     first.ok_or_else(|| anyhow::anyhow!("no token"))
 }
 
+/// The hops of the chain, outermost first, as they name themselves in `Server-Timing`.
+const HOPS: [&str; 5] = ["llm-server", "gateway", "main-service", "lambda", "bedrock"];
+
+/// `Server-Timing` of a short non-streamed answer through the chain: each hop's wall time, ms,
+/// in [`HOPS`] order. (On a stream the gateway's entry is its time to the response headers, so
+/// hops could not be subtracted from one another.)
+async fn hop_timings(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<[f64; 5]> {
+    let body = json!({"model": model, "prompt": "Name three colors.", "stream": false, "options": {"num_predict": 4, "seed": seed}});
+    let r = client.post(format!("{url}/api/generate")).json(&body).send().await?;
+    anyhow::ensure!(r.status().is_success(), "generate failed: {}", r.status());
+    let header = r.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let mut out = [f64::NAN; 5];
+    for entry in header.split(',') {
+        let mut parts = entry.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let dur = parts.find_map(|p| p.strip_prefix("dur=")).and_then(|d| d.parse::<f64>().ok());
+        if let (Some(i), Some(d)) = (HOPS.iter().position(|h| *h == name), dur) {
+            out[i] = d;
+        }
+    }
+    anyhow::ensure!(out.iter().all(|d| d.is_finite()), "Server-Timing lacks a hop: {header:?}");
+    Ok(out)
+}
+
 pub async fn chain(opts: &BenchOptions) -> anyhow::Result<Section> {
     let run_dir = std::env::temp_dir().join(format!("strata-bench-up-{}", std::process::id()));
     let up = Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &[], READY).await?;
@@ -46,8 +70,17 @@ pub async fn chain(opts: &BenchOptions) -> anyhow::Result<Section> {
         ttft_alone.push(ttft(&http, &server.url, &opts.model, i).await?.as_secs_f64() * 1000.0);
         ttft_chain.push(ttft(&http, &up.url, &opts.model, i).await?.as_secs_f64() * 1000.0);
     }
+    let mut per_hop: [Vec<f64>; 5] = Default::default();
+    for i in 0..ttft_reps {
+        for (hop, d) in hop_timings(&http, &up.url, &opts.model, i).await?.into_iter().enumerate() {
+            per_hop[hop].push(d);
+        }
+    }
     drop(up);
     let _ = std::fs::remove_dir_all(&run_dir);
+    // A hop's own share: its wall time minus the next hop's (which it waits on).
+    let wall: Vec<f64> = per_hop.into_iter().map(median).collect();
+    let own: Vec<f64> = (0..HOPS.len()).map(|i| (wall[i] - wall.get(i + 1).copied().unwrap_or(0.0)).max(0.0)).collect();
     let (a, c) = (median(alone), median(chained));
     let ratio = c / a.max(1e-9);
     let (ta, tc) = (median(ttft_alone), median(ttft_chain));
@@ -60,17 +93,23 @@ pub async fn chain(opts: &BenchOptions) -> anyhow::Result<Section> {
              this machine, driven alternately with Ollama `/api/generate` streams. Generation: decode speed seen by the \
              client (tokens after the first / time from the first to the last) for a 128-token story, medians of {reps}. \
              Time to first token: a 4-token answer to a short prompt, medians of {ttft_reps}; the chain's addition is the \
-             difference of the medians."
+             difference of the medians. Per hop: `Server-Timing` of a non-streamed 4-token answer through the chain, \
+             medians of {ttft_reps}; wall is the hop's time for the request, own is wall minus the next hop's wall \
+             (the hop's own work plus its network hop to the next; `bedrock` is the model itself)."
         )],
         header: vec!["measure".into(), "strata serve".into(), "strata up (chain)".into(), "chain vs serve".into()],
         rows: vec![
             Row { cells: vec!["generation tok/s".into(), f1(a), f1(c), f2(ratio)] },
             Row { cells: vec!["time to first token, ms".into(), f1(ta), f1(tc), format!("+{added:.1} ms")] },
-        ],
+        ]
+        .into_iter()
+        .chain(HOPS.iter().enumerate().map(|(i, hop)| Row { cells: vec![format!("`{hop}` wall / own ms"), "".into(), format!("{} / {}", f1(wall[i]), f1(own[i])), "".into()] }))
+        .collect(),
         targets: vec![
             (format!("generation through the chain >= 0.9x strata serve (measured {ratio:.2}x)"), ratio >= 0.9),
             (format!("time to first token added by the chain <= 10 ms median (measured {added:.1} ms)"), added <= 10.0),
         ],
-        data: json!({"serve_tok_s": a, "chain_tok_s": c, "ratio": ratio, "ttft_ms_serve": ta, "ttft_ms_chain": tc, "ttft_added_ms": added}),
+        data: json!({"serve_tok_s": a, "chain_tok_s": c, "ratio": ratio, "ttft_ms_serve": ta, "ttft_ms_chain": tc, "ttft_added_ms": added,
+                   "hops": HOPS.iter().enumerate().map(|(i, h)| json!({"hop": h, "wall_ms": wall[i], "own_ms": own[i]})).collect::<Vec<_>>()}),
     })
 }
