@@ -29,6 +29,8 @@ CHECKS = [
     "content_type_conformance",
     "response_schema_conformance",
     "response_headers_conformance",
+    "unsupported_method",
+    "allow_header_conformance",
     "ndjson_stream_conformance",
     "sse_stream_conformance",
 ]
@@ -74,7 +76,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(make_server,
     report = r.stdout + r.stderr
     assert r.returncode == 0, report[-30000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", report)
-    assert generated and int(generated.group(1)) >= 20 * max_examples, report[-3000:]
+    assert generated and int(generated.group(1)) >= 10 * max_examples, report[-3000:]
     assert "Tested: 22" in report, report[-3000:]
     # The run reached the server's success and error paths, not only its edges.
     seen = requests_by_route_and_status(s.url)
