@@ -87,6 +87,13 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(make_server,
     assert s.proc.poll() is None, "the server died during the run"
 
 
+def test_the_document_is_valid_openapi():
+    # The OpenAPI 3.1 meta-schema, the schema objects in it, and every $ref resolving.
+    from openapi_spec_validator import validate
+
+    validate(yaml.safe_load(SCHEMA.read_text()))
+
+
 def documented_operations():
     doc = yaml.safe_load(SCHEMA.read_text())
     methods = {"get", "head", "post", "put", "delete", "patch", "options", "trace"}
