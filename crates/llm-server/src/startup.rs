@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,17 @@ impl Application {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let ollama_unsupported = ["/api/create", "/api/copy", "/api/delete", "/api/push", "/api/embed", "/api/embeddings", "/api/blobs/{digest}"];
+    // Ollama routes strata does not serve answer 501 on the method Ollama serves them with,
+    // and 405 (like every route) on any other method.
+    let ollama_unsupported = [
+        ("/api/create", post(meta::not_implemented)),
+        ("/api/copy", post(meta::not_implemented)),
+        ("/api/delete", delete(meta::not_implemented)),
+        ("/api/push", post(meta::not_implemented)),
+        ("/api/embed", post(meta::not_implemented)),
+        ("/api/embeddings", post(meta::not_implemented)),
+        ("/api/blobs/{digest}", post(meta::not_implemented).head(meta::not_implemented)),
+    ];
     let mut r = Router::new()
         .route("/", get(meta::root).head(meta::root))
         .route("/api/version", get(meta::version))
@@ -91,8 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/metrics", get(meta::metrics));
-    for path in ollama_unsupported {
-        r = r.route(path, any(meta::not_implemented));
+    for (path, methods) in ollama_unsupported {
+        r = r.route(path, methods);
     }
     let max_body = state.settings.max_body_bytes;
     r.fallback(meta::not_found)

@@ -121,3 +121,29 @@ async fn server_timing_names_every_hop_in_the_header_or_the_last_line() {
     let sse = app.post("/v1/chat/completions", json!({"model": "instant", "stream": true, "messages": [{"role": "user", "content": "x"}]})).await.text().await.unwrap();
     assert!(sse.contains("\"server_timing\":\"llm-server;dur="), "{sse}");
 }
+
+#[tokio::test]
+async fn a_wrong_method_is_405_in_the_protocol_of_the_path() {
+    let app = spawn_app(ServerSettings::default()).await;
+    let r = app.client.get(format!("{}/v1/chat/completions", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers()["allow"].to_str().unwrap().contains("POST"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["error"]["type"].as_str(), v["error"]["code"].as_str()), (Some("invalid_request_error"), Some("method_not_allowed")));
+    let r = app.client.get(format!("{}/api/chat", app.url)).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.json::<Value>().await.unwrap()), (405, json!({"error": "405 method not allowed"})));
+}
+
+#[tokio::test]
+async fn unsupported_ollama_routes_are_501_on_their_own_method_only() {
+    let app = spawn_app(ServerSettings::default()).await;
+    let r = app.post("/api/embed", json!({"model": "instant", "input": "x"})).await;
+    assert_eq!(r.status(), 501);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "/api/embed is not supported by strata"}));
+    let r = app.client.delete(format!("{}/api/delete", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), 501);
+    for (method, path) in [("GET", "/api/embed"), ("TRACE", "/api/create"), ("POST", "/api/delete"), ("GET", "/api/blobs/sha256-0")] {
+        let r = app.client.request(method.parse().unwrap(), format!("{}{path}", app.url)).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+    }
+}

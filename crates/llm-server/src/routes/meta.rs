@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 
@@ -31,15 +31,20 @@ pub async fn not_implemented(uri: Uri) -> impl IntoResponse {
     (StatusCode::NOT_IMPLEMENTED, Json(serde_json::json!({ "error": format!("{} is not supported by strata", uri.path()) })))
 }
 
-pub async fn not_found(uri: Uri) -> impl IntoResponse {
+/// An error for a request no handler took, in the shape of the protocol its path belongs to.
+fn unrouted(uri: &Uri, status: StatusCode, ollama: &str, openai_message: String, openai_code: &str) -> (StatusCode, Json<serde_json::Value>) {
     let body = if uri.path().starts_with("/v1/") {
-        serde_json::json!({ "error": { "message": format!("Unknown request URL: {}", uri.path()), "type": "invalid_request_error", "param": null, "code": "unknown_url" } })
+        serde_json::json!({ "error": { "message": openai_message, "type": "invalid_request_error", "param": null, "code": openai_code } })
     } else {
-        serde_json::json!({ "error": "404 page not found" })
+        serde_json::json!({ "error": ollama })
     };
-    (StatusCode::NOT_FOUND, Json(body))
+    (status, Json(body))
 }
 
-pub async fn method_not_allowed() -> impl IntoResponse {
-    (StatusCode::METHOD_NOT_ALLOWED, Json(serde_json::json!({ "error": "405 method not allowed" })))
+pub async fn not_found(uri: Uri) -> impl IntoResponse {
+    unrouted(&uri, StatusCode::NOT_FOUND, "404 page not found", format!("Unknown request URL: {}", uri.path()), "unknown_url")
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
+    unrouted(&uri, StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed", format!("Method {method} is not allowed for {}", uri.path()), "method_not_allowed")
 }
