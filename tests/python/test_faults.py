@@ -182,7 +182,7 @@ KILLED_MID_STREAM = {
     "gateway": "the chain's stream broke",
     "main-service": "the chain's stream broke",
     "lambda-service": "the Lambda stream broke",
-    "bedrock-emulator": "could not reach Bedrock",
+    "bedrock-emulator": "the Bedrock stream broke",
 }
 
 
