@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 
@@ -117,9 +116,8 @@ def access_lines(server, hop, trace_id):
             v = json.loads(line)
         except ValueError:
             continue
-        fields = v.get("fields", v)
-        if fields.get("message") == "request" and trace_id in json.dumps(v):
-            out.append(fields)
+        if v.get("message") == "request" and v.get("trace_id") == trace_id:
+            out.append(v)
     return out
 
 
