@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::error::SdkError;
 use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, StopReason};
 use aws_sdk_bedrockruntime::Client;
 use contract::{ChunkStream, DoneReason, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};
@@ -167,7 +168,13 @@ impl BedrockClient {
                             return Some((done, (events, reason, usage, true)));
                         }
                         Err(e) => {
-                            let err = StreamChunk::error(map_sdk_error(&e));
+                            // Bedrock's own errors keep their meaning; anything else broke a
+                            // stream that had been reached.
+                            let error = match &e {
+                                SdkError::ServiceError(_) => map_sdk_error(&e),
+                                _ => contract::Error::new(ErrorKind::Upstream, format!("the Bedrock stream broke: {}", contract::error_chain(&e))),
+                            };
+                            let err = StreamChunk::error(error);
                             return Some((err, (events, reason, usage, true)));
                         }
                     }

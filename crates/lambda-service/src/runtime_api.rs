@@ -161,7 +161,10 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                if !failed {
+                // A timed-out invocation was already failed by the watchdog, which takes it
+                // before killing the process; only a cut nobody has reported yet is reported here.
+                let still_current = instance.lock().current.as_ref().is_some_and(|c| c.request_id == id);
+                if !failed && still_current {
                     let _ = tx.send(StreamEvent::Failed(FunctionFailure::exited(&id, &format!("the response stream was cut: {e}")))).await;
                 }
                 break;
@@ -177,10 +180,14 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
                     let message = format!("Response payload size exceeded maximum allowed payload size ({} bytes).", shared.max_stream_bytes);
                     let _ = tx.send(StreamEvent::Failed(FunctionFailure::new("Function.ResponseSizeTooLarge", message))).await;
                     failed = true;
-                } else if !data.is_empty() {
-                    // Waiting here is the stream's flow control; a caller that left makes
-                    // this fail at once and the rest is drained.
-                    let _ = tx.send(StreamEvent::Data(data)).await;
+                } else if !data.is_empty() && tx.send(StreamEvent::Data(data)).await.is_err() {
+                    // Waiting on `send` is the stream's flow control. When it fails the caller
+                    // has gone: the rest of the answer would be generated for nobody, so the
+                    // response is cut (the unread body closes the connection), which makes
+                    // the function's writes fail and its upstream calls stop.
+                    tracing::info!(function = %shared.name, request_id = %id, "the caller went away; cutting the function's response stream");
+                    instance.finish(&id);
+                    return runtime_error(StatusCode::GONE, "CallerGone", "the caller of this invocation went away");
                 }
             }
             Err(frame) => {
