@@ -2,7 +2,8 @@
 # Offline checks of the deployment files, no AWS account or container engine needed:
 #   cfn-lint and `sam validate --lint` on the SAM template, hadolint on the Dockerfile, the
 #   compose file against the compose-spec JSON schema, shellcheck on the scripts and on the
-#   instances' user data (parameters filled with samples), and (with --build) `sam build`, which
+#   instances' user data (parameters filled with samples), the user data's strata config keys
+#   and the API's routes against MainService's code, and (with --build) `sam build`, which
 #   cross-compiles the Lambda for arm64 with cargo-lambda and zig.
 # Installs the pinned tools (deploy/requirements.txt) idempotently into
 # ~/.cache/strata/deploy-venv. Any error or warning fails the script.
@@ -62,10 +63,57 @@ template, _ = decode(sys.argv[1])
 data = template["Resources"]["MainServiceLaunchTemplate"]["Properties"]["LaunchTemplateData"]
 body = data["UserData"]["Fn::Base64"]["Fn::Sub"][0]
 sample = {"BinaryS3Uri": "s3://bucket/strata", "BinaryUrl": "", "MainServicePort": "8081",
-          "StrataFunction": "strata-StrataFunction-0123", "AWS::Region": "us-east-1"}
+          "StrataFunction": "strata-StrataFunction-0123", "AWS::Region": "us-east-1",
+          "StreamingTimeoutMs": "300000", "LogGroup": "/strata/strata/main-service"}
 open(sys.argv[2], "w").write(re.sub(r"\$\{([^}!]+)\}", lambda m: sample[m.group(1)], body))
 PY
 shellcheck deploy/check.sh deploy/compose-smoke.sh "$userdata"
+
+log "the template against the code: MainService's config keys, routes and health check"
+python - "$TEMPLATE" "$userdata" <<'PY'
+import re, sys, tomllib
+from cfnlint.decode import decode
+template, _ = decode(sys.argv[1])
+res = template["Resources"]
+errors = []
+
+def fields(path, struct):
+    body = re.search(r"pub struct %s \{(.*?)\n\}" % struct, open(path).read(), re.S).group(1)
+    return set(re.findall(r"^\s*pub ([a-z_]+):", body, re.M))
+
+# The strata.toml written by the user data: every key must be a field of its settings struct.
+settings = {
+    "": (None, {"log", "main_service"}),
+    "log": ("crates/telemetry/src/logging.rs", "LogSettings"),
+    "main_service": ("crates/main-service/src/config.rs", "MainServiceSettings"),
+    "main_service.lambda": ("crates/main-service/src/config.rs", "LambdaSettings"),
+}
+toml_text = re.search(r"<<'TOML'\n(.*?)\nTOML\n", open(sys.argv[2]).read(), re.S).group(1)
+def walk(table, prefix):
+    known = settings[prefix][1] if prefix == "" else fields(*settings[prefix])
+    for key, value in table.items():
+        name = f"{prefix}.{key}".lstrip(".")
+        if key not in known:
+            errors.append(f"user data config: unknown key {name}")
+        elif isinstance(value, dict):
+            walk(value, name) if name in settings else errors.append(f"user data config: unchecked table {name}")
+walk(tomllib.loads(toml_text), "")
+
+# Routes the API proxies to and the load balancer's health check exist in MainService.
+routes = set(re.findall(r'\.route\("([^"]+)"', open("crates/main-service/src/startup.rs").read()))
+if res["MainServiceTargetGroup"]["Properties"]["HealthCheckPath"] not in routes:
+    errors.append("the target group's health check path is not a MainService route")
+for name in ("GenerateMethod", "SummarizeMethod"):
+    integration = res[name]["Properties"]["Integration"]
+    if integration.get("ResponseTransferMode") != "STREAM":
+        errors.append(f"{name}: ResponseTransferMode is not STREAM")
+    path = re.sub(r"^.*\}", "", integration["Uri"]["Fn::Sub"])
+    if path not in routes:
+        errors.append(f"{name}: {path} is not a MainService route")
+if errors:
+    sys.exit("\n".join(errors))
+print(f"ok: user data config keys, routes {sorted(routes)}")
+PY
 
 if $build; then
   if ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
