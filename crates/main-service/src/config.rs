@@ -207,6 +207,9 @@ pub struct LambdaSettings {
     pub queue_timeout_ms: u64,
     /// `Retry-After` seconds on 429 answers.
     pub retry_after_secs: u64,
+    /// Longest line of a streamed answer (one `StreamChunk`) read from the function; a longer
+    /// one ends the stream with an error chunk instead of being buffered.
+    pub max_stream_line_bytes: usize,
 }
 
 impl Default for LambdaSettings {
@@ -223,6 +226,7 @@ impl Default for LambdaSettings {
             max_concurrent_invocations: 64,
             queue_timeout_ms: 1000,
             retry_after_secs: 1,
+            max_stream_line_bytes: contract::lambda_stream::DEFAULT_MAX_LINE_BYTES,
         }
     }
 }
