@@ -182,7 +182,7 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::Bool),
-        any::<i32>().prop_map(|n| serde_json::Value::from(n)),
+        any::<i32>().prop_map(serde_json::Value::from),
         "[\\[\\]{}\"\\\\a-z]{0,8}".prop_map(serde_json::Value::String),
     ];
     leaf.prop_recursive(10, 64, 4, |inner| {
