@@ -47,4 +47,14 @@ setup_venv() {
   fi
 }
 
+# cargo-deny checks licenses and banned crates in CI (scripts/test.sh). Built from source once;
+# this version builds with the toolchain's rustc (it needs 1.88 or newer).
+CARGO_DENY_VERSION=0.20.2
+install_cargo_deny() {
+  if ! cargo deny --version 2>/dev/null | grep -q " $CARGO_DENY_VERSION\$"; then
+    log "installing cargo-deny $CARGO_DENY_VERSION"
+    cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION"
+  fi
+}
+
 install_debian_packages

@@ -6,8 +6,19 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 setup_venv
 
+install_cargo_deny
+
+log "licenses and banned crates (cargo deny, offline)"
+# cargo deny reads every platform's dependencies; fetch them all first (the build fetches only
+# this platform's), then check without the network.
+cargo fetch --quiet
+cargo deny --offline --log-level error check licenses bans
+
 log "building"
 cargo build --workspace --bins --tests
+
+log "lints (cargo clippy, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
 STRATA="$CARGO_TARGET_DIR/debug/strata"
 log "fetching the default model"
 "$STRATA" model pull

@@ -6,6 +6,7 @@ import signal
 import time
 
 import httpx
+import pytest
 
 from conftest import MODEL
 
@@ -141,3 +142,108 @@ def test_shutdown_grace_ends_long_streams_with_an_error_line(make_server):
     assert rest[-1] == {"error": "server is shutting down"}, rest[-1]
     assert not any(l.get("done") for l in rest)
     assert s.proc.wait(timeout=30) == 0
+
+
+# Every edge limit at once, small, on one instant server.
+EDGE_LIMITS = {
+    "STRATA_SERVER__MAX_HEADER_BYTES": "2048",
+    "STRATA_SERVER__MAX_JSON_DEPTH": "8",
+    "STRATA_SERVER__MAX_MESSAGES": "3",
+    "STRATA_SERVER__MAX_MODEL_NAME_BYTES": "24",
+}
+
+
+@pytest.fixture(scope="module")
+def edge_server(make_server_module):
+    return make_server_module(["--backend", "instant"], env=EDGE_LIMITS)
+
+
+def ollama_error(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    body = r.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str), body
+    return body["error"]
+
+
+def openai_error(r, status):
+    assert r.status_code == status, (r.status_code, r.text)
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error", err
+    return err["message"]
+
+
+def test_header_size_limit_is_431_in_each_protocol(edge_server):
+    s = edge_server
+    body = {"model": "instant", "prompt": "hi", "stream": False}
+    big = {"x-filler": "a" * 2100}
+    assert "headers too large" in ollama_error(httpx.post(s.url + "/api/generate", json=body, headers=big), 431)
+    assert "headers too large" in openai_error(httpx.post(s.url + "/v1/completions", json=body, headers=big), 431)
+    # Many small headers add up the same way.
+    many = {f"x-h{i}": "v" * 40 for i in range(45)}
+    ollama_error(httpx.post(s.url + "/api/generate", json=body, headers=many), 431)
+    # Just under the limit is served.
+    assert httpx.post(s.url + "/api/generate", json=body, headers={"x-filler": "a" * 1500}).status_code == 200
+
+
+def test_json_depth_limit_is_400_in_each_protocol(edge_server):
+    s = edge_server
+    deep = '{"model":"instant","prompt":"hi","format":' + "[" * 9 + "]" * 9 + "}"
+    assert "deeper than 8 levels" in ollama_error(httpx.post(s.url + "/api/generate", content=deep), 400)
+    deep_chat = '{"model":"instant","messages":[{"role":"user","content":"x"}],"x":' + "{\"a\":" * 100000 + "1" + "}" * 100000 + "}"
+    assert "deeper than 8 levels" in openai_error(httpx.post(s.url + "/v1/chat/completions", content=deep_chat), 400)
+    ok = '{"model":"instant","prompt":"hi","stream":false,"x":' + "[" * 7 + "]" * 7 + "}"
+    assert httpx.post(s.url + "/api/generate", content=ok).status_code == 200
+
+
+def test_message_count_limit_is_400_in_each_protocol(edge_server):
+    s = edge_server
+    msgs = [{"role": "user", "content": "x"}] * 4
+    assert "too many messages: 4; at most 3" in ollama_error(httpx.post(s.url + "/api/chat", json={"model": "instant", "messages": msgs}), 400)
+    assert "too many messages" in openai_error(httpx.post(s.url + "/v1/chat/completions", json={"model": "instant", "messages": msgs}), 400)
+    r = httpx.post(s.url + "/api/chat", json={"model": "instant", "messages": msgs[:3], "stream": False})
+    assert r.status_code == 200 and r.json()["done"] is True
+
+
+def test_model_names_never_reach_a_path(edge_server):
+    s = edge_server
+    bad = ["../../etc/passwd", "/etc/passwd", "a/../../b", "a\\b", "a\u0000b", "m\n", "x.gguf", "/tmp/model.gguf", "m" * 25]
+    msgs = [{"role": "user", "content": "x"}]
+    for name in bad:
+        assert ollama_error(httpx.post(s.url + "/api/generate", json={"model": name, "prompt": "x"}), 400).startswith("invalid model name"), name
+        assert ollama_error(httpx.post(s.url + "/api/chat", json={"model": name, "messages": msgs}), 400).startswith("invalid model name"), name
+        assert ollama_error(httpx.post(s.url + "/api/show", json={"model": name}), 400).startswith("invalid model name"), name
+        assert ollama_error(httpx.post(s.url + "/api/pull", json={"model": name}), 400).startswith("invalid model name"), name
+        assert openai_error(httpx.post(s.url + "/v1/chat/completions", json={"model": name, "messages": msgs}), 400).startswith("invalid model name"), name
+        assert openai_error(httpx.post(s.url + "/v1/completions", json={"model": name, "prompt": "x"}), 400).startswith("invalid model name"), name
+    # A well-formed name the backend does not know is a 404, not a 400.
+    assert httpx.post(s.url + "/api/generate", json={"model": "library/other:7b", "prompt": "x"}).status_code == 404
+
+
+def test_the_embedded_backend_refuses_model_paths_unless_allowed(make_server, tmp_path):
+    model_file = tmp_path / "copy.gguf"
+    model_file.write_bytes(b"GGUF not really a model")
+    s = make_server(["--backend", "embedded"])
+    r = httpx.post(s.url + "/api/show", json={"model": str(model_file)})
+    assert r.status_code == 400 and r.json()["error"].startswith("invalid model name")
+    r = httpx.post(s.url + "/api/show", json={"model": "copy.gguf"})
+    assert r.status_code == 400 and "file paths are not accepted" in r.json()["error"]
+    # Allowed, a relative file name reaches the resolver (which finds no such file: 404).
+    allowed = make_server(["--backend", "embedded"], env={"STRATA_SERVER__ALLOW_MODEL_PATHS": "true"})
+    r = httpx.post(allowed.url + "/api/show", json={"model": "no-such-file.gguf"})
+    assert r.status_code == 404, r.text
+
+
+def test_a_prompt_beyond_the_context_is_a_clear_400(make_server):
+    # Raw prompts are never truncated; chat history is trimmed Ollama-style unless
+    # engine.truncate_chat is off, and then the request is refused too.
+    s = make_server(["--model", MODEL], env={"STRATA_ENGINE__NUM_CTX": "64", "STRATA_ENGINE__TRUNCATE_CHAT": "false"})
+    long = "word " * 200
+    msg = ollama_error(httpx.post(s.url + "/api/generate", json={"model": MODEL, "prompt": long, "raw": True, "stream": False}, timeout=60), 400)
+    assert "context" in msg.lower() or "too long" in msg.lower(), msg
+    r = httpx.post(s.url + "/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": long}]}, timeout=60)
+    openai_error(r, 400)
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+    trimmed = make_server(["--model", MODEL], env={"STRATA_ENGINE__NUM_CTX": "256"})
+    history = [{"role": "user", "content": long}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "Say hi."}]
+    r = httpx.post(trimmed.url + "/api/chat", json={"model": MODEL, "messages": history, "stream": False, "options": {"num_predict": 4}}, timeout=60)
+    assert r.status_code == 200 and r.json()["done"] is True, r.text

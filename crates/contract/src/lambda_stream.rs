@@ -5,24 +5,45 @@
 /// The content type of a streamed answer that starts with a metadata prelude.
 pub const HTTP_INTEGRATION_CONTENT_TYPE: &str = "application/vnd.awslambda.http-integration-response";
 const DELIMITER: &[u8] = &[0u8; 8];
+/// The longest line (or prelude) a decoder holds by default: far above any real chunk, far
+/// below what would hurt the process.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Splits streamed bytes into complete `StreamChunk` lines, skipping the prelude first when
 /// the content type says there is one. Feed it bytes as they arrive.
+///
+/// It never holds more than `max_line` bytes (plus the bytes of one `push`): a line or prelude
+/// longer than that ends the stream with an error chunk, and later bytes are ignored.
 #[derive(Debug)]
 pub struct LineDecoder {
     buf: Vec<u8>,
     prelude_pending: bool,
+    max_line: usize,
+    /// An error chunk was returned; the rest of the stream is not read.
+    failed: bool,
 }
 
 impl LineDecoder {
     pub fn new(content_type: Option<&str>) -> Self {
+        Self::with_max_line(content_type, DEFAULT_MAX_LINE_BYTES)
+    }
+
+    pub fn with_max_line(content_type: Option<&str>, max_line: usize) -> Self {
         let prelude_pending = content_type.is_some_and(|t| t.starts_with(HTTP_INTEGRATION_CONTENT_TYPE));
-        LineDecoder { buf: Vec::new(), prelude_pending }
+        LineDecoder { buf: Vec::new(), prelude_pending, max_line, failed: false }
+    }
+
+    /// Bytes held while waiting for the end of a line.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 
     /// Adds bytes; returns the chunks completed by them. A line that is not a chunk is an
     /// error chunk, so a caller always learns why a stream stopped making sense.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<crate::StreamChunk> {
+        if self.failed {
+            return Vec::new();
+        }
         self.buf.extend_from_slice(bytes);
         if self.prelude_pending {
             match self.buf.windows(DELIMITER.len()).position(|w| w == DELIMITER) {
@@ -30,17 +51,26 @@ impl LineDecoder {
                     self.buf.drain(..at + DELIMITER.len());
                     self.prelude_pending = false;
                 }
+                None if self.buf.len() > self.max_line => return vec![self.fail("response metadata prelude")],
                 None => return Vec::new(),
             }
         }
         let mut out = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            let line = &line[..line.len() - 1];
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+        let mut start = 0;
+        while let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let line = &self.buf[start..start + nl];
+            start += nl + 1;
+            if line.len() > self.max_line {
+                out.push(self.fail("line"));
+                return out;
             }
-            out.push(parse(line));
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                out.push(parse(line));
+            }
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > self.max_line {
+            out.push(self.fail("line"));
         }
         out
     }
@@ -48,7 +78,13 @@ impl LineDecoder {
     /// The end of the stream: a last line without a newline, if any.
     pub fn finish(&mut self) -> Option<crate::StreamChunk> {
         let rest = std::mem::take(&mut self.buf);
-        (!rest.iter().all(u8::is_ascii_whitespace) && !self.prelude_pending).then(|| parse(&rest))
+        (!self.failed && !rest.iter().all(u8::is_ascii_whitespace) && !self.prelude_pending).then(|| parse(&rest))
+    }
+
+    fn fail(&mut self, what: &str) -> crate::StreamChunk {
+        self.failed = true;
+        self.buf = Vec::new();
+        crate::StreamChunk::error(crate::Error::new(crate::ErrorKind::Upstream, format!("the function sent a {what} longer than {} bytes", self.max_line)))
     }
 }
 
@@ -102,6 +138,17 @@ mod tests {
         assert_eq!(e.kind(), crate::ErrorKind::Timeout);
         assert!(e.retryable);
         assert_eq!(error_from_function("Runtime.ExitError", "").kind(), crate::ErrorKind::Upstream);
+    }
+
+    #[test]
+    fn an_endless_line_is_an_error_not_an_endless_buffer() {
+        let mut d = LineDecoder::with_max_line(None, 16);
+        assert!(d.push(b"{\"kind\":").is_empty());
+        let chunks = d.push(&[b'x'; 20]);
+        assert!(matches!(&chunks[..], [c] if matches!(&c.kind, Some(ChunkKind::Error(e)) if e.message.contains("longer than 16"))));
+        assert_eq!(d.buffered(), 0);
+        assert!(d.push(b"\n{}\n").is_empty());
+        assert!(d.finish().is_none());
     }
 
     #[test]

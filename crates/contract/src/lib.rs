@@ -11,6 +11,7 @@ mod pb {
 pub use pb::*;
 pub use pb::stream_chunk::Kind as ChunkKind;
 
+pub mod edge;
 mod helpers;
 pub use helpers::error_chain;
 pub mod lambda_stream;

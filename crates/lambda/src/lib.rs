@@ -61,6 +61,15 @@ fn add_hop(done: &mut contract::GenerateResponse, started: Instant) {
     done.timings.get_or_insert_with(Default::default).hops.push(contract::HopTiming { hop: HOP.into(), dur_ns });
 }
 
+/// The invocation payload as a contract request. A payload that is not one is the caller's
+/// error (`InvalidRequest`), not the runtime's: the caller learns which field is wrong.
+pub fn parse_event(payload: serde_json::Value) -> Result<contract::GenerateRequest, FunctionError> {
+    if !payload.is_object() {
+        return Err(FunctionError(contract::Error::new(ErrorKind::InvalidRequest, "the event must be a JSON object (a contract GenerateRequest)")));
+    }
+    serde_json::from_value(payload).map_err(|e| FunctionError(contract::Error::new(ErrorKind::InvalidRequest, format!("the event is not a GenerateRequest: {e}"))))
+}
+
 pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> Result<Response, FunctionError> {
     let started = Instant::now();
     if req.model.trim().is_empty() {

@@ -7,8 +7,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
     let client = bedrock::BedrockClient::new(lambda::settings_from_env()).await;
     let client = &client;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<contract::GenerateRequest>| async move {
-        lambda::handle(client, event.payload).await
+    // The payload arrives as plain JSON so that a malformed event is answered as the caller's
+    // error by `parse_event`, not as a runtime failure.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        let req = lambda::parse_event(event.payload)?;
+        lambda::handle(client, req).await
     }))
     .await
 }

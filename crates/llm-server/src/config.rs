@@ -28,6 +28,17 @@ pub struct ServerSettings {
     pub backend: BackendKind,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Largest total of request header bytes (`name: value` lines); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON body; deeper ones get 400.
+    pub max_json_depth: usize,
+    /// Most chat messages in one request; more get 400.
+    pub max_messages: usize,
+    /// Longest model name in bytes; longer ones get 400.
+    pub max_model_name_bytes: usize,
+    /// Whether clients may name a `.gguf` file as their model. Off, model names are catalog
+    /// names, `[models.models]` names or remote ids, and no client input reaches a file path.
+    pub allow_model_paths: bool,
     /// Generations running at once (beyond the engine's own batching width they queue in the
     /// engine).
     pub max_concurrent_requests: usize,
@@ -47,6 +58,11 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 11434)),
             backend: BackendKind::Embedded,
             max_body_bytes: 10 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_json_depth: 64,
+            max_messages: 1024,
+            max_model_name_bytes: 256,
+            allow_model_paths: false,
             max_concurrent_requests: 64,
             max_queued_requests: 256,
             request_timeout_secs: 600,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
 use crate::config::ServerSettings;
+use crate::edge;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::routes::{meta, ollama, openai};
@@ -109,6 +110,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), record_metrics))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), edge::header_limit))
         .layer(middleware::from_fn_with_state(HOP, telemetry::access_log))
         .with_state(state)
 }

@@ -36,8 +36,13 @@ impl Encoding {
         }
     }
 
-    pub fn decode<T: prost::Message + Default + DeserializeOwned>(self, body: &[u8]) -> Result<T, ServiceError> {
+    /// Decodes a request; JSON deeper than `max_json_depth` levels is refused before parsing
+    /// (protobuf's own decoder stops at 100 levels of nested messages).
+    pub fn decode<T: prost::Message + Default + DeserializeOwned>(self, body: &[u8], max_json_depth: usize) -> Result<T, ServiceError> {
         match self {
+            Encoding::Json if contract::edge::json_nests_deeper_than(body, max_json_depth) => {
+                Err(ServiceError::new(ErrorKind::InvalidRequest, format!("the body is not a valid JSON request: it nests deeper than {max_json_depth} levels")))
+            }
             Encoding::Json => serde_json::from_slice(body).map_err(|e| ServiceError::new(ErrorKind::InvalidRequest, format!("the body is not a valid JSON request: {e}"))),
             Encoding::Protobuf => T::decode(body).map_err(|e| ServiceError::new(ErrorKind::InvalidRequest, format!("the body is not a valid protobuf request: {e}"))),
         }

@@ -16,6 +16,13 @@ pub struct MainServiceSettings {
     pub max_message_bytes: usize,
     /// Largest sum of all message contents of one request, in bytes.
     pub max_total_bytes: usize,
+    /// Most messages in one request.
+    pub max_messages: usize,
+    /// Deepest nesting of arrays and objects in a JSON request body.
+    pub max_json_depth: usize,
+    /// Longest model name in bytes (names are also limited to letters, digits and `. _ - : / @`,
+    /// with no path segments that are empty, `.` or `..`).
+    pub max_model_name_bytes: usize,
     /// Models callers may ask for; empty means every model.
     pub allowed_models: Vec<String>,
     /// Characters per token, for estimating token counts (history trimming, summarize chunks).
@@ -38,6 +45,9 @@ impl Default for MainServiceSettings {
             max_body_bytes: 6 * 1024 * 1024,
             max_message_bytes: 1024 * 1024,
             max_total_bytes: 4 * 1024 * 1024,
+            max_messages: 1024,
+            max_json_depth: 64,
+            max_model_name_bytes: 256,
             allowed_models: Vec::new(),
             chars_per_token: 4.0,
             default_model: ModelSettings::default(),
@@ -197,6 +207,9 @@ pub struct LambdaSettings {
     pub queue_timeout_ms: u64,
     /// `Retry-After` seconds on 429 answers.
     pub retry_after_secs: u64,
+    /// Longest line of a streamed answer (one `StreamChunk`) read from the function; a longer
+    /// one ends the stream with an error chunk instead of being buffered.
+    pub max_stream_line_bytes: usize,
 }
 
 impl Default for LambdaSettings {
@@ -213,6 +226,7 @@ impl Default for LambdaSettings {
             max_concurrent_invocations: 64,
             queue_timeout_ms: 1000,
             retry_after_secs: 1,
+            max_stream_line_bytes: contract::lambda_stream::DEFAULT_MAX_LINE_BYTES,
         }
     }
 }

@@ -178,7 +178,7 @@ impl Invoker {
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),
                     Ok(Ok(out)) => out,
                 };
-                let decoder = LineDecoder::new(out.response_stream_content_type());
+                let decoder = LineDecoder::with_max_line(out.response_stream_content_type(), self.settings.max_stream_line_bytes);
                 // Wait for the first event: output (we are past the first byte) or the end.
                 let first = match tokio::time::timeout_at(deadline, out.event_stream.recv()).await {
                     Err(_) => return Err(timed_out()),

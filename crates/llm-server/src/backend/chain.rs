@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use chrono::Utc;
 use contract::{ChunkKind, ChunkStream, ErrorKind, HopTiming, StreamChunk};
 use futures::StreamExt;
@@ -43,6 +43,9 @@ pub struct ChainSettings {
     pub connect_timeout_ms: u64,
     /// Until the gateway's response headers (the gateway's own integration timeout is 29 s).
     pub response_timeout_ms: u64,
+    /// Largest single streamed `StreamChunk` accepted from the chain; a length prefix above it
+    /// ends the stream with an error instead of being buffered.
+    pub max_chunk_bytes: usize,
 }
 
 impl Default for ChainSettings {
@@ -54,6 +57,7 @@ impl Default for ChainSettings {
             models: vec!["smollm2:135m".into()],
             connect_timeout_ms: 2_000,
             response_timeout_ms: 35_000,
+            max_chunk_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -137,25 +141,6 @@ fn error_from_response(status: reqwest::StatusCode, headers: &reqwest::header::H
     e
 }
 
-/// Splits length-delimited protobuf messages off the front of `buf`, if complete.
-fn next_chunk(buf: &mut BytesMut) -> Option<Result<StreamChunk, prost::DecodeError>> {
-    if buf.is_empty() {
-        return None;
-    }
-    let len = match prost::decode_length_delimiter(&buf[..]) {
-        Ok(len) => len,
-        // An incomplete length prefix: wait for more bytes.
-        Err(_) if buf.len() < 10 => return None,
-        Err(e) => return Some(Err(e)),
-    };
-    let prefix = prost::length_delimiter_len(len);
-    if buf.len() < prefix + len {
-        return None;
-    }
-    buf.advance(prefix);
-    Some(StreamChunk::decode(buf.split_to(len).freeze()))
-}
-
 fn upstream(message: impl Into<String>) -> contract::Error {
     contract::Error::new(ErrorKind::Upstream, message)
 }
@@ -201,12 +186,13 @@ impl Backend for ChainBackend {
         // Chunks as they come; a stream that breaks or ends without `done`/`error` ends with
         // an error chunk, so the client always learns how it ended.
         let state = (response.bytes_stream(), BytesMut::new(), false);
+        let max_chunk = self.settings.max_chunk_bytes;
         let chunks = futures::stream::unfold(state, move |(mut body, mut buf, finished)| async move {
             if finished {
                 return None;
             }
             loop {
-                if let Some(decoded) = next_chunk(&mut buf) {
+                if let Some(decoded) = contract::edge::next_length_delimited::<StreamChunk>(&mut buf, max_chunk) {
                     return Some(match decoded {
                         Ok(chunk) => {
                             let last = matches!(chunk.kind, Some(ChunkKind::Done(_) | ChunkKind::Error(_)));
@@ -255,23 +241,6 @@ impl Backend for ChainBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn length_delimited_chunks_are_split_whatever_the_byte_boundaries() {
-        let mut wire = Vec::new();
-        StreamChunk::delta("hello").encode_length_delimited(&mut wire).unwrap();
-        StreamChunk::delta("x".repeat(300)).encode_length_delimited(&mut wire).unwrap();
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for byte in wire {
-            buf.extend_from_slice(&[byte]);
-            while let Some(c) = next_chunk(&mut buf) {
-                out.push(c.unwrap());
-            }
-        }
-        assert_eq!(out.len(), 2);
-        assert!(matches!(&out[1].kind, Some(ChunkKind::Delta(d)) if d.content.len() == 300));
-    }
 
     #[test]
     fn gateway_refusals_become_contract_errors_with_retry_after() {

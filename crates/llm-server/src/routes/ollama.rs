@@ -13,7 +13,8 @@ use futures::StreamExt;
 use telemetry::RequestInfo;
 
 use super::{ndjson, streaming};
-use crate::error::{body_rejection, parse_json, ApiError, Protocol};
+use crate::edge;
+use crate::error::{body_rejection, ApiError, Protocol};
 use crate::generation::{self, collect, with_server_timing, with_timing_field, Started};
 use crate::ollama::{convert, types};
 use crate::startup::AppState;
@@ -67,7 +68,8 @@ impl Shape {
 }
 
 pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::GenerateRequest = parse_json(P, &body(b)?)?;
+    let req: types::GenerateRequest = edge::parse(&state.settings, P, &body(b)?)?;
+    edge::model(&state.settings, P, &req.model)?;
     let model = req.model.clone();
     let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
     let contract_req = convert::generate_to_contract(req).map_err(err)?;
@@ -75,7 +77,9 @@ pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Exten
 }
 
 pub async fn chat(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::ChatRequest = parse_json(P, &body(b)?)?;
+    let req: types::ChatRequest = edge::parse(&state.settings, P, &body(b)?)?;
+    edge::model(&state.settings, P, &req.model)?;
+    edge::messages(&state.settings, P, req.messages.len())?;
     let model = req.model.clone();
     let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
     let contract_req = convert::chat_to_contract(req).map_err(err)?;
@@ -124,8 +128,9 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Result<Json<types::Proces
 }
 
 pub async fn show(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Json<types::ShowResponse>, ApiError> {
-    let req: types::ShowRequest = parse_json(P, &body(b)?)?;
+    let req: types::ShowRequest = edge::parse(&state.settings, P, &body(b)?)?;
     let model = if req.model.is_empty() { req.name } else { req.model };
+    edge::model(&state.settings, P, &model)?;
     if model.is_empty() {
         return Err(err(contract::Error::new(contract::ErrorKind::InvalidRequest, "model is required")));
     }
@@ -134,8 +139,9 @@ pub async fn show(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesReje
 }
 
 pub async fn pull(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::PullRequest = parse_json(P, &body(b)?)?;
+    let req: types::PullRequest = edge::parse(&state.settings, P, &body(b)?)?;
     let model = if req.model.is_empty() { req.name } else { req.model };
+    edge::model(&state.settings, P, &model)?;
     if model.is_empty() {
         return Err(err(contract::Error::new(contract::ErrorKind::InvalidRequest, "model is required")));
     }

@@ -12,7 +12,8 @@ use futures::StreamExt;
 use telemetry::RequestInfo;
 
 use super::{sse, streaming};
-use crate::error::{body_rejection, parse_json, ApiError, Protocol};
+use crate::edge;
+use crate::error::{body_rejection, ApiError, Protocol};
 use crate::generation::{self, collect, with_server_timing, with_timing_field, Started};
 use crate::openai::{convert, types};
 use crate::startup::AppState;
@@ -33,7 +34,9 @@ fn done_event() -> Bytes {
 }
 
 pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::ChatCompletionRequest = parse_json(P, &b.map_err(|r| body_rejection(P, r))?)?;
+    let req: types::ChatCompletionRequest = edge::parse(&state.settings, P, &b.map_err(|r| body_rejection(P, r))?)?;
+    edge::model(&state.settings, P, &req.model)?;
+    edge::messages(&state.settings, P, req.messages.len())?;
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let model = req.model.clone();
     let creq = convert::chat_to_contract(req).map_err(err)?;
@@ -66,7 +69,8 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info
 }
 
 pub async fn completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::CompletionRequest = parse_json(P, &b.map_err(|r| body_rejection(P, r))?)?;
+    let req: types::CompletionRequest = edge::parse(&state.settings, P, &b.map_err(|r| body_rejection(P, r))?)?;
+    edge::model(&state.settings, P, &req.model)?;
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let model = req.model.clone();
     let creq = convert::completion_to_contract(req).map_err(err)?;

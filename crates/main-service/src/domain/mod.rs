@@ -47,6 +47,9 @@ impl TryFrom<(GenerateRequest, &MainServiceSettings)> for ValidatedRequest {
             (Some(p), true) if p.is_empty() => v.fail("raw_prompt", "must not be empty"),
             _ => {}
         }
+        if req.messages.len() > settings.max_messages {
+            v.fail("messages", format!("{} messages; at most {} are allowed", req.messages.len(), settings.max_messages));
+        }
         let mut total = 0usize;
         for (i, m) in req.messages.iter().enumerate() {
             match Role::try_from(m.role) {
@@ -116,6 +119,8 @@ impl<'a> Checks<'a> {
     fn model(&mut self, model: &str) {
         if model.trim().is_empty() {
             self.fail("model", "model is required");
+        } else if let Err(e) = contract::edge::check_model_name(model, self.settings.max_model_name_bytes, false) {
+            self.fail("model", e.to_string());
         } else if !self.settings.allowed_models.is_empty() && !self.settings.allowed_models.iter().any(|m| m == model) {
             self.unknown_model = Some(model.to_owned());
         }
@@ -214,10 +219,20 @@ mod tests {
             (GenerateRequest { messages: vec![Message::user("x".repeat(11))], ..req() }, vec!["messages[0].content"]),
             (GenerateRequest { messages: vec![Message::user("x".repeat(8)), Message::user("x".repeat(8))], ..req() }, vec!["messages"]),
             (GenerateRequest { format: 7, ..req() }, vec!["format"]),
+            (GenerateRequest { model: "../../etc/passwd".into(), ..req() }, vec!["model"]),
+            (GenerateRequest { model: "m\0".into(), ..req() }, vec!["model"]),
+            (GenerateRequest { model: "x".repeat(257), ..req() }, vec!["model"]),
         ];
         for (r, expected) in cases {
             assert_eq!(fields(ValidatedRequest::try_from((r.clone(), &s))), expected, "{r:?}");
         }
+    }
+
+    #[test]
+    fn message_count_is_limited() {
+        let s = MainServiceSettings { max_messages: 2, ..Default::default() };
+        let three = GenerateRequest { messages: vec![Message::user("a"), Message::assistant("b"), Message::user("c")], ..req() };
+        assert_eq!(fields(ValidatedRequest::try_from((three, &s))), ["messages"]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Exchange {
         let started = Instant::now();
         let encoding = Encoding::of(headers)?;
         let bytes = read_body(body, state.settings.max_body_bytes).await?;
-        let msg = encoding.decode(&bytes)?;
+        let msg = encoding.decode(&bytes, state.settings.max_json_depth)?;
         Ok((Exchange { started, encoding, info }, msg))
     }
 

@@ -1,0 +1,68 @@
+//! The limits a request meets before any handler trusts it: header bytes, JSON nesting depth,
+//! message count and model-name characters, each configurable in `[server]` and answered in the
+//! protocol's own error shape. (Body size is axum's `DefaultBodyLimit`, see `startup.rs`.)
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use contract::ErrorKind;
+
+use crate::config::ServerSettings;
+use crate::error::{parse_json, ApiError, Protocol};
+use crate::startup::AppState;
+
+fn invalid(protocol: Protocol, message: impl Into<String>) -> ApiError {
+    ApiError::with_status(protocol, StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
+}
+
+/// The protocol a path belongs to: OpenAI under `/v1/`, Ollama everywhere else.
+pub fn protocol_of(path: &str) -> Protocol {
+    if path.starts_with("/v1/") { Protocol::OpenAi } else { Protocol::Ollama }
+}
+
+/// Parses a JSON body after checking how deep it nests (serde_json's own stop at 128 levels
+/// would otherwise be the only limit, and recursion is what a deep body attacks).
+pub fn parse<T: serde::de::DeserializeOwned>(settings: &ServerSettings, protocol: Protocol, body: &[u8]) -> Result<T, ApiError> {
+    if contract::edge::json_nests_deeper_than(body, settings.max_json_depth) {
+        return Err(invalid(protocol, format!("invalid request body: JSON nests deeper than {} levels", settings.max_json_depth)));
+    }
+    parse_json(protocol, body)
+}
+
+/// A client's model name: refused before it reaches a backend (and so a model resolver or a
+/// file system). An empty name is left to the "model is required" check of each endpoint.
+pub fn model(settings: &ServerSettings, protocol: Protocol, name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() {
+        return Ok(());
+    }
+    contract::edge::check_model_name(name, settings.max_model_name_bytes, settings.allow_model_paths).map_err(|e| invalid(protocol, e.to_string()))
+}
+
+/// Chat messages in one request (each one costs a template render when history is trimmed).
+pub fn messages(settings: &ServerSettings, protocol: Protocol, count: usize) -> Result<(), ApiError> {
+    if count > settings.max_messages {
+        return Err(invalid(protocol, format!("too many messages: {count}; at most {} are allowed", settings.max_messages)));
+    }
+    Ok(())
+}
+
+/// The bytes a request's header block takes on the wire (`name: value\r\n` per field).
+pub fn header_bytes(headers: &axum::http::HeaderMap) -> usize {
+    headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+}
+
+/// Middleware: 431 Request Header Fields Too Large, in the protocol's shape, when the headers
+/// add up to more than `max_header_bytes`.
+pub async fn header_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let max = state.settings.max_header_bytes;
+    let size = header_bytes(req.headers());
+    if size > max {
+        let protocol = protocol_of(req.uri().path());
+        return ApiError::with_status(protocol, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ErrorKind::InvalidRequest, format!("request headers too large: {size} bytes; at most {max} are allowed"))
+            .into_response();
+    }
+    next.run(req).await
+}
