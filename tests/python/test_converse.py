@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import yaml
 
 from conftest import MODEL, free_port, strata_bin
@@ -170,6 +171,50 @@ def test_resume_after_kill_neither_loses_nor_duplicates_a_turn(server, tmp_path)
         check_turn(t, i, SEED)
     assert summary["stop_reason"] == "turn_limit"
     assert summary["seed"] == SEED
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_keeps_every_finished_turn(server, tmp_path, sig):
+    out = tmp_path / "s.jsonl"
+    env = dict(os.environ, **ENV)
+    proc = subprocess.Popen(
+        [strata_bin(), "converse", "--server", server.url, "--model", MODEL, "--seed", SEED, "--turns", "50", "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no turn was written in time"
+            if out.exists() and read_jsonl(out)[0]:
+                break
+            time.sleep(0.05)
+        before = len(read_jsonl(out)[0])
+        proc.send_signal(sig)
+        # The turn in flight is abandoned, not waited for.
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, stderr
+    assert "interrupted" in stderr
+    turns, summary = read_jsonl(out)
+    assert summary["stop_reason"] == "interrupted"
+    assert before <= len(turns) < 50
+    assert summary["turns"] == len(turns)
+    for i, t in enumerate(turns, 1):
+        check_turn(t, i, SEED)
+    # Only the conversation file is left: no temporary file from an interrupted write.
+    assert [p.name for p in tmp_path.iterdir()] == ["s.jsonl"]
+
+    # An interrupted conversation resumes where it stopped.
+    r = converse(server.url, "--resume", "--turns", str(len(turns) + 1), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    resumed, summary = read_jsonl(out)
+    assert resumed[: len(turns)] == turns
+    assert len(resumed) == len(turns) + 1
+    assert summary["stop_reason"] == "turn_limit"
 
 
 def test_unreachable_answering_side_is_named(tmp_path):

@@ -9,6 +9,7 @@ use futures::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::client::{ChatClient, ChatResult, Message, Side};
+use crate::interrupt::Interrupt;
 use crate::output::{Endpoint, Format, LatencyStats, Record, RunConfig, StopReason, Summary, Turn};
 use crate::settings::{ConverseSettings, FollowUpServer};
 use crate::text::{clean_question, fit_history, is_refusal, most_similar, render_template};
@@ -29,6 +30,8 @@ pub struct RunOptions {
     /// The URL of the in-process LLM Server the caller started for a follow-up side set to
     /// `embedded`; the record names that side `embedded`, not its passing local port.
     pub embedded_follow_up: Option<String>,
+    /// Raised on SIGINT/SIGTERM: the turn in flight is abandoned and the file finished.
+    pub interrupt: Interrupt,
 }
 
 /// A finished (or failed) conversation: the record as written, and the error if one stopped it.
@@ -48,7 +51,9 @@ enum Step<T> {
     Stop(StopReason, Option<String>, Option<anyhow::Error>),
 }
 
-async fn ask(client: &ChatClient, messages: &[Message], deadline: tokio::time::Instant, bar: &ProgressBar) -> Step<ChatResult> {
+const INTERRUPTED: &str = "interrupted by a signal; the turn in flight was not written";
+
+async fn ask(client: &ChatClient, messages: &[Message], deadline: tokio::time::Instant, interrupt: &Interrupt, bar: &ProgressBar) -> Step<ChatResult> {
     let answering = client.side() == Side::Answering;
     // The bar's rate while the answer streams: each streamed piece is one token on Ollama's API.
     // The exact eval rate replaces it when the turn ends.
@@ -64,7 +69,11 @@ async fn ask(client: &ChatClient, messages: &[Message], deadline: tokio::time::I
             bar.tick();
         }
     });
-    match tokio::time::timeout_at(deadline, chat).await {
+    let answer = tokio::select! {
+        answer = tokio::time::timeout_at(deadline, chat) => answer,
+        _ = interrupt.raised() => return Step::Stop(StopReason::Interrupted, Some(INTERRUPTED.into()), None),
+    };
+    match answer {
         Err(_) => Step::Stop(StopReason::TimeLimit, Some(format!("time limit reached while waiting for the {}", client.side())), None),
         Ok(Err(e)) => Step::Stop(StopReason::Error, Some(e.to_string()), Some(e.into())),
         Ok(Ok(r)) => Step::Done(r),
@@ -174,12 +183,15 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
         if tokio::time::Instant::now() >= deadline {
             break (StopReason::TimeLimit, None, None);
         }
+        if opts.interrupt.is_raised() {
+            break (StopReason::Interrupted, Some(INTERRUPTED.into()), None);
+        }
         let (question, template, follow_up_latency_ms) = match record.turns.last() {
             None => (record.summary.seed.clone(), "seed".to_string(), None),
             Some(last) => {
                 let prompt = render_template(&template_text, &last.answer);
                 let messages = fit_history(&follow_history, Message::user(&prompt), s.context_tokens, s.chars_per_token);
-                match ask(&follow_up, &messages, deadline, bar).await {
+                match ask(&follow_up, &messages, deadline, &opts.interrupt, bar).await {
                     Step::Stop(r, d, e) => break (r, d, e),
                     Step::Done(r) => {
                         let q = clean_question(&r.content);
@@ -195,7 +207,7 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
         };
         let started_at = Utc::now();
         let messages = fit_history(&answer_history, Message::user(&question), s.context_tokens, s.chars_per_token);
-        let r = match ask(&answering, &messages, deadline, bar).await {
+        let r = match ask(&answering, &messages, deadline, &opts.interrupt, bar).await {
             Step::Stop(r, d, e) => break (r, d, e),
             Step::Done(r) => r,
         };

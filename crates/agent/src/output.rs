@@ -1,5 +1,6 @@
 //! The conversation file: every turn plus a summary, as YAML, JSONL or CSV, rewritten
-//! atomically (temporary file in the same directory, then rename) after every turn.
+//! atomically after every turn: a temporary file in the same directory, fsynced, renamed over
+//! the old one, then the directory fsynced so the rename itself survives a power cut.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -81,6 +82,8 @@ pub enum StopReason {
     EmptyFollowUp,
     Repetition,
     Error,
+    /// SIGINT/SIGTERM: the turn in flight was abandoned, the finished ones are in the file.
+    Interrupted,
 }
 
 /// One side's endpoint and model.
@@ -246,8 +249,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    tmp.as_file().sync_all().with_context(|| format!("syncing {}", path.display()))?;
     tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
 

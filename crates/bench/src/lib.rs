@@ -4,9 +4,12 @@
 mod chain;
 mod lambda_path;
 mod machine;
+mod procs;
 mod report;
 mod server;
+mod soak;
 mod suites;
 
 pub use report::{Report, Row, Section};
+pub use soak::{Generator, SoakOptions};
 pub use suites::{run, BenchOptions, Suite};

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::machine::{rss_bytes, Machine};
 use crate::report::{f1, f2, Report, Row, Section};
 use crate::server::Spawned;
+use crate::soak::SoakOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Suite {
@@ -24,6 +25,9 @@ pub enum Suite {
     Lambda,
     /// The whole chain (`strata up`) against `strata serve`.
     Chain,
+    /// The whole chain under sustained load for a bounded time; its targets are enforced.
+    /// Not part of the default run: it takes as long as it is told to.
+    Soak,
 }
 
 impl Suite {
@@ -36,6 +40,7 @@ impl Suite {
             "memory" => Some(Suite::Memory),
             "lambda" => Some(Suite::Lambda),
             "chain" => Some(Suite::Chain),
+            "soak" => Some(Suite::Soak),
             _ => None,
         }
     }
@@ -53,6 +58,8 @@ pub struct BenchOptions {
     /// The model file (for llama-bench).
     pub model_path: PathBuf,
     pub command: String,
+    /// How `soak` runs.
+    pub soak: SoakOptions,
 }
 
 pub(crate) const READY: Duration = Duration::from_secs(120);
@@ -60,6 +67,8 @@ pub(crate) const STORY: &str = "Write a long, detailed story about a lighthouse 
 
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
     let mut report = Report { machine: Machine::describe(), command: opts.command.clone(), sections: Vec::new() };
+    // Other suites report their targets; the soak's are pass/fail criteria.
+    let mut missed = Vec::new();
     for suite in &opts.suites {
         eprintln!("strata bench: running {suite:?}");
         let section = match suite {
@@ -68,12 +77,17 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             Suite::Memory => memory(&opts).await?,
             Suite::Lambda => crate::lambda_path::lambda(&opts).await?,
             Suite::Chain => crate::chain::chain(&opts).await?,
+            Suite::Soak => crate::soak::soak(&opts, &opts.soak).await?,
         };
         println!("{}", section.markdown());
+        if *suite == Suite::Soak {
+            missed.extend(section.targets.iter().filter(|(_, met)| !met).map(|(t, _)| t.clone()));
+        }
         report.sections.push(section);
     }
     report.write(&opts.out)?;
     eprintln!("strata bench: wrote {} and {}", opts.out.display(), opts.out.with_extension("json").display());
+    anyhow::ensure!(missed.is_empty(), "the soak failed: {}", missed.join("; "));
     Ok(report)
 }
 

@@ -123,6 +123,15 @@ impl Resolver {
         }
     }
 
+    /// Makes the next `resolve` or `pull` of a catalog model hash the whole file again instead of
+    /// trusting the stamp, which vouches only for a file of the same size and mtime: `strata
+    /// model pull` does this, so an explicit pull also finds damage that kept both.
+    pub fn forget_verification(&self, name: &str) {
+        if let Some(entry) = normalize(name).ok().and_then(|n| catalog::lookup(&n)) {
+            let _ = fs::remove_file(Self::stamp_path(&self.cache_dir.join(entry.file_name)));
+        }
+    }
+
     /// Whether `name` is something `pull` can fetch.
     pub fn is_pullable(&self, name: &str) -> bool {
         normalize(name).ok().is_some_and(|n| catalog::lookup(&n).is_some() || self.config.models.contains_key(&n))
@@ -373,6 +382,20 @@ mod tests {
         f.set_len(entry.size).unwrap();
         let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
         assert!(matches!(r.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))));
+    }
+
+    #[test]
+    fn forgetting_the_verification_makes_the_next_check_hash_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = catalog::lookup(catalog::DEFAULT_MODEL).unwrap();
+        let path = dir.path().join(entry.file_name);
+        File::create(&path).unwrap().set_len(entry.size).unwrap();
+        let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
+        // A stamp as a good pull leaves it: the size and mtime are vouched for.
+        r.write_stamp(entry, &path).unwrap();
+        assert!(r.resolve(catalog::DEFAULT_MODEL).is_ok(), "the stamp is trusted");
+        r.forget_verification("smollm2:135m");
+        assert!(matches!(r.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))), "the hash finds the damage");
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! `strata bench [SUITE...] [--quick] [--out FILE]`.
+//! `strata bench [SUITE...] [--quick] [--out FILE]`, and `strata bench soak [--duration D]
+//! [--concurrency N | --rate R] [--generator instant|embedded]`.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use bench::{BenchOptions, Suite};
+use bench::{BenchOptions, Generator, SoakOptions, Suite};
 use clap::Args;
 use engine::{Resolver, DEFAULT_MODEL};
 
@@ -11,14 +12,29 @@ use crate::config::Config;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Suites to run: engine, batching, memory (default: all)
+    /// Suites to run: engine, batching, memory, lambda, chain (default: all of these), soak
     suites: Vec<String>,
     /// Fewer repetitions, for a quick check
     #[arg(long)]
     quick: bool,
-    /// Markdown report; JSON is written beside it
-    #[arg(long, default_value = "docs/benchmarks.md")]
-    out: PathBuf,
+    /// Markdown report; JSON is written beside it [default: docs/benchmarks.md, docs/soak.md for soak alone]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// soak: how long to drive the chain, warm-up included, e.g. 30s, 10m
+    #[arg(long, default_value = "10m")]
+    duration: String,
+    /// soak: load before memory and descriptors are first measured [default: a fifth of --duration, at most 1m]
+    #[arg(long)]
+    warmup: Option<String>,
+    /// soak: requests in flight at most (closed loop: this many clients)
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// soak: open loop instead, starting this many requests per second (at most --concurrency in flight)
+    #[arg(long)]
+    rate: Option<f64>,
+    /// soak: what answers at the bottom of the chain: the emulator's instant generator, or the embedded model
+    #[arg(long, default_value = "instant", value_parser = ["instant", "embedded"])]
+    generator: String,
     /// Model to benchmark
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
@@ -32,19 +48,36 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.suites
             .iter()
-            .map(|s| Suite::parse(s).with_context(|| format!("unknown suite {s:?} (engine, batching, memory)")))
-            .collect::<anyhow::Result<_>>()?
+            .map(|s| Suite::parse(s).with_context(|| format!("unknown suite {s:?} (engine, batching, memory, lambda, chain, soak)")))
+            .collect::<anyhow::Result<Vec<_>>>()?
     };
+    let duration = agent::parse_duration(&args.duration).map_err(anyhow::Error::msg).context("--duration")?;
+    let warmup = match &args.warmup {
+        Some(w) => agent::parse_duration(w).map_err(anyhow::Error::msg).context("--warmup")?,
+        None => SoakOptions::default_warmup(duration),
+    };
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(args.rate.is_none_or(|r| r.is_finite() && r > 0.0), "--rate must be a positive number of requests per second");
+    let soak = SoakOptions {
+        duration,
+        warmup,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        generator: if args.generator == "embedded" { Generator::Embedded } else { Generator::Instant },
+    };
+    // The soak alone gets its own report, so a soak run never replaces the other figures.
+    let out = args.out.unwrap_or_else(|| PathBuf::from(if suites.iter().all(|s| *s == Suite::Soak) { "docs/soak.md" } else { "docs/benchmarks.md" }));
     let config = Config::load(args.config.as_deref())?;
     let resolver = Resolver::new(config.models);
     let model = resolver.pull(&args.model, &mut |_| {})?;
     let opts = BenchOptions {
         suites,
         quick: args.quick,
-        out: args.out,
+        out,
         strata: std::env::current_exe()?,
         model: model.name,
         model_path: model.path,
+        soak,
         command: std::env::args().map(|a| if a.contains('/') { a.rsplit('/').next().unwrap_or(&a).to_owned() } else { a }).collect::<Vec<_>>().join(" "),
     };
     tokio::runtime::Runtime::new()?.block_on(bench::run(opts))?;

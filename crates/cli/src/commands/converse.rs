@@ -3,6 +3,7 @@
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use agent::{ConverseSettings, FollowUpServer, Format, RunOptions};
@@ -124,6 +125,8 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         return compare(&config, settings, job);
     }
     let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (interrupt, signals) = catch_signals(&runtime)?;
     let format = match (&args.format, &args.out) {
         (Some(f), _) => Format::parse(f).map_err(anyhow::Error::msg)?,
         (None, Some(out)) => Format::from_path(out).unwrap_or(Format::Yaml),
@@ -154,10 +157,10 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
             resume: args.resume,
             time_limit,
             embedded_follow_up: None,
+            interrupt: interrupt.clone(),
         })
         .collect();
 
-    let runtime = tokio::runtime::Runtime::new()?;
     let runs = runtime.block_on(with_embedded_follow_up(&config, &settings, runs))?;
     let show_progress = std::io::stderr().is_terminal();
     let results = runtime.block_on(agent::run_many(runs, args.parallel, show_progress));
@@ -178,8 +181,44 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
             }
         }
     }
+    exit_if_interrupted(&signals);
     anyhow::ensure!(failures == 0, "{failures} conversation(s) failed; finished turns are in the output file(s)");
     Ok(())
+}
+
+// Linux's signal numbers, for the exit status.
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+/// Turns SIGINT and SIGTERM into an interrupt of every conversation, and remembers which
+/// arrived. The handlers are installed before this returns, so no signal during the run can
+/// kill the process between two writes.
+fn catch_signals(runtime: &tokio::runtime::Runtime) -> anyhow::Result<(agent::Interrupt, Arc<AtomicI32>)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (handle, interrupt) = agent::Interrupt::new();
+    let caught = Arc::new(AtomicI32::new(0));
+    let _guard = runtime.enter();
+    let (mut int, mut term) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    let seen = caught.clone();
+    runtime.spawn(async move {
+        let number = tokio::select! {
+            _ = int.recv() => SIGINT,
+            _ = term.recv() => SIGTERM,
+        };
+        seen.store(number, Ordering::SeqCst);
+        eprintln!("strata: interrupted; finishing the output file(s) with the turns completed so far");
+        handle.raise();
+    });
+    Ok((interrupt, caught))
+}
+
+/// After an interrupt the process ends as the signal's convention has it: 128 + its number.
+fn exit_if_interrupted(caught: &AtomicI32) {
+    let number = caught.load(Ordering::SeqCst);
+    if number != 0 {
+        eprintln!("strata: interrupted; finished turns are in the output file(s), `--resume` continues them");
+        std::process::exit(128 + number);
+    }
 }
 
 /// For a follow-up side set to `embedded`: fetches the model if needed, loads it, and serves it
@@ -227,6 +266,8 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
     for t in &templates {
         anyhow::ensure!(settings.templates.contains_key(t), "unknown template {t:?} (known: {})", settings.templates.keys().cloned().collect::<Vec<_>>().join(", "));
     }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (interrupt, signals) = catch_signals(&runtime)?;
     let mut runs = Vec::new();
     let mut rows = Vec::new();
     for t in &templates {
@@ -234,7 +275,8 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
             let out = compare::conversation_path(&dir, t, i + 1);
             if resume {
                 if let Ok(record) = agent::Record::read(&out, Format::Jsonl) {
-                    if record.summary.stop_reason.is_some() {
+                    // An interrupted conversation is unfinished: it continues.
+                    if record.summary.stop_reason.is_some_and(|r| r != agent::StopReason::Interrupted) {
                         rows.push(compare::measure(t, &out, &record));
                         continue;
                     }
@@ -242,10 +284,9 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
             }
             let mut s = settings.clone();
             s.template = t.clone();
-            runs.push((t.clone(), RunOptions { settings: s, seed: seed.clone(), out, format: Format::Jsonl, resume, time_limit, embedded_follow_up: None }));
+            runs.push((t.clone(), RunOptions { settings: s, seed: seed.clone(), out, format: Format::Jsonl, resume, time_limit, embedded_follow_up: None, interrupt: interrupt.clone() }));
         }
     }
-    let runtime = tokio::runtime::Runtime::new()?;
     let names: Vec<String> = runs.iter().map(|(t, _)| t.clone()).collect();
     let runs = runtime.block_on(with_embedded_follow_up(config, &settings, runs.into_iter().map(|(_, r)| r).collect()))?;
     let results = runtime.block_on(agent::run_many(runs, parallel, std::io::stderr().is_terminal()));
@@ -277,6 +318,7 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
     );
     compare::write_report(&dir, &templates, &settings.templates, &rows, &header)?;
     println!("{}", dir.join("report.md").display());
+    exit_if_interrupted(&signals);
     anyhow::ensure!(errors == 0, "{errors} conversation(s) failed; see the report for the rest");
     Ok(())
 }

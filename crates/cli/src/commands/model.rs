@@ -32,7 +32,13 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     let resolver = Resolver::new(config.models);
     match args.command {
-        ModelCommand::Pull { name } => pull(&resolver, &name),
+        ModelCommand::Pull { name } => {
+            // An explicit pull checks the cached file's every byte (a fraction of a second for
+            // 100 MB), not just its stamp, and fetches it again if it is damaged. Other callers
+            // (`up`, `serve --model`) trust the stamp so that starting stays quick.
+            resolver.forget_verification(&name);
+            pull(&resolver, &name)
+        }
         ModelCommand::List => {
             list(&resolver);
             Ok(())
