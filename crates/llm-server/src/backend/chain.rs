@@ -300,7 +300,7 @@ mod tests {
     fn length_delimited_chunks_are_split_whatever_the_byte_boundaries() {
         let mut wire = Vec::new();
         StreamChunk::delta("hello").encode_length_delimited(&mut wire).unwrap();
-        StreamChunk::delta(&"x".repeat(300)).encode_length_delimited(&mut wire).unwrap();
+        StreamChunk::delta("x".repeat(300)).encode_length_delimited(&mut wire).unwrap();
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for byte in wire {
