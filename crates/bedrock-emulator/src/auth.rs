@@ -2,6 +2,8 @@
 //! secret is shared with clients); their presence and shape are.
 
 use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::AuthMode;
 use crate::error::{AwsError, AwsErrorType};
@@ -19,19 +21,18 @@ pub fn check(mode: AuthMode, keys: &[String], headers: &HeaderMap) -> Result<(),
             }
         }
         AuthMode::Keys => match auth.strip_prefix("Bearer ") {
-            Some(key) if keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) => Ok(()),
+            Some(key) if matches_one_of(keys, key.as_bytes()) => Ok(()),
             _ => denied("The security token included in the request is invalid."),
         },
     }
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (*a.get(i).unwrap_or(&0) ^ *b.get(i).unwrap_or(&0)) as usize;
-    }
-    diff == 0
+/// Compares the sha256 digests of the presented key and of every configured key in constant
+/// time, without stopping at a match: timing reveals neither how much of a key matched, nor
+/// its length, nor which key it was.
+fn matches_one_of(keys: &[String], presented: &[u8]) -> bool {
+    let digest = Sha256::digest(presented);
+    keys.iter().fold(Choice::from(0), |found, k| found | Sha256::digest(k.as_bytes()).ct_eq(&digest)).into()
 }
 
 #[cfg(test)]
@@ -64,5 +65,17 @@ mod tests {
         for (mode, header, ok) in cases {
             assert_eq!(check(mode, &keys, &h(header)).is_ok(), ok, "{mode:?} {header:?}");
         }
+    }
+
+    #[test]
+    fn every_configured_key_matches_and_nothing_else() {
+        let keys: Vec<String> = ["first-key", "second-key", "third"].map(String::from).to_vec();
+        for k in &keys {
+            assert!(matches_one_of(&keys, k.as_bytes()), "{k}");
+        }
+        for wrong in ["", "first-ke", "first-key ", "third-key", "THIRD"] {
+            assert!(!matches_one_of(&keys, wrong.as_bytes()), "{wrong}");
+        }
+        assert!(!matches_one_of(&[], b""));
     }
 }

@@ -31,6 +31,8 @@ pub enum AuthMode {
 #[serde(default, deny_unknown_fields)]
 pub struct EmulatorSettings {
     pub listen: SocketAddr,
+    /// Connection timeouts of this listener: header read (slow clients) and idle keep-alive.
+    pub connections: telemetry::ConnectionSettings,
     pub generator: GeneratorKind,
     /// Bedrock model ids -> local model names. Other ids get ResourceNotFoundException.
     pub models: BTreeMap<String, String>,
@@ -50,6 +52,7 @@ impl Default for EmulatorSettings {
         models.insert(DEFAULT_MODEL_ID.to_owned(), engine::DEFAULT_MODEL.to_owned());
         EmulatorSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            connections: telemetry::ConnectionSettings::default(),
             generator: GeneratorKind::Embedded,
             models,
             auth: AuthMode::Any,

@@ -28,13 +28,14 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    timeouts: telemetry::ConnectionTimeouts,
 }
 
 impl Application {
     pub async fn build(settings: EmulatorSettings, generator: Arc<dyn Generator>) -> std::io::Result<Application> {
         let listener = TcpListener::bind(settings.listen).await?;
         let state = Arc::new(AppState { in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))), generator, settings });
-        Ok(Application { listener, router: router(state) })
+        Ok(Application { listener, timeouts: (&state.settings.connections).into(), router: router(state) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -46,7 +47,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        telemetry::serve(self.listener, self.router, self.timeouts, shutdown).await
     }
 }
 

@@ -14,6 +14,8 @@ pub const DEFAULT_PLAN: &str = "default";
 pub struct GatewaySettings {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Connection timeouts of this listener: header read (slow clients) and idle keep-alive.
+    pub connections: telemetry::ConnectionSettings,
     /// The resources and methods of the REST API, each with its HTTP proxy integration.
     /// Requests matching none get 403 `{"message":"Missing Authentication Token"}`, as API Gateway answers.
     pub routes: Vec<RouteSettings>,
@@ -24,6 +26,9 @@ pub struct GatewaySettings {
     /// A file with more API keys, one per line (blank lines and lines starting with `#` are skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys_file: Option<PathBuf>,
+    /// How often `api_keys_file` is checked for changes (milliseconds); a changed file replaces
+    /// its keys without a restart. An unreadable or empty file keeps the previous keys. 0 = never.
+    pub api_keys_reload_ms: u64,
     /// Usage plans by name: throttling (rate, burst) and quota per API key.
     pub usage_plans: BTreeMap<String, UsagePlan>,
     /// The usage plan of keys not listed in `key_plans`; must name an entry of `usage_plans`.
@@ -102,9 +107,11 @@ impl Default for GatewaySettings {
         usage_plans.insert(DEFAULT_PLAN.to_owned(), UsagePlan::default());
         GatewaySettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            connections: telemetry::ConnectionSettings::default(),
             routes: vec![RouteSettings::default()],
             api_keys: Vec::new(),
             api_keys_file: None,
+            api_keys_reload_ms: 5_000,
             usage_plans,
             default_usage_plan: DEFAULT_PLAN.to_owned(),
             key_plans: BTreeMap::new(),

@@ -72,7 +72,7 @@ async fn proxy(state: &AppState, log: &mut AccessLog, peer: SocketAddr, trace: &
 
     let key_id = if matched.route.api_key_required {
         let presented = parts.headers.get("x-api-key").map(HeaderValue::as_bytes).unwrap_or_default();
-        let id = state.keys.check(presented).ok_or(GatewayError::Forbidden)?.to_owned();
+        let id = state.keys.keys().check(presented).ok_or(GatewayError::Forbidden)?.to_owned();
         log.api_key_id = Some(id.clone());
         Some(id)
     } else {

@@ -11,7 +11,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::{GatewaySettings, UsagePlan};
-use crate::keys::ApiKeys;
+use crate::key_file::KeySource;
 use crate::proxy;
 use crate::route_table::RouteTable;
 use crate::usage::UsageTracker;
@@ -21,7 +21,8 @@ pub const HOP: &str = "gateway";
 pub struct AppState {
     pub settings: GatewaySettings,
     pub routes: RouteTable,
-    pub keys: ApiKeys,
+    /// The API keys in force; `api_keys_file` may change them while the gateway runs.
+    pub keys: Arc<KeySource>,
     pub usage: UsageTracker,
     pub client: reqwest::Client,
 }
@@ -31,11 +32,7 @@ impl AppState {
     pub fn new(settings: GatewaySettings) -> io::Result<AppState> {
         let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
         let routes = RouteTable::new(&settings.routes).map_err(invalid)?;
-        let mut keys = settings.api_keys.clone();
-        if let Some(path) = &settings.api_keys_file {
-            keys.extend(ApiKeys::read_file(path).map_err(|e| io::Error::new(e.kind(), format!("reading api_keys_file {}: {e}", path.display())))?);
-        }
-        let keys = ApiKeys::new(keys);
+        let keys = KeySource::load(settings.api_keys.clone(), settings.api_keys_file.clone())?;
         if !settings.usage_plans.contains_key(&settings.default_usage_plan) {
             return Err(invalid(format!("default_usage_plan {:?} is not in usage_plans", settings.default_usage_plan)));
         }
@@ -43,7 +40,7 @@ impl AppState {
             if !settings.usage_plans.contains_key(plan) {
                 return Err(invalid(format!("key_plans: key {id} names the unknown usage plan {plan:?}")));
             }
-            if !keys.ids().any(|k| k == id) {
+            if !keys.keys().ids().any(|k| k == id) {
                 tracing::warn!(key_id = %id, "key_plans names a key id that matches no configured key");
             }
         }
@@ -54,7 +51,7 @@ impl AppState {
             .connect_timeout(Duration::from_millis(settings.integration_timeout_ms.max(1)))
             .build()
             .map_err(|e| io::Error::other(format!("building the HTTP client: {e}")))?;
-        Ok(AppState { routes, keys, usage: UsageTracker::default(), client, settings })
+        Ok(AppState { routes, keys: Arc::new(keys), usage: UsageTracker::default(), client, settings })
     }
 
     pub fn plan_for(&self, key_id: &str) -> &UsagePlan {
@@ -79,19 +76,25 @@ impl AppState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    timeouts: telemetry::ConnectionTimeouts,
+    /// The key file to watch while serving, and how often.
+    reload: Option<(Arc<KeySource>, Duration)>,
 }
 
 impl Application {
     pub async fn build(settings: GatewaySettings) -> io::Result<Application> {
         let state = Arc::new(AppState::new(settings)?);
         let listener = TcpListener::bind(state.settings.listen).await?;
-        let key_ids: Vec<&str> = state.keys.ids().collect();
-        tracing::info!(routes = state.settings.routes.len(), api_keys = state.keys.len(), key_ids = ?key_ids, "gateway configured");
-        if state.keys.is_empty() && state.settings.routes.iter().any(|r| r.api_key_required) {
+        let keys = state.keys.keys();
+        let key_ids: Vec<&str> = keys.ids().collect();
+        tracing::info!(routes = state.settings.routes.len(), api_keys = keys.len(), key_ids = ?key_ids, "gateway configured");
+        if keys.is_empty() && state.settings.routes.iter().any(|r| r.api_key_required) {
             tracing::warn!("no API keys configured: every route that requires one answers 403 Forbidden");
         }
+        let timeouts = (&state.settings.connections).into();
+        let reload = (state.settings.api_keys_file.is_some() && state.settings.api_keys_reload_ms > 0).then(|| (Arc::clone(&state.keys), Duration::from_millis(state.settings.api_keys_reload_ms)));
         let router = Router::new().fallback(proxy::handle).layer(DefaultBodyLimit::disable()).with_state(state);
-        Ok(Application { listener, router })
+        Ok(Application { listener, timeouts, router, reload })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -103,6 +106,16 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
+        // The watcher lives exactly as long as the server.
+        let _watcher = self.reload.map(|(keys, every)| AbortOnDrop(tokio::spawn(keys.watch(every))));
+        telemetry::serve(self.listener, self.router, self.timeouts, shutdown).await
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -16,6 +16,8 @@ pub const STREAM_RESPONSE_LIMIT: usize = 20 * 1024 * 1024;
 pub struct LambdaServiceSettings {
     /// Address of the Lambda service API (`AWS_ENDPOINT_URL_LAMBDA` for clients).
     pub listen: SocketAddr,
+    /// Connection timeouts of this listener: header read (slow clients) and idle keep-alive.
+    pub connections: telemetry::ConnectionSettings,
     /// Region in the function ARNs this service reports.
     pub region: String,
     /// Account id in the function ARNs.
@@ -32,6 +34,7 @@ impl Default for LambdaServiceSettings {
     fn default() -> Self {
         LambdaServiceSettings {
             listen: "127.0.0.1:9001".parse().expect("valid default address"),
+            connections: telemetry::ConnectionSettings::default(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             max_payload_bytes: SYNC_PAYLOAD_LIMIT,

@@ -27,6 +27,8 @@ pub struct Shared {
     pub settings: FunctionSettings,
     pub max_payload_bytes: usize,
     pub max_stream_bytes: usize,
+    /// Connection timeouts of each environment's Runtime API.
+    pub runtime_api_timeouts: telemetry::ConnectionTimeouts,
     pub queue_tx: async_channel::Sender<Invocation>,
     pub queue_rx: async_channel::Receiver<Invocation>,
     pub cold_starts: Mutex<Vec<Duration>>,
@@ -62,8 +64,9 @@ impl Function {
             let instance = Arc::new(Instance { index, runtime_api: listener.local_addr()?, shared: Arc::clone(&shared), state: Mutex::new(InstanceState::default()) });
             let router = runtime_api::router(Arc::clone(&instance));
             let stop = shutdown.clone();
+            let timeouts = shared.runtime_api_timeouts;
             tokio::spawn(async move {
-                let _ = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+                let _ = telemetry::serve(listener, router, timeouts, stop.cancelled_owned()).await;
             });
             supervisors.push(tokio::spawn(supervise(Arc::clone(&instance), shutdown.clone())));
             instances.push(instance);

@@ -43,6 +43,9 @@ impl Application {
                 settings: f.clone(),
                 max_payload_bytes: settings.max_payload_bytes,
                 max_stream_bytes: settings.max_stream_bytes,
+                // A runtime long-polls `/next` and may sit between invocations for as long as
+                // none arrive, so only the header read timeout applies.
+                runtime_api_timeouts: telemetry::ConnectionTimeouts { idle: None, ..(&settings.connections).into() },
                 queue_tx,
                 queue_rx,
                 cold_starts: Default::default(),
@@ -70,7 +73,8 @@ impl Application {
         // Function processes go down with the service even when it is dropped, not stopped.
         let _guard = stop.clone().drop_guard();
         let state = Arc::clone(&self.state);
-        let result = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await;
+        let timeouts = (&self.state.settings.connections).into();
+        let result = telemetry::serve(self.listener, router(self.state), timeouts, shutdown).await;
         stop.cancel();
         for f in state.functions.values() {
             f.stopped().await;

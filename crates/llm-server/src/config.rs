@@ -25,6 +25,8 @@ pub enum BackendKind {
 pub struct ServerSettings {
     /// Address to listen on. Ollama's default port is 11434.
     pub listen: SocketAddr,
+    /// Connection timeouts of this listener: header read (slow clients) and idle keep-alive.
+    pub connections: telemetry::ConnectionSettings,
     pub backend: BackendKind,
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
@@ -56,6 +58,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 11434)),
+            connections: telemetry::ConnectionSettings::default(),
             backend: BackendKind::Embedded,
             max_body_bytes: 10 * 1024 * 1024,
             max_header_bytes: 32 * 1024,

@@ -72,7 +72,8 @@ impl Application {
                 hard_stop.cancel();
             });
         };
-        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await
+        let timeouts = (&self.state.settings.connections).into();
+        telemetry::serve(self.listener, self.router, timeouts, signal).await
     }
 }
 

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct MainServiceSettings {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Connection timeouts of this listener: header read (slow clients) and idle keep-alive.
+    pub connections: telemetry::ConnectionSettings,
     /// Largest request body in bytes; larger ones get 413.
     pub max_body_bytes: usize,
     /// Largest single message (`messages[i].content`, `raw_prompt`, `system`) in bytes.
@@ -41,6 +43,7 @@ impl Default for MainServiceSettings {
     fn default() -> Self {
         MainServiceSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            connections: telemetry::ConnectionSettings::default(),
             // Lambda's synchronous payload limit.
             max_body_bytes: 6 * 1024 * 1024,
             max_message_bytes: 1024 * 1024,

@@ -78,6 +78,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let timeouts = (&self.state.settings.connections).into();
+        telemetry::serve(self.listener, self.router, timeouts, shutdown).await
     }
 }

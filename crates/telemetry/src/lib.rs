@@ -1,11 +1,13 @@
-//! Telemetry shared by every hop: JSON logs, W3C trace context, and one access-log line per
-//! request written when the response body ends (so streamed responses log their real
-//! duration and token counts).
+//! What every hop shares at its HTTP edge: JSON logs, W3C trace context, one access-log line
+//! per request written when the response body ends (so streamed responses log their real
+//! duration and token counts), and the one way listeners serve (with connection timeouts).
 
 mod access;
 mod logging;
+mod serve;
 mod trace;
 
 pub use access::{access_log, RequestInfo, TokenCounts};
 pub use logging::{init, LogFormat, LogSettings};
+pub use serve::{serve, ConnectionSettings, ConnectionTimeouts};
 pub use trace::TraceContext;

@@ -85,8 +85,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let model_ids: Vec<String> = config.bedrock_emulator.models.iter().map(|(id, local)| format!("{local}={id}")).collect();
     function.env.insert("STRATA_MODEL_IDS".into(), model_ids.join(","));
     function.env.insert("AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(), url(emulator));
+    // Credentials configured for the function (`[lambda_service.functions.strata.env]`) win
+    // over the local ones.
     for (k, v) in LOCAL_CREDENTIALS {
-        function.env.insert(k.into(), v.into());
+        function.env.entry(k.into()).or_insert_with(|| v.into());
     }
 
     let run_dir = args.run_dir.unwrap_or_else(default_run_dir);

@@ -4,6 +4,7 @@
 //! on as they arrive.
 
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,7 +36,9 @@ pub struct ChainSettings {
     /// The `x-api-key` to send. Prefer `STRATA_SERVER__CHAIN__API_KEY` or `api_key_file` to
     /// writing it in the file.
     pub api_key: Secret,
-    /// A file whose first line is the API key (used when `api_key` is empty).
+    /// A file whose first line is the API key (used when `api_key` is empty). Read at start, and
+    /// again when the gateway refuses the key (403): a rotated key is picked up without a
+    /// restart, and the refused request is sent once more with it.
     pub api_key_file: Option<PathBuf>,
     /// Model names the chain serves, as `/api/tags` and `/v1/models` list them.
     pub models: Vec<String>,
@@ -64,7 +67,8 @@ impl Default for ChainSettings {
 
 pub struct ChainBackend {
     settings: ChainSettings,
-    api_key: String,
+    /// Replaced when `api_key_file` holds a new key.
+    api_key: RwLock<String>,
     http: reqwest::Client,
 }
 
@@ -73,15 +77,56 @@ impl ChainBackend {
         let mut api_key = settings.api_key.0.clone();
         if api_key.is_empty() {
             if let Some(path) = &settings.api_key_file {
-                api_key = std::fs::read_to_string(path)?.lines().next().unwrap_or_default().trim().to_owned();
+                api_key = read_key_file(path)?;
             }
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .build()
             .map_err(std::io::Error::other)?;
-        Ok(ChainBackend { settings, api_key, http })
+        Ok(ChainBackend { settings, api_key: RwLock::new(api_key), http })
     }
+
+    fn api_key(&self) -> String {
+        self.api_key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After the gateway refused `refused`: the key in `api_key_file`, if it is another one
+    /// (the key was rotated), which then replaces it.
+    fn rotated_key(&self, refused: &str) -> Option<String> {
+        if !self.settings.api_key.0.is_empty() {
+            return None;
+        }
+        let key = read_key_file(self.settings.api_key_file.as_ref()?).ok().filter(|k| !k.is_empty() && k != refused)?;
+        *self.api_key.write().unwrap_or_else(|e| e.into_inner()) = key.clone();
+        tracing::info!("api_key_file holds a new API key; using it from now on");
+        Some(key)
+    }
+
+    async fn send(&self, url: &str, body: bytes::Bytes, traceparent: &str, api_key: &str) -> Result<reqwest::Response, contract::Error> {
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+            .header(reqwest::header::ACCEPT, "application/x-protobuf")
+            .header("x-api-key", api_key)
+            .body(body);
+        if !traceparent.is_empty() {
+            request = request.header("traceparent", traceparent);
+        }
+        tokio::time::timeout(Duration::from_millis(self.settings.response_timeout_ms), request.send())
+            .await
+            .map_err(|_| contract::Error::new(ErrorKind::Timeout, "the API gateway did not answer in time"))?
+            .map_err(|e| upstream(format!("could not reach the API gateway: {e}")))
+    }
+}
+
+/// The key is the file's first line.
+fn read_key_file(path: &std::path::Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+impl ChainBackend {
 
     fn descriptor(name: &str) -> ModelDescriptor {
         ModelDescriptor {
@@ -151,20 +196,15 @@ impl Backend for ChainBackend {
         let url = format!("{}/v1/generate", self.settings.gateway_url.trim_end_matches('/'));
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
         let stream = req.stream;
-        let mut request = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-            .header(reqwest::header::ACCEPT, "application/x-protobuf")
-            .header("x-api-key", &self.api_key)
-            .body(req.encode_to_vec());
-        if !traceparent.is_empty() {
-            request = request.header("traceparent", traceparent);
+        let body = bytes::Bytes::from(req.encode_to_vec());
+        let key = self.api_key();
+        let mut response = self.send(&url, body.clone(), &traceparent, &key).await?;
+        // A refused key is checked before anything runs, so sending again is safe.
+        if response.status() == reqwest::StatusCode::FORBIDDEN {
+            if let Some(rotated) = self.rotated_key(&key) {
+                response = self.send(&url, body, &traceparent, &rotated).await?;
+            }
         }
-        let response = tokio::time::timeout(Duration::from_millis(self.settings.response_timeout_ms), request.send())
-            .await
-            .map_err(|_| contract::Error::new(ErrorKind::Timeout, "the API gateway did not answer in time"))?
-            .map_err(|e| upstream(format!("could not reach the API gateway: {e}")))?;
         let status = response.status();
         let headers = response.headers().clone();
         if !status.is_success() {
