@@ -26,6 +26,10 @@ pub struct LambdaServiceSettings {
     pub max_payload_bytes: usize,
     /// Largest streamed response, in bytes.
     pub max_stream_bytes: usize,
+    /// After a function process exits holding an invocation it has not answered, how long an
+    /// answer it sent just before exiting (`/response`, `/error`, already on its way through
+    /// the Runtime API) may still arrive before the invocation fails with `Runtime.ExitError`.
+    pub exit_drain_ms: u64,
     /// Functions by name.
     pub functions: BTreeMap<String, FunctionSettings>,
 }
@@ -39,6 +43,7 @@ impl Default for LambdaServiceSettings {
             account_id: "000000000000".into(),
             max_payload_bytes: SYNC_PAYLOAD_LIMIT,
             max_stream_bytes: STREAM_RESPONSE_LIMIT,
+            exit_drain_ms: 500,
             functions: BTreeMap::new(),
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,8 @@ pub struct Shared {
     pub settings: FunctionSettings,
     pub max_payload_bytes: usize,
     pub max_stream_bytes: usize,
+    /// See `LambdaServiceSettings::exit_drain_ms`.
+    pub exit_drain: Duration,
     /// Connection timeouts of each environment's Runtime API.
     pub runtime_api_timeouts: telemetry::ConnectionTimeouts,
     pub queue_tx: async_channel::Sender<Invocation>,
@@ -61,7 +63,7 @@ impl Function {
         let mut supervisors = Vec::with_capacity(concurrency);
         for index in 0..concurrency {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let instance = Arc::new(Instance { index, runtime_api: listener.local_addr()?, shared: Arc::clone(&shared), state: Mutex::new(InstanceState::default()) });
+            let instance = Arc::new(Instance { index, runtime_api: listener.local_addr()?, shared: Arc::clone(&shared), state: Mutex::new(InstanceState::default()), answered: Notify::new() });
             let router = runtime_api::router(Arc::clone(&instance));
             let stop = shutdown.clone();
             let timeouts = shared.runtime_api_timeouts;
@@ -108,6 +110,8 @@ pub struct Instance {
     pub runtime_api: SocketAddr,
     pub shared: Arc<Shared>,
     pub state: Mutex<InstanceState>,
+    /// Woken whenever the runtime answers its invocation's caller (`/response`, `/error`).
+    pub answered: Notify,
 }
 
 #[derive(Default)]
@@ -155,6 +159,30 @@ impl Instance {
         let mut s = self.lock();
         if s.current.as_ref().is_some_and(|c| c.request_id == request_id) {
             s.current = None;
+        }
+    }
+
+    /// Whether the current invocation still waits for the runtime's first answer.
+    fn unanswered(&self) -> bool {
+        self.lock().current.as_ref().is_some_and(|c| matches!(c.sink, Sink::Waiting(_)))
+    }
+
+    /// After the process exited: lets an answer it sent just before exiting reach the Runtime
+    /// API (the bytes are in the socket; the request may not be read yet), for at most
+    /// `exit_drain`. Without this, a runtime that writes its first chunk and crashes loses
+    /// that chunk whenever the exit is noticed first.
+    async fn drain_after_exit(&self) {
+        let deadline = tokio::time::Instant::now() + self.shared.exit_drain;
+        loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if !self.unanswered() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, answered).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -226,6 +254,9 @@ async fn supervise(instance: Arc<Instance>, shutdown: CancellationToken) {
             Err(e) => format!("could not start {}: {e}", display(&shared.settings.path)),
         };
         alive.cancel();
+        if !shutdown.is_cancelled() {
+            instance.drain_after_exit().await;
+        }
         let (current, initialized, init_error) = {
             let mut s = instance.lock();
             s.pid = None;

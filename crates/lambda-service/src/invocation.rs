@@ -1,6 +1,8 @@
 //! One invocation's life: what the caller waits on, and how the function's answer (or its
 //! failure) gets back to it.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
@@ -76,12 +78,34 @@ impl FunctionFailure {
 }
 
 /// Where the function's answer goes: the caller's first reply, then (in streaming mode) the
-/// chunk channel.
+/// verdict the response stream ends with.
 pub enum Sink {
     Waiting(oneshot::Sender<Outcome>),
-    Streaming(mpsc::Sender<StreamEvent>),
+    /// The function is streaming its answer; the `/response` handler owns the chunk channel.
+    Streaming(Verdict),
     /// The answer has been delivered; nothing more goes out.
     Closed,
+}
+
+/// How a streamed answer ends when something other than its own body ends it (a timeout, the
+/// process exiting, `/error`). The `/response` handler sends it after every chunk the function
+/// wrote before that, so a failure never overtakes data. The first verdict wins: a timeout is
+/// not turned into the crash its kill causes.
+#[derive(Clone, Default)]
+pub struct Verdict(Arc<Mutex<Option<FunctionFailure>>>);
+
+impl Verdict {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<FunctionFailure>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, failure: FunctionFailure) {
+        self.slot().get_or_insert(failure);
+    }
+
+    pub fn take(&self) -> Option<FunctionFailure> {
+        self.slot().take()
+    }
 }
 
 impl Sink {
@@ -91,13 +115,7 @@ impl Sink {
             Sink::Waiting(tx) => {
                 let _ = tx.send(Outcome::Failed(failure));
             }
-            Sink::Streaming(tx) => {
-                // The channel may be full of chunks the caller has not read yet; the failure
-                // must still come after them.
-                tokio::spawn(async move {
-                    let _ = tx.send(StreamEvent::Failed(failure)).await;
-                });
-            }
+            Sink::Streaming(verdict) => verdict.set(failure),
             Sink::Closed => {}
         }
     }

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::mpsc;
 
 use crate::function::{Current, Instance};
-use crate::invocation::{FunctionFailure, Outcome, Sink, StreamEvent};
+use crate::invocation::{FunctionFailure, Outcome, Sink, StreamEvent, Verdict};
 
 const PREFIX: &str = "/2018-06-01/runtime";
 /// Bodies posted to `/error` and `/init/error`.
@@ -103,6 +103,21 @@ async fn next(State(instance): State<Arc<Instance>>) -> Response {
     (StatusCode::OK, headers, payload).into_response()
 }
 
+/// Takes the caller's first-reply channel if `id` is the invocation this environment is on
+/// and nothing answered it yet, leaving `then` in its place (under the same lock, so a
+/// timeout or crash in between finds where to report).
+fn take_reply(instance: &Instance, id: &str, then: Sink) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
+    let mut s = instance.lock();
+    let c = s.current.as_mut().filter(|c| c.request_id == id)?;
+    if !matches!(c.sink, Sink::Waiting(_)) {
+        return None;
+    }
+    match std::mem::replace(&mut c.sink, then) {
+        Sink::Waiting(reply) => Some(reply),
+        _ => None,
+    }
+}
+
 /// Takes the caller's reply channel if `id` is the invocation this environment is on.
 fn take_sink(instance: &Instance, id: &str) -> Option<Sink> {
     let mut s = instance.lock();
@@ -117,9 +132,10 @@ fn invalid_id() -> Response {
 }
 
 async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let Some(Sink::Waiting(reply)) = take_sink(&instance, &id) else { return invalid_id() };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let streaming = header("lambda-runtime-function-response-mode").is_some_and(|m| m.eq_ignore_ascii_case("streaming"));
+    let verdict = Verdict::default();
+    let Some(reply) = take_reply(&instance, &id, if streaming { Sink::Streaming(verdict.clone()) } else { Sink::Closed }) else { return invalid_id() };
     let content_type = header("content-type").unwrap_or_else(|| "application/json".to_owned());
     let shared = &instance.shared;
     if !streaming {
@@ -146,14 +162,6 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
 
     let (tx, rx) = mpsc::channel(64);
     let _ = reply.send(Outcome::Streaming { content_type, chunks: rx });
-    {
-        let mut s = instance.lock();
-        match &mut s.current {
-            Some(c) if c.request_id == id => c.sink = Sink::Streaming(tx.clone()),
-            // Timed out or died between the two locks: the caller already has its answer.
-            _ => return invalid_id(),
-        }
-    }
     let mut body = body;
     let mut total = 0usize;
     let mut failed = false;
@@ -161,12 +169,13 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                // A timed-out invocation was already failed by the watchdog, which takes it
-                // before killing the process; only a cut nobody has reported yet is reported here.
-                let still_current = instance.lock().current.as_ref().is_some_and(|c| c.request_id == id);
-                if !failed && still_current {
-                    let _ = tx.send(StreamEvent::Failed(FunctionFailure::exited(&id, &format!("the response stream was cut: {e}")))).await;
+                // Whoever ended the process (the watchdog for a timeout, the supervisor for a
+                // crash) left its verdict; the cut itself is the verdict when none came yet.
+                let failure = verdict.take().unwrap_or_else(|| FunctionFailure::exited(&id, &format!("the response stream was cut: {e}")));
+                if !failed {
+                    let _ = tx.send(StreamEvent::Failed(failure)).await;
                 }
+                failed = true;
                 break;
             }
         };
@@ -199,6 +208,10 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
                 }
             }
         }
+    }
+    // The body ended cleanly, but `/error` may have been posted meanwhile.
+    if let (false, Some(failure)) = (failed, verdict.take()) {
+        let _ = tx.send(StreamEvent::Failed(failure)).await;
     }
     instance.finish(&id);
     accepted()

@@ -43,6 +43,7 @@ impl Application {
                 settings: f.clone(),
                 max_payload_bytes: settings.max_payload_bytes,
                 max_stream_bytes: settings.max_stream_bytes,
+                exit_drain: std::time::Duration::from_millis(settings.exit_drain_ms),
                 // A runtime long-polls `/next` and may sit between invocations for as long as
                 // none arrive, so only the header read timeout applies.
                 runtime_api_timeouts: telemetry::ConnectionTimeouts { idle: None, ..(&settings.connections).into() },
