@@ -92,7 +92,16 @@ mod tests {
     fn finds_a_child_and_its_usage() {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let me = std::process::id();
-        let procs = tree(me);
+        // `spawn` returns once the child has started exec, a moment before the kernel sets up
+        // its command line; until then the child has no role yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let procs = loop {
+            let procs = tree(me);
+            if procs.iter().any(|p| p.pid == child.id()) || std::time::Instant::now() > deadline {
+                break procs;
+            }
+            std::thread::yield_now();
+        };
         assert!(procs.iter().any(|p| p.pid == me));
         assert!(procs.iter().any(|p| p.pid == child.id() && p.role == "sleep"), "{procs:?}");
         let u = usage(child.id()).unwrap();
