@@ -228,14 +228,8 @@ async fn with_embedded_follow_up(config: &Config, settings: &ConverseSettings, m
     if runs.is_empty() || settings.follow_up_server() != FollowUpServer::Embedded {
         return Ok(runs);
     }
-    let model = settings.follow_up_model().to_owned();
     let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
-    let resolver = pool.resolver().clone();
-    let name = model.clone();
-    tokio::task::spawn_blocking(move || resolver.pull(&name, &mut |_| {}))
-        .await?
-        .with_context(|| format!("follow-up side (embedded): fetching model {model}"))?;
-    pool.get(&model).await.map_err(|e| anyhow::anyhow!("follow-up side (embedded): loading model {model}: {e}"))?;
+    super::serve::fetch_and_load(&pool, settings.follow_up_model()).await.context("follow-up side (embedded)")?;
     let server = ServerSettings { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config.server.clone() };
     let app = Application::build(server, Arc::new(EmbeddedBackend::new(pool))).await.context("follow-up side (embedded): starting its server")?;
     let url = format!("http://{}", app.local_addr());

@@ -44,6 +44,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(config, args.model))
 }
 
+/// Fetches `name` if it is not in the cache yet, then loads it into `pool`, so that the first
+/// request does not pay for either.
+pub(crate) async fn fetch_and_load(pool: &ModelPool, name: &str) -> anyhow::Result<()> {
+    let resolver = pool.resolver().clone();
+    let owned = name.to_owned();
+    tokio::task::spawn_blocking(move || resolver.pull(&owned, &mut |_| {}))
+        .await?
+        .with_context(|| format!("fetching model {name}"))?;
+    pool.get(name).await.map_err(|e| anyhow::anyhow!("loading model {name}: {e}"))?;
+    Ok(())
+}
+
 async fn serve(config: Config, model: Option<String>) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = match config.server.backend {
         BackendKind::Instant => Arc::new(InstantBackend::new(config.server.instant.clone())),
@@ -52,12 +64,7 @@ async fn serve(config: Config, model: Option<String>) -> anyhow::Result<()> {
         BackendKind::Embedded => {
             let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
             if let Some(name) = &model {
-                let resolver = pool.resolver().clone();
-                let name2 = name.clone();
-                tokio::task::spawn_blocking(move || resolver.pull(&name2, &mut |_| {}))
-                    .await?
-                    .with_context(|| format!("fetching model {name}"))?;
-                pool.get(name).await.map_err(|e| anyhow::anyhow!("loading model {name}: {e}"))?;
+                fetch_and_load(&pool, name).await?;
             }
             Arc::new(EmbeddedBackend::new(pool))
         }
