@@ -26,6 +26,11 @@ async fn ttft(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> an
     first.ok_or_else(|| anyhow::anyhow!("no token"))
 }
 
+/// Targets of the performance issue: the chain's generation vs `strata serve`'s, and what it may
+/// add to the time to first token (difference of the medians).
+const GENERATION_TARGET: f64 = 0.95;
+const TTFT_ADDED_MS: f64 = 5.0;
+
 /// The hops of the chain, outermost first, as they name themselves in `Server-Timing`.
 const HOPS: [&str; 5] = ["llm-server", "gateway", "main-service", "lambda", "bedrock"];
 
@@ -106,8 +111,8 @@ pub async fn chain(opts: &BenchOptions) -> anyhow::Result<Section> {
         .chain(HOPS.iter().enumerate().map(|(i, hop)| Row { cells: vec![format!("`{hop}` wall / own ms"), "".into(), format!("{} / {}", f1(wall[i]), f1(own[i])), "".into()] }))
         .collect(),
         targets: vec![
-            (format!("generation through the chain >= 0.9x strata serve (measured {ratio:.2}x)"), ratio >= 0.9),
-            (format!("time to first token added by the chain <= 10 ms median (measured {added:.1} ms)"), added <= 10.0),
+            (format!("generation through the chain >= {GENERATION_TARGET}x strata serve (measured {ratio:.2}x)"), ratio >= GENERATION_TARGET),
+            (format!("time to first token added by the chain <= {TTFT_ADDED_MS} ms median (measured {added:.1} ms)"), added <= TTFT_ADDED_MS),
         ],
         data: json!({"serve_tok_s": a, "chain_tok_s": c, "ratio": ratio, "ttft_ms_serve": ta, "ttft_ms_chain": tc, "ttft_added_ms": added,
                    "hops": HOPS.iter().enumerate().map(|(i, h)| json!({"hop": h, "wall_ms": wall[i], "own_ms": own[i]})).collect::<Vec<_>>()}),

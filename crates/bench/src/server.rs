@@ -1,7 +1,7 @@
 //! Starts a strata process on a free loopback port and stops it when dropped.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _};
 pub struct Spawned {
     pub child: Child,
     pub url: String,
+    bin: PathBuf,
 }
 
 impl Spawned {
@@ -17,6 +18,26 @@ impl Spawned {
     /// `GET /` gets an HTTP answer that is not a server error (bounded by `ready_timeout`):
     /// the AWS stand-ins answer unknown paths with their own 4xx errors.
     pub async fn start(bin: &Path, args: &[&str], env: &[(&str, String)], ready_timeout: Duration) -> anyhow::Result<Spawned> {
+        let mut spawned = Spawned::launch(bin, args, env)?;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + ready_timeout;
+        loop {
+            spawned.ensure_running()?;
+            if let Ok(r) = client.get(&spawned.url).timeout(Duration::from_secs(1)).send().await {
+                if !r.status().is_server_error() {
+                    return Ok(spawned);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{} was not ready within {ready_timeout:?}", bin.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `bin args... --listen 127.0.0.1:PORT` and returns at once, for callers that
+    /// decide for themselves when it is ready.
+    pub fn launch(bin: &Path, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Spawned> {
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         let child = Command::new(bin)
@@ -28,23 +49,15 @@ impl Spawned {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut spawned = Spawned { child, url };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + ready_timeout;
-        loop {
-            if let Ok(Some(status)) = spawned.child.try_wait() {
-                bail!("{} exited with {status} before it was ready", bin.display());
-            }
-            if let Ok(r) = client.get(&spawned.url).timeout(Duration::from_secs(1)).send().await {
-                if !r.status().is_server_error() {
-                    return Ok(spawned);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("{} was not ready within {ready_timeout:?}", bin.display());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Spawned { child, url, bin: bin.to_owned() })
+    }
+
+    /// Fails if the process has exited.
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            bail!("{} exited with {status} before it was ready", self.bin.display());
         }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {

@@ -64,17 +64,17 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+pub(crate) enum Kind {
     OllamaChatStream,
     OllamaGenerate,
     OpenAiChatStream,
     OpenAiChat,
 }
 
-const KINDS: [Kind; 4] = [Kind::OllamaChatStream, Kind::OllamaGenerate, Kind::OpenAiChatStream, Kind::OpenAiChat];
+pub(crate) const KINDS: [Kind; 4] = [Kind::OllamaChatStream, Kind::OllamaGenerate, Kind::OpenAiChatStream, Kind::OpenAiChat];
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::OllamaChatStream => "ollama /api/chat stream",
             Kind::OllamaGenerate => "ollama /api/generate",
@@ -88,7 +88,7 @@ impl Kind {
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     /// 429 or 503 in the protocol's error shape: a limit doing its job.
     Refused,
@@ -96,7 +96,7 @@ enum Outcome {
 }
 
 /// One request of `kind`, read to its end and checked.
-async fn one(client: &reqwest::Client, url: &str, model: &str, kind: Kind, n: u64) -> Outcome {
+pub(crate) async fn one(client: &reqwest::Client, url: &str, model: &str, kind: Kind, n: u64) -> Outcome {
     let prompt = format!("Soak request {n}: say something short.");
     let (path, body) = match kind {
         Kind::OllamaChatStream => ("/api/chat", json!({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": true, "options": {"num_predict": 8}})),
@@ -196,12 +196,12 @@ fn require(ok: bool, what: &str) -> Result<(), String> {
 
 /// What the load generator saw, per request kind.
 #[derive(Default)]
-struct Tally {
-    ok: BTreeMap<Kind, u64>,
-    refused: BTreeMap<Kind, u64>,
-    errors: BTreeMap<Kind, u64>,
+pub(crate) struct Tally {
+    pub(crate) ok: BTreeMap<Kind, u64>,
+    pub(crate) refused: BTreeMap<Kind, u64>,
+    pub(crate) errors: BTreeMap<Kind, u64>,
     /// Error messages by count (the first few distinct ones).
-    messages: BTreeMap<String, u64>,
+    pub(crate) messages: BTreeMap<String, u64>,
     /// Milliseconds of each completed request.
     latencies: Vec<f64>,
 }
@@ -226,18 +226,18 @@ impl Tally {
 }
 
 /// One sample of every process of the chain.
-struct Sample {
+pub(crate) struct Sample {
     at: Duration,
-    procs: Vec<(Proc, Usage)>,
+    pub(crate) procs: Vec<(Proc, Usage)>,
 }
 
-fn sample(root: u32, started: Instant) -> Sample {
+pub(crate) fn sample(root: u32, started: Instant) -> Sample {
     let procs = procs::tree(root).into_iter().filter_map(|p| procs::usage(p.pid).map(|u| (p, u))).collect();
     Sample { at: started.elapsed(), procs }
 }
 
 /// Each process's largest figures over the samples taken in `[from, to]`.
-fn peak(samples: &[Sample], from: Duration, to: Duration) -> BTreeMap<u32, (Proc, Usage)> {
+pub(crate) fn peak(samples: &[Sample], from: Duration, to: Duration) -> BTreeMap<u32, (Proc, Usage)> {
     let mut out: BTreeMap<u32, (Proc, Usage)> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.at >= from && s.at <= to) {
         for (p, u) in &s.procs {
@@ -259,7 +259,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Drives the load until `end`: closed loop (`concurrency` clients) or open loop (`rate`).
-async fn drive(client: reqwest::Client, url: Arc<str>, model: Arc<str>, soak: &SoakOptions, end: Instant, tally: Arc<Mutex<Tally>>) -> u64 {
+pub(crate) async fn drive(client: reqwest::Client, url: Arc<str>, model: Arc<str>, soak: &SoakOptions, end: Instant, tally: Arc<Mutex<Tally>>) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
     let run = {
         let (client, url, model, counter, tally) = (client.clone(), url.clone(), model.clone(), counter.clone(), tally.clone());

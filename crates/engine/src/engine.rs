@@ -73,7 +73,7 @@ pub(crate) struct Job {
     pub reserve: u32,
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
-    pub sampler: llama_cpp_2::sampling::LlamaSampler,
+    pub sampler: sampling::Sampler,
     pub events: tmpsc::UnboundedSender<Result<Event, EngineError>>,
     pub submitted: Instant,
     /// Model load time charged to the first request after load, as Ollama does.

@@ -24,6 +24,26 @@ pub struct ReferenceRates {
     pub generation: f64,
 }
 
+/// What generating one token must read from memory, besides activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelFootprint {
+    /// Every weight tensor (llama.cpp's model size): all of it is read once per token.
+    pub weights_bytes: u64,
+    /// Keys and values of one position in an f16 KV cache, over all layers: a token's
+    /// attention reads this much per position already in its context.
+    pub kv_bytes_per_position: u64,
+}
+
+pub fn model_footprint(path: &Path) -> Result<ModelFootprint, String> {
+    let backend = backend().map_err(|e| e.to_string())?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| e.to_string())?;
+    // Keys and values have n_head_kv heads of n_embd / n_head elements each (grouped-query
+    // attention shares them across query heads); f16 is 2 bytes an element.
+    let head_dim = u64::from(model.n_embd().unsigned_abs()) / u64::from(model.n_head().max(1));
+    let kv = 2 * u64::from(model.n_layer()) * u64::from(model.n_head_kv()) * head_dim * 2;
+    Ok(ModelFootprint { weights_bytes: model.size(), kv_bytes_per_position: kv })
+}
+
 pub fn reference_rates(path: &Path, n_prompt: u32, n_gen: u32, threads: i32, reps: u32) -> Result<ReferenceRates, String> {
     let backend = backend().map_err(|e| e.to_string())?;
     let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| e.to_string())?;

@@ -1,11 +1,51 @@
 //! Builds a llama.cpp sampler chain from Ollama-style options, in the order Ollama's runner
-//! applies them: penalties, top-k, top-p, min-p, temperature, then the random draw.
+//! applies them: penalties, top-k, top-p, min-p, temperature, then the random draw. The
+//! repetition penalty is our own ([`RepeatPenalty`]); the rest are llama.cpp's samplers.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
 
 use crate::grammar;
+use crate::penalty::RepeatPenalty;
 use crate::request::{EngineError, GenerateParams, SamplingParams};
+
+/// One request's sampling state: the repetition penalty's window and llama.cpp's chain.
+pub(crate) struct Sampler {
+    penalty: Option<RepeatPenalty>,
+    chain: LlamaSampler,
+}
+
+impl Sampler {
+    /// Picks the next token from the logits of batch row `row`. `candidates` is scratch space
+    /// kept by the caller across tokens, so that sampling does not allocate.
+    pub(crate) fn sample(&mut self, ctx: &LlamaContext<'_>, row: i32, candidates: &mut LlamaTokenDataArray) -> LlamaToken {
+        self.sample_logits(ctx.get_logits_ith(row), candidates)
+    }
+
+    fn sample_logits(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) -> LlamaToken {
+        candidates.data.clear();
+        candidates.data.extend(logits.iter().zip(0..).map(|(logit, id)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)));
+        candidates.selected = None;
+        candidates.sorted = false;
+        // Penalties and grammar commute (a grammar sets what it forbids to -inf, which a penalty
+        // keeps at -inf), so the penalty can go first, while candidates are in vocabulary order.
+        if let Some(p) = &self.penalty {
+            p.apply(&mut candidates.data);
+        }
+        candidates.apply_sampler(&mut self.chain);
+        // Every chain ends in a sampler that selects (greedy or dist).
+        let token = candidates.selected_token().unwrap_or_else(|| candidates.data.first().map_or(LlamaToken(0), LlamaTokenData::id));
+        self.chain.accept(token);
+        if let Some(p) = &mut self.penalty {
+            p.accept(token);
+        }
+        token
+    }
+}
 
 /// Validates options a client could get wrong, before any work is queued.
 pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
@@ -31,19 +71,20 @@ pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
     Ok(())
 }
 
-pub fn build(model: &LlamaModel, params: &GenerateParams, n_ctx: u32) -> Result<LlamaSampler, EngineError> {
-    let s = &params.sampling;
-    let mut chain = Vec::with_capacity(7);
-    if params.json {
-        chain.push(
-            LlamaSampler::grammar(model, grammar::JSON_OBJECT, "root")
-                .map_err(|e| EngineError::Inference(format!("json grammar: {e}")))?,
-        );
-    }
-    if s.repeat_penalty != 1.0 && s.repeat_last_n != 0 {
-        let last_n = if s.repeat_last_n == -1 { i32::try_from(n_ctx).unwrap_or(i32::MAX) } else { s.repeat_last_n };
-        chain.push(LlamaSampler::penalties(model.n_vocab(), last_n, s.repeat_penalty, 0.0, 0.0));
-    }
+pub(crate) fn build(model: &LlamaModel, params: &GenerateParams, n_ctx: u32) -> Result<Sampler, EngineError> {
+    let grammar = if params.json {
+        Some(LlamaSampler::grammar(model, grammar::JSON_OBJECT, "root").map_err(|e| EngineError::Inference(format!("json grammar: {e}")))?)
+    } else {
+        None
+    };
+    Ok(with_grammar(grammar, &params.sampling, n_ctx))
+}
+
+fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -> Sampler {
+    let mut chain = Vec::with_capacity(6);
+    chain.extend(grammar);
+    let window = if s.repeat_last_n == -1 { n_ctx as usize } else { usize::try_from(s.repeat_last_n).unwrap_or(0) };
+    let penalty = RepeatPenalty::new(s.repeat_penalty, window);
     if s.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {
@@ -59,5 +100,47 @@ pub fn build(model: &LlamaModel, params: &GenerateParams, n_ctx: u32) -> Result<
         chain.push(LlamaSampler::temp(s.temperature));
         chain.push(LlamaSampler::dist(s.seed.unwrap_or_else(rand::random)));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    Sampler { penalty, chain: LlamaSampler::chain_simple(chain) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logits that favour a handful of tokens, varying with the step, so that the penalty
+    /// keeps changing which token wins.
+    fn logits(step: usize, n_vocab: usize) -> Vec<f32> {
+        (0..n_vocab).map(|i| (((i * 7919 + step * 104_729) % 1000) as f32 / 100.0) - if i < 12 { 0.0 } else { 8.0 }).collect()
+    }
+
+    /// Our penalty before llama.cpp's chain picks exactly what llama.cpp's own `penalties`
+    /// sampler at the head of the chain picks, token after token.
+    #[test]
+    fn same_tokens_as_llama_cpps_penalties_sampler() {
+        let n_vocab = 3000;
+        for (temperature, repeat_last_n) in [(0.8, 64), (0.0, 64), (1.0, 3), (0.8, -1)] {
+            let params = SamplingParams { temperature, repeat_last_n, repeat_penalty: 1.3, seed: Some(7), ..Default::default() };
+            let mut ours = with_grammar(None, &params, 256);
+            let window = if repeat_last_n == -1 { 256 } else { repeat_last_n };
+            let mut reference_chain = vec![LlamaSampler::penalties(n_vocab as i32, window, params.repeat_penalty, 0.0, 0.0)];
+            if temperature <= 0.0 {
+                reference_chain.push(LlamaSampler::greedy());
+            } else {
+                reference_chain.extend([LlamaSampler::top_k(params.top_k), LlamaSampler::top_p(params.top_p, 1), LlamaSampler::temp(temperature), LlamaSampler::dist(7)]);
+            }
+            let mut reference = LlamaSampler::chain_simple(reference_chain);
+            let mut scratch = LlamaTokenDataArray::new(Vec::new(), false);
+            let mut distinct = std::collections::BTreeSet::new();
+            for step in 0..300 {
+                let l = logits(step, n_vocab);
+                let mut all = LlamaTokenDataArray::from_iter(l.iter().zip(0..).map(|(logit, id)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)), false);
+                all.apply_sampler(&mut reference);
+                let expected = all.selected_token().unwrap();
+                reference.accept(expected);
+                assert_eq!(ours.sample_logits(&l, &mut scratch), expected, "step {step}, {params:?}");
+                distinct.insert(expected);
+            }
+            assert!(distinct.len() > 3, "the penalty should move the choice around: {distinct:?}");
+        }
+    }
 }

@@ -9,19 +9,19 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-
 use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{EngineConfig, KvCacheType};
 use crate::engine::{Counters, Job};
 use crate::request::{Completion, EngineError, Event, FinishReason};
+use crate::sampling::Sampler;
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::utf8::Utf8Stream;
 
@@ -29,7 +29,7 @@ use crate::utf8::Utf8Stream;
 struct Sequence {
     id: i32,
     events: UnboundedSender<Result<Event, EngineError>>,
-    sampler: LlamaSampler,
+    sampler: Sampler,
     prompt: Vec<LlamaToken>,
     /// Prompt tokens already sent to the model.
     prompt_done: usize,
@@ -144,6 +144,8 @@ struct Scheduler<'m> {
     batch_size: usize,
     slots: Vec<Option<Sequence>>,
     waiting: VecDeque<Job>,
+    /// Scratch for the vocabulary's candidates, reused by every sampling step.
+    candidates: LlamaTokenDataArray,
 }
 
 impl<'m> Scheduler<'m> {
@@ -155,6 +157,7 @@ impl<'m> Scheduler<'m> {
             batch_size: config.batch_size.max(config.max_sequences).max(1) as usize,
             slots: (0..config.max_sequences.max(1)).map(|_| None).collect(),
             waiting: VecDeque::new(),
+            candidates: LlamaTokenDataArray::new(Vec::with_capacity(usize::try_from(model.n_vocab()).unwrap_or(0)), false),
         }
     }
 
@@ -285,7 +288,7 @@ impl<'m> Scheduler<'m> {
                 self.exit(ctx, i, Exit::Finished(FinishReason::Length));
                 continue;
             }
-            let token = seq.sampler.sample(ctx, row);
+            let token = seq.sampler.sample(ctx, row, &mut self.candidates);
             if self.model.vocab().is_eog(token) {
                 self.exit(ctx, i, Exit::Finished(FinishReason::Stop));
                 continue;
