@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 
@@ -35,7 +36,10 @@ INVOCATION_TIMEOUT_MS = 3500  # main_service.lambda.invocation_timeout_ms
 INTEGRATION_TIMEOUT_MS = 3000  # gateway.integration_timeout_ms (until response headers)
 STREAM_IDLE_SECS = 4  # gateway.stream_idle_timeout_secs
 RESPONSE_TIMEOUT_MS = 4000  # server.chain.response_timeout_ms (until the gateway's headers)
-REQUEST_TIMEOUT_SECS = 6  # server.request_timeout_secs (a whole generation)
+CHUNK_TIMEOUT_SECS = 6  # server.chain.chunk_timeout_secs (between streamed chunks)
+# server.request_timeout_secs (a whole generation): far above the others, so that a stream
+# ended within CHUNK_TIMEOUT_SECS was ended by the chunk timeout.
+REQUEST_TIMEOUT_SECS = 30
 # Scheduling slack on a busy two-core machine.
 SLACK = 3.0
 
@@ -45,6 +49,7 @@ request_timeout_secs = {REQUEST_TIMEOUT_SECS}
 
 [server.chain]
 response_timeout_ms = {RESPONSE_TIMEOUT_MS}
+chunk_timeout_secs = {CHUNK_TIMEOUT_SECS}
 
 [gateway]
 integration_timeout_ms = {INTEGRATION_TIMEOUT_MS}
@@ -52,6 +57,7 @@ stream_idle_timeout_secs = {STREAM_IDLE_SECS}
 
 [main_service.lambda]
 invocation_timeout_ms = {INVOCATION_TIMEOUT_MS}
+{{extra_lambda}}
 
 [lambda_service.functions.strata]
 timeout_ms = {FUNCTION_TIMEOUT_MS}
@@ -68,10 +74,10 @@ models = ["{MODEL}"]
 """
 
 
-def start_chain(make, tmp_path_factory, emulator_slots=2, extra_function=""):
+def start_chain(make, tmp_path_factory, emulator_slots=2, extra_function="", extra_lambda="", extra=""):
     d = tmp_path_factory.mktemp("faults")
     config = d / "strata.toml"
-    config.write_text(CONFIG.format(emulator_slots=emulator_slots, extra_function=extra_function))
+    config.write_text(CONFIG.format(emulator_slots=emulator_slots, extra_function=extra_function, extra_lambda=extra_lambda) + extra)
     s = start_up(make, ["--config", str(config), "--run-dir", str(d / "run")])
     s.run_dir = d / "run"
     return s
@@ -86,6 +92,14 @@ def chain(make_server_module, tmp_path_factory):
 def narrow(make_server_module, tmp_path_factory):
     """One execution environment and no queue: a second invocation is throttled by Lambda."""
     return start_chain(make_server_module, tmp_path_factory, emulator_slots=16, extra_function="concurrency = 1\nqueue_depth = 0")
+
+
+@pytest.fixture(scope="module")
+def patient(make_server_module, tmp_path_factory):
+    """As `narrow`, with a MainService that retries a throttled invocation often enough (but
+    within the gateway's integration timeout) for the one environment to come free."""
+    return start_chain(make_server_module, tmp_path_factory, emulator_slots=16, extra_function="concurrency = 1\nqueue_depth = 0",
+                       extra_lambda="max_attempts = 20\ninitial_backoff_ms = 150\nmax_backoff_ms = 150")
 
 
 def new_trace():
@@ -244,7 +258,7 @@ STOPPED_MID_STREAM = {
     "function": (FUNCTION_TIMEOUT_MS / 1000, "timed out"),
     "lambda-service": (INVOCATION_TIMEOUT_MS / 1000, "did not finish in time"),
     "main-service": (STREAM_IDLE_SECS, "stream broke"),
-    "gateway": (REQUEST_TIMEOUT_SECS, "timed out"),
+    "gateway": (CHUNK_TIMEOUT_SECS, "timed out waiting for the next chunk"),
 }
 
 
@@ -277,6 +291,27 @@ def test_a_hop_stopped_mid_stream_past_its_timeout_ends_the_stream_with_a_timeou
     assert not done and len(words) < FULL
     assert took < timeout + SLACK, took
     emulator_stopped_generating(chain, trace)
+    answers(chain)
+
+
+def test_a_gateway_stopped_mid_stream_ends_an_openai_stream_with_an_error_event(chain):
+    """The same chunk timeout over OpenAI: an SSE error event, no finish_reason, no [DONE];
+    after SIGCONT the gateway serves the next request."""
+    pid = hops(chain)["gateway"][1]
+    c = openai.OpenAI(base_url=chain.url + "/v1", api_key="unused", max_retries=0, timeout=REQUEST_TIMEOUT_SECS * 2)
+    got, stopped = [], None
+    try:
+        with pytest.raises(openai.APIError) as e:
+            for chunk in c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "story"}], max_tokens=FULL, stream=True):
+                got.append(chunk)
+                if stopped is None:
+                    stopped = time.monotonic()
+                    os.kill(pid, signal.SIGSTOP)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert "timed out waiting for the next chunk" in str(e.value.message), e.value.message
+    assert time.monotonic() - stopped < CHUNK_TIMEOUT_SECS + SLACK
+    assert got and all(ch.choices[0].finish_reason is None for ch in got if ch.choices)
     answers(chain)
 
 
@@ -388,3 +423,95 @@ def test_lambda_throttling_is_retried_by_main_service_then_a_429(narrow):
     assert metric(narrow, "main_service_lambda_invocations_total", operation=operation, outcome="throttled") - before == 4
     assert metric(narrow, "main_service_lambda_retries_total", operation=operation) - retries == 3
     answers(narrow)
+
+
+def test_a_throttled_invocation_is_retried_by_main_service_and_the_retry_succeeds(patient):
+    """The one environment is busy: MainService's invocation is throttled before any byte of
+    the answer, so it retries; once the environment is free the retry gets the whole answer.
+    Every throttled attempt was retried, and none after the answer started."""
+    operation = "invoke_with_response_stream"
+    throttled = metric(patient, "main_service_lambda_invocations_total", operation=operation, outcome="throttled")
+    retries = metric(patient, "main_service_lambda_retries_total", operation=operation)
+    opened = open_streams(patient, 1)
+    result = {}
+
+    def ask():
+        try:
+            parts = list(client(patient).chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True, options={"num_predict": 3}))
+            result["words"], result["done"] = "".join(p.message.content for p in parts).split(), parts[-1].done
+        except Exception as e:  # reported below, in the test's thread
+            result["error"] = e
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    try:
+        wait_for(lambda: metric(patient, "main_service_lambda_invocations_total", operation=operation, outcome="throttled") > throttled, 10, "a throttled invocation")
+    finally:
+        close_streams(patient, opened)
+    asking.join(timeout=30)
+    assert not asking.is_alive()
+    assert "error" not in result, result
+    assert result["words"] == ["w0", "w1", "w2"] and result["done"], result
+    more_throttled = metric(patient, "main_service_lambda_invocations_total", operation=operation, outcome="throttled") - throttled
+    more_retries = metric(patient, "main_service_lambda_retries_total", operation=operation) - retries
+    assert more_throttled >= 1 and more_retries == more_throttled, (more_throttled, more_retries)
+
+
+# --- 5xx from Bedrock (the emulator's fault injection) ---------------------------------------
+
+# The emulator's error -> (its status, what every client gets, ConverseStream calls per
+# request: the function's Bedrock client retries unavailability 4 times, not an internal error).
+BEDROCK_5XX = {
+    "ServiceUnavailableException": (503, 503, 4),
+    "InternalServerException": (500, 502, 1),
+}
+
+
+def faulty_chain(make, tmp_path_factory, error, every):
+    return start_chain(make, tmp_path_factory, emulator_slots=16, extra=f'\n[bedrock_emulator.faults]\nerror = "{error}"\nevery = {every}\n')
+
+
+@pytest.mark.parametrize("error", list(BEDROCK_5XX))
+def test_bedrock_server_errors_reach_every_client_in_its_protocol(make_server, tmp_path_factory, error):
+    """Bedrock answers every request with a 5xx: the function's client retries what is worth
+    retrying, MainService does not invoke the function again (a function error is not Lambda's
+    throttling or 5xx), and each client gets an error status in its own shape, before any byte
+    of an answer."""
+    bedrock_status, status, attempts = BEDROCK_5XX[error]
+    server = faulty_chain(make_server, tmp_path_factory, error, every=1)
+    retries = metric(server, "main_service_lambda_retries_total", operation="invoke_with_response_stream")
+    ask = [{"role": "user", "content": "hi"}]
+
+    trace = new_trace()
+    with pytest.raises(ollama.ResponseError) as e:
+        for _ in client(server, trace).chat(model=MODEL, messages=ask, stream=True, options={"num_predict": 3}):
+            pass
+    assert e.value.status_code == status and "injected fault" in e.value.error, e.value
+    lines = wait_for(lambda: len(access_lines(server, "bedrock-emulator", trace)) >= attempts and access_lines(server, "bedrock-emulator", trace), 15, "every attempt's log line")
+    assert [l["status"] for l in lines] == [bedrock_status] * attempts, lines
+
+    r = httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False}, timeout=30)
+    assert r.status_code == status and "injected fault" in r.json()["error"], r.text
+
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    for stream in (False, True):
+        with pytest.raises(openai.APIStatusError) as e:
+            answer = c.chat.completions.create(model=MODEL, messages=ask, max_tokens=3, stream=stream)
+            if stream:
+                list(answer)
+        assert e.value.status_code == status and "injected fault" in e.value.message, e.value
+        assert e.value.body["type"] and e.value.body["message"], e.value.body
+    assert metric(server, "main_service_lambda_retries_total", operation="invoke_with_response_stream") == retries
+
+
+def test_a_bedrock_5xx_on_the_first_attempt_is_retried_by_the_function_and_succeeds(make_server, tmp_path_factory):
+    """Every first ConverseStream of a request is ServiceUnavailable (`every = 2`): the
+    function's Bedrock client retries it before any byte reached the caller, and the client gets
+    the whole answer."""
+    server = faulty_chain(make_server, tmp_path_factory, "ServiceUnavailableException", every=2)
+    for _ in range(2):
+        trace = new_trace()
+        words, error, _, done = stream_with_fault(server, lambda: None, num_predict=5, trace_id=trace)
+        assert error is None and done and words == REPLY.split()[:5]
+        wait_for(lambda: len(access_lines(server, "bedrock-emulator", trace)) == 2, 15, "both attempts' log lines")
+        assert [l["status"] for l in access_lines(server, "bedrock-emulator", trace)] == [503, 200]

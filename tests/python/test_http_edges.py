@@ -5,10 +5,14 @@ import json
 import signal
 import time
 
+import boto3
+import botocore.config
+import botocore.exceptions
 import httpx
 import pytest
 
 from conftest import MODEL
+from test_chain import hops, start_up
 
 # At temperature 0 the model keeps counting until num_predict: a generation that runs for as
 # long as a test needs.
@@ -247,3 +251,77 @@ def test_a_prompt_beyond_the_context_is_a_clear_400(make_server):
     history = [{"role": "user", "content": long}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "Say hi."}]
     r = httpx.post(trimmed.url + "/api/chat", json={"model": MODEL, "messages": history, "stream": False, "options": {"num_predict": 4}}, timeout=60)
     assert r.status_code == 200 and r.json()["done"] is True, r.text
+
+
+HOP_HEADER_LIMIT = 2048
+
+HOP_LIMITS_CONFIG = f"""
+[gateway]
+max_header_bytes = {HOP_HEADER_LIMIT}
+
+[main_service]
+max_header_bytes = {HOP_HEADER_LIMIT}
+
+[lambda_service]
+max_header_bytes = {HOP_HEADER_LIMIT}
+
+[bedrock_emulator]
+generator = "instant"
+max_header_bytes = {HOP_HEADER_LIMIT}
+
+[bedrock_emulator.instant]
+models = ["{MODEL}"]
+"""
+
+
+@pytest.fixture(scope="module")
+def limited_chain(make_server_module, tmp_path_factory):
+    d = tmp_path_factory.mktemp("hop-limits")
+    (d / "strata.toml").write_text(HOP_LIMITS_CONFIG)
+    return start_up(make_server_module, ["--config", str(d / "strata.toml"), "--run-dir", str(d / "run")])
+
+
+def test_every_hop_of_the_chain_answers_431_in_its_own_shape(limited_chain):
+    """`max_header_bytes` at the gateway, MainService, the Lambda service and the Bedrock
+    emulator: headers over it get 431 in that hop's protocol (API Gateway's message, MainService's
+    error object, Lambda's and Bedrock's x-amzn-ErrorType as boto3 reads it); headers under it
+    pass, and the chain itself still answers."""
+    h = hops(limited_chain)
+    big = {"x-filler": "a" * (HOP_HEADER_LIMIT + 100)}
+    small = {"x-filler": "a" * (HOP_HEADER_LIMIT // 2)}
+
+    r = httpx.post(h["gateway"][0] + "/v1/generate", content=b"{}", headers=big)
+    assert (r.status_code, r.json()) == (431, {"message": "Request Header Fields Too Large"})
+    # Under the limit the request reaches the key check.
+    assert httpx.post(h["gateway"][0] + "/v1/generate", content=b"{}", headers=small).status_code == 403
+
+    r = httpx.post(h["main-service"][0] + "/v1/generate", json={"model": MODEL}, headers=big)
+    assert r.status_code == 431 and r.json()["error"]["kind"] == "INVALID_REQUEST", r.text
+    assert "headers too large" in r.json()["error"]["message"]
+    assert httpx.get(h["main-service"][0] + "/healthz", headers=small).status_code == 200
+
+    def add_filler(request, **_):
+        request.headers["x-filler"] = big["x-filler"]
+
+    creds = {"aws_access_key_id": "AKIDTEST", "aws_secret_access_key": "test-secret", "region_name": "us-east-1"}
+    no_retry = botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"})
+    lam = boto3.client("lambda", endpoint_url=h["lambda-service"][0], config=no_retry, **creds)
+    lam.meta.events.register("before-sign.lambda.Invoke", add_filler)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.invoke(FunctionName="strata", Payload=b"{}")
+    assert e.value.response["Error"]["Code"] == "RequestTooLargeException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 431
+    assert boto3.client("lambda", endpoint_url=h["lambda-service"][0], config=no_retry, **creds).list_functions()["Functions"]
+
+    bedrock = boto3.client("bedrock-runtime", endpoint_url=h["bedrock-emulator"][0], config=no_retry, **creds)
+    bedrock.meta.events.register("before-sign.bedrock-runtime.Converse", add_filler)
+    messages = [{"role": "user", "content": [{"text": "hi"}]}]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        bedrock.converse(modelId="strata.smollm2-135m-instruct-v1:0", messages=messages)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 431
+    assert "headers too large" in e.value.response["Error"]["Message"]
+
+    # The chain's own requests stay well under every hop's limit.
+    r = httpx.post(limited_chain.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False}, timeout=60)
+    assert r.status_code == 200 and r.json()["done"], r.text

@@ -191,6 +191,41 @@ def test_gateway_keys_rotate_without_a_restart(slow_chain):
     wait_for(lambda: gateway_answers(gateway, "rotation-key-one") == 200, "the restored key was never accepted")
 
 
+def test_bedrock_emulator_keys_rotate_without_a_restart(make_server, tmp_path):
+    """The emulator's `api_keys_file` is watched the way the gateway's is (the same code):
+    a new key is accepted and the old one refused by the same process, and a botched file
+    keeps the keys in force."""
+    key_file = tmp_path / "bedrock-keys"
+    key_file.write_text("bedrock-key-one\n")
+    emulator = make_server(["--generator", "instant"], command="bedrock-emulator", env={
+        "STRATA_BEDROCK_EMULATOR__AUTH": "keys",
+        "STRATA_BEDROCK_EMULATOR__API_KEYS_FILE": str(key_file),
+        "STRATA_BEDROCK_EMULATOR__API_KEYS_RELOAD_MS": "100",
+    })
+    pid = emulator.proc.pid
+
+    def answers(key):
+        """The status of a Converse call with the key (Bedrock API keys are Bearer tokens)."""
+        return httpx.post(emulator.url + "/model/strata.smollm2-135m-instruct-v1:0/converse", timeout=30,
+                          headers={"authorization": f"Bearer {key}"}, json={"messages": [{"role": "user", "content": [{"text": "hi"}]}]}).status_code
+
+    assert answers("bedrock-key-one") == 200
+    assert answers("bedrock-key-two") == 403
+    replace(key_file, "# rotated\nbedrock-key-two\n")
+    wait_for(lambda: answers("bedrock-key-two") == 200, "the new key was never accepted")
+    assert answers("bedrock-key-one") == 403
+    assert emulator.proc.poll() is None and emulator.proc.pid == pid
+    reloaded = [json.loads(line) for line in emulator.logs().splitlines() if '"api keys reloaded"' in line]
+    assert reloaded and key_id("bedrock-key-one") in reloaded[-1]["removed"] and key_id("bedrock-key-two") in reloaded[-1]["added"], reloaded
+    assert "bedrock-key-" not in emulator.logs()
+
+    for botch in (lambda: replace(key_file, "\n# nothing here\n"), lambda: key_file.unlink()):
+        warnings = emulator.logs().count("keeping the previous keys")
+        botch()
+        wait_for(lambda: emulator.logs().count("keeping the previous keys") > warnings, "no warning about the unusable key file")
+        assert answers("bedrock-key-two") == 200
+
+
 def test_the_llm_server_rereads_its_key_file_when_the_gateway_refuses_the_key(slow_chain, make_server, tmp_path):
     gateway = hops(slow_chain)["gateway"][0]
     replace(slow_chain.key_file, "client-key-old\n")

@@ -1,14 +1,14 @@
 //! Request authentication per the configured policy. SigV4 signatures are not verified (no
 //! secret is shared with clients); their presence and shape are.
 
+use api_keys::ApiKeys;
 use axum::http::HeaderMap;
-use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::AuthMode;
 use crate::error::{AwsError, AwsErrorType};
 
-pub fn check(mode: AuthMode, keys: &[String], headers: &HeaderMap) -> Result<(), AwsError> {
+/// `keys` are those in force now (`api_keys` and `api_keys_file`); only `auth = "keys"` uses them.
+pub fn check(mode: AuthMode, keys: &ApiKeys, headers: &HeaderMap) -> Result<(), AwsError> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     let denied = |m: &str| Err(AwsError::new(AwsErrorType::AccessDenied, m));
     match mode {
@@ -21,18 +21,12 @@ pub fn check(mode: AuthMode, keys: &[String], headers: &HeaderMap) -> Result<(),
             }
         }
         AuthMode::Keys => match auth.strip_prefix("Bearer ") {
-            Some(key) if matches_one_of(keys, key.as_bytes()) => Ok(()),
+            // Digests compared in constant time with every key, without stopping at a match:
+            // timing reveals neither how much of a key matched, nor its length, nor which key.
+            Some(key) if keys.check(key.as_bytes()).is_some() => Ok(()),
             _ => denied("The security token included in the request is invalid."),
         },
     }
-}
-
-/// Compares the sha256 digests of the presented key and of every configured key in constant
-/// time, without stopping at a match: timing reveals neither how much of a key matched, nor
-/// its length, nor which key it was.
-fn matches_one_of(keys: &[String], presented: &[u8]) -> bool {
-    let digest = Sha256::digest(presented);
-    keys.iter().fold(Choice::from(0), |found, k| found | Sha256::digest(k.as_bytes()).ct_eq(&digest)).into()
 }
 
 #[cfg(test)]
@@ -49,7 +43,7 @@ mod tests {
 
     #[test]
     fn policy_table() {
-        let keys = vec!["k1".to_string()];
+        let keys = ApiKeys::new(["k1"]);
         let sig = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=abc";
         let cases = [
             (AuthMode::Off, "", true),
@@ -69,13 +63,14 @@ mod tests {
 
     #[test]
     fn every_configured_key_matches_and_nothing_else() {
-        let keys: Vec<String> = ["first-key", "second-key", "third"].map(String::from).to_vec();
-        for k in &keys {
-            assert!(matches_one_of(&keys, k.as_bytes()), "{k}");
+        let keys = ApiKeys::new(["first-key", "second-key", "third"]);
+        let bearer = |k: &str| h(&format!("Bearer {k}"));
+        for k in ["first-key", "second-key", "third"] {
+            assert!(check(AuthMode::Keys, &keys, &bearer(k)).is_ok(), "{k}");
         }
-        for wrong in ["", "first-ke", "first-key ", "third-key", "THIRD"] {
-            assert!(!matches_one_of(&keys, wrong.as_bytes()), "{wrong}");
+        for wrong in ["first-ke", "first-key ", "third-key", "THIRD"] {
+            assert!(check(AuthMode::Keys, &keys, &bearer(wrong)).is_err(), "{wrong}");
         }
-        assert!(!matches_one_of(&[], b""));
+        assert!(check(AuthMode::Keys, &ApiKeys::new(Vec::<String>::new()), &h("Bearer ")).is_err());
     }
 }

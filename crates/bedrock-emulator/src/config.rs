@@ -39,10 +39,22 @@ pub struct EmulatorSettings {
     pub auth: AuthMode,
     /// Bedrock API keys accepted when `auth = "keys"`.
     pub api_keys: Vec<String>,
+    /// A file with more keys, one per line (blank lines and lines starting with `#` are
+    /// skipped), accepted as well.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// How often `api_keys_file` is checked for changes (milliseconds); a changed file replaces
+    /// its keys without a restart. An unreadable or empty file keeps the previous keys. 0 = never.
+    pub api_keys_reload_ms: u64,
     /// Requests in progress at once; beyond this, ThrottlingException (429).
     pub max_concurrent_requests: usize,
     /// Largest request body; larger ones get ValidationException (413... as Bedrock: 400).
     pub max_body_bytes: usize,
+    /// Largest request header block in bytes (`name: value\r\n` per field); larger ones get 431
+    /// with a ValidationException.
+    pub max_header_bytes: usize,
+    /// Fault injection: a share of requests answered with a server-side error (off by default).
+    pub faults: crate::faults::FaultSettings,
     pub instant: instant::InstantConfig,
 }
 
@@ -57,8 +69,12 @@ impl Default for EmulatorSettings {
             models,
             auth: AuthMode::Any,
             api_keys: Vec::new(),
+            api_keys_file: None,
+            api_keys_reload_ms: 5000,
             max_concurrent_requests: 16,
             max_body_bytes: 10 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            faults: crate::faults::FaultSettings::default(),
             instant: instant::InstantConfig { models: vec![engine::DEFAULT_MODEL.to_owned()], ..Default::default() },
         }
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod converse;
 pub mod error;
 pub mod eventstream;
+pub mod faults;
 pub mod generator;
 pub mod routes;
 pub mod startup;

@@ -29,7 +29,10 @@ async fn prepare(
     body: Result<Bytes, BytesRejection>,
     stream: bool,
 ) -> Result<(contract::GenerateRequest, OwnedSemaphorePermit), AwsError> {
-    crate::auth::check(state.settings.auth, &state.settings.api_keys, headers)?;
+    crate::auth::check(state.settings.auth, &state.keys.keys(), headers)?;
+    if let Some(fault) = state.faults.next() {
+        return Err(fault);
+    }
     let permit = Arc::clone(&state.in_flight)
         .try_acquire_owned()
         .map_err(|_| AwsError::new(AwsErrorType::Throttling, "Too many requests, please wait before trying again."))?;

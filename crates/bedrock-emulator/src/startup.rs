@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
@@ -10,10 +11,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
+use api_keys::KeySource;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::config::EmulatorSettings;
+use crate::config::{AuthMode, EmulatorSettings};
+use crate::faults::Faults;
 use crate::generator::Generator;
 use crate::routes;
 
@@ -21,6 +24,9 @@ pub const HOP: &str = "bedrock";
 
 pub struct AppState {
     pub settings: EmulatorSettings,
+    /// The API keys in force; `api_keys_file` may change them while the emulator runs.
+    pub keys: Arc<KeySource>,
+    pub faults: Faults,
     pub generator: Arc<dyn Generator>,
     pub in_flight: Arc<Semaphore>,
 }
@@ -29,13 +35,24 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     timeouts: telemetry::ConnectionTimeouts,
+    /// The key file to watch while serving, and how often.
+    reload: (Arc<KeySource>, Duration),
 }
 
 impl Application {
     pub async fn build(settings: EmulatorSettings, generator: Arc<dyn Generator>) -> std::io::Result<Application> {
         let listener = TcpListener::bind(settings.listen).await?;
-        let state = Arc::new(AppState { in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))), generator, settings });
-        Ok(Application { listener, timeouts: (&state.settings.connections).into(), router: router(state) })
+        let faults = Faults::new(&settings.faults).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let keys = Arc::new(KeySource::load(settings.api_keys.clone(), settings.api_keys_file.clone())?);
+        if settings.auth == AuthMode::Keys {
+            // Only key ids are logged, never keys.
+            let in_force = keys.keys();
+            let ids: Vec<&str> = in_force.ids().collect();
+            tracing::info!(api_keys = ids.len(), key_ids = ?ids, "bedrock-emulator accepts API keys");
+        }
+        let reload = (Arc::clone(&keys), Duration::from_millis(settings.api_keys_reload_ms));
+        let state = Arc::new(AppState { in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))), generator, keys, faults, settings });
+        Ok(Application { listener, timeouts: (&state.settings.connections).into(), router: router(state), reload })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -47,17 +64,22 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        // The watcher lives exactly as long as the server.
+        let (keys, every) = self.reload;
+        let _watcher = keys.watch_while_alive(every);
         telemetry::serve(self.listener, self.router, self.timeouts, shutdown).await
     }
 }
 
 fn router(state: Arc<AppState>) -> Router {
     let max_body = state.settings.max_body_bytes;
+    let header_limit = telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: crate::error::header_refusal };
     Router::new()
         .route("/model/{model_id}/converse", post(routes::converse))
         .route("/model/{model_id}/converse-stream", post(routes::converse_stream))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(header_limit, telemetry::header_limit))
         .layer(middleware::from_fn(request_id))
         .layer(middleware::from_fn_with_state(HOP, telemetry::access_log))
         .with_state(state)

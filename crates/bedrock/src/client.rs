@@ -142,6 +142,7 @@ impl BedrockClient {
             })
             .await?;
         let model = req.model.clone();
+        let chunk_timeout = Duration::from_secs(self.settings.chunk_timeout_secs);
         let state = (out.stream, DoneReason::Stop, Usage::default(), false);
         let stream = futures::stream::unfold(state, move |(mut events, mut reason, mut usage, finished)| {
             let model = model.clone();
@@ -150,7 +151,11 @@ impl BedrockClient {
                     return None;
                 }
                 loop {
-                    match events.recv().await {
+                    let Ok(event) = tokio::time::timeout(chunk_timeout, events.recv()).await else {
+                        let e = contract::Error::new(ErrorKind::Timeout, format!("Bedrock sent nothing for {} s: timed out waiting for the next event", chunk_timeout.as_secs()));
+                        return Some((StreamChunk::error(e), (events, reason, usage, true)));
+                    };
+                    match event {
                         Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => {
                             if let Some(ContentBlockDelta::Text(t)) = d.delta() {
                                 return Some((StreamChunk::delta(t.clone()), (events, reason, usage, false)));

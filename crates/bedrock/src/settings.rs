@@ -18,6 +18,10 @@ pub struct BedrockSettings {
     /// First backoff; each retry doubles it, up to `max_backoff_ms`, with full jitter.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// Longest wait for the next event of a ConverseStream. A Bedrock (or network) that goes
+    /// silent mid-stream ends the stream with a timeout error after this, rather than holding
+    /// the caller until its own, whole-request timeout.
+    pub chunk_timeout_secs: u64,
 }
 
 impl Default for BedrockSettings {
@@ -29,6 +33,7 @@ impl Default for BedrockSettings {
             max_attempts: 4,
             initial_backoff_ms: 100,
             max_backoff_ms: 2000,
+            chunk_timeout_secs: 300,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct GatewaySettings {
     pub stream_idle_timeout_secs: u64,
     /// Largest request body; larger ones get 413 `{"message":"Request Too Long"}`.
     pub max_body_bytes: usize,
+    /// Largest request header block in bytes (`name: value\r\n` per field); larger ones get 431
+    /// `{"message":"Request Header Fields Too Large"}`. API Gateway allows 10240 bytes.
+    pub max_header_bytes: usize,
 }
 
 /// One resource + method of the REST API and its HTTP proxy integration.
@@ -119,6 +122,7 @@ impl Default for GatewaySettings {
             stream_timeout_secs: 900,
             stream_idle_timeout_secs: 900,
             max_body_bytes: 10 * 1024 * 1024,
+            max_header_bytes: 10 * 1024,
         }
     }
 }

@@ -18,6 +18,8 @@ pub enum GatewayError {
     LimitExceeded(Option<Duration>),
     /// Request body over the payload limit (REQUEST_TOO_LARGE).
     RequestTooLong,
+    /// Request headers over `max_header_bytes`.
+    RequestHeaderFieldsTooLarge,
     /// No response headers from the integration in time (INTEGRATION_TIMEOUT).
     IntegrationTimeout,
     /// The integration could not be reached or broke before answering.
@@ -30,6 +32,7 @@ impl GatewayError {
             GatewayError::MissingAuthenticationToken | GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests(_) | GatewayError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::RequestTooLong => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestHeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::IntegrationTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::IntegrationFailure => StatusCode::BAD_GATEWAY,
         }
@@ -43,6 +46,7 @@ impl GatewayError {
             GatewayError::TooManyRequests(_) => r#"{"message":"Too Many Requests"}"#,
             GatewayError::LimitExceeded(_) => r#"{"message":"Limit Exceeded"}"#,
             GatewayError::RequestTooLong => r#"{"message":"Request Too Long"}"#,
+            GatewayError::RequestHeaderFieldsTooLarge => r#"{"message":"Request Header Fields Too Large"}"#,
             GatewayError::IntegrationTimeout => r#"{"message": "Endpoint request timed out"}"#,
             GatewayError::IntegrationFailure => r#"{"message": "Internal server error"}"#,
         }
@@ -54,7 +58,7 @@ impl GatewayError {
             GatewayError::Forbidden => Some("ForbiddenException"),
             GatewayError::TooManyRequests(_) => Some("TooManyRequestsException"),
             GatewayError::LimitExceeded(_) => Some("LimitExceededException"),
-            GatewayError::RequestTooLong | GatewayError::IntegrationTimeout | GatewayError::IntegrationFailure => None,
+            GatewayError::RequestTooLong | GatewayError::RequestHeaderFieldsTooLarge | GatewayError::IntegrationTimeout | GatewayError::IntegrationFailure => None,
         }
     }
 
@@ -64,6 +68,11 @@ impl GatewayError {
             _ => None,
         }
     }
+}
+
+/// The refusal `telemetry::header_limit` sends for headers beyond `max_header_bytes`.
+pub fn header_refusal(_: &axum::extract::Request, _size: usize, _max: usize) -> Response {
+    GatewayError::RequestHeaderFieldsTooLarge.into_response()
 }
 
 impl IntoResponse for GatewayError {

@@ -6,8 +6,6 @@
 pub mod access;
 pub mod config;
 pub mod error;
-pub mod key_file;
-pub mod keys;
 pub mod proxy;
 pub mod route_table;
 pub mod startup;

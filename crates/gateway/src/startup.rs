@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use api_keys::KeySource;
 use tokio::net::TcpListener;
 
 use crate::config::{GatewaySettings, UsagePlan};
-use crate::key_file::KeySource;
 use crate::proxy;
 use crate::route_table::RouteTable;
 use crate::usage::UsageTracker;
@@ -78,7 +78,7 @@ pub struct Application {
     router: Router,
     timeouts: telemetry::ConnectionTimeouts,
     /// The key file to watch while serving, and how often.
-    reload: Option<(Arc<KeySource>, Duration)>,
+    reload: (Arc<KeySource>, Duration),
 }
 
 impl Application {
@@ -92,8 +92,13 @@ impl Application {
             tracing::warn!("no API keys configured: every route that requires one answers 403 Forbidden");
         }
         let timeouts = (&state.settings.connections).into();
-        let reload = (state.settings.api_keys_file.is_some() && state.settings.api_keys_reload_ms > 0).then(|| (Arc::clone(&state.keys), Duration::from_millis(state.settings.api_keys_reload_ms)));
-        let router = Router::new().fallback(proxy::handle).layer(DefaultBodyLimit::disable()).with_state(state);
+        let reload = (Arc::clone(&state.keys), Duration::from_millis(state.settings.api_keys_reload_ms));
+        let header_limit = telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: crate::error::header_refusal };
+        let router = Router::new()
+            .fallback(proxy::handle)
+            .layer(DefaultBodyLimit::disable())
+            .layer(axum::middleware::from_fn_with_state(header_limit, telemetry::header_limit))
+            .with_state(state);
         Ok(Application { listener, timeouts, router, reload })
     }
 
@@ -107,15 +112,8 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
         // The watcher lives exactly as long as the server.
-        let _watcher = self.reload.map(|(keys, every)| AbortOnDrop(tokio::spawn(keys.watch(every))));
+        let (keys, every) = self.reload;
+        let _watcher = keys.watch_while_alive(every);
         telemetry::serve(self.listener, self.router, self.timeouts, shutdown).await
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -187,7 +187,7 @@ async fn rate_and_burst_are_enforced_per_key() {
 async fn quota_is_enforced_and_plans_are_assigned_per_key() {
     let app = spawn_app(|s| {
         s.usage_plans.insert("small".into(), plan(1000.0, 100, 2));
-        s.key_plans = BTreeMap::from([(gateway::keys::key_id(KEY2), "small".to_owned())]);
+        s.key_plans = BTreeMap::from([(api_keys::key_id(KEY2), "small".to_owned())]);
     })
     .await;
     let key2 = || app.client.get(app.url("/x")).header("x-api-key", KEY2);

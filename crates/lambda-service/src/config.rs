@@ -26,6 +26,9 @@ pub struct LambdaServiceSettings {
     pub max_payload_bytes: usize,
     /// Largest streamed response, in bytes.
     pub max_stream_bytes: usize,
+    /// Largest request header block in bytes (`name: value\r\n` per field); larger ones get 431
+    /// with a RequestTooLargeException.
+    pub max_header_bytes: usize,
     /// After a function process exits holding an invocation it has not answered, how long an
     /// answer it sent just before exiting (`/response`, `/error`, already on its way through
     /// the Runtime API) may still arrive before the invocation fails with `Runtime.ExitError`.
@@ -43,6 +46,7 @@ impl Default for LambdaServiceSettings {
             account_id: "000000000000".into(),
             max_payload_bytes: SYNC_PAYLOAD_LIMIT,
             max_stream_bytes: STREAM_RESPONSE_LIMIT,
+            max_header_bytes: 32 * 1024,
             exit_drain_ms: 500,
             functions: BTreeMap::new(),
         }

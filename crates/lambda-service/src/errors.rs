@@ -31,6 +31,11 @@ impl ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"))
     }
 
+    /// For headers beyond `max_header_bytes` (`telemetry::header_limit` checks them).
+    pub fn headers_too_large(size: usize, max: usize) -> Self {
+        ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "RequestTooLargeException", telemetry::too_large_message(size, max))
+    }
+
     pub fn invalid_content(detail: impl std::fmt::Display) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", format!("Could not parse request body into json: {detail}"))
     }
@@ -46,6 +51,11 @@ impl ApiError {
     pub fn service(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", message)
     }
+}
+
+/// The refusal `telemetry::header_limit` sends, in Lambda's error shape.
+pub fn header_refusal(_: &axum::extract::Request, size: usize, max: usize) -> Response {
+    ApiError::headers_too_large(size, max).into_response()
 }
 
 impl IntoResponse for ApiError {

@@ -97,6 +97,7 @@ async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -
 }
 
 fn router(state: Arc<AppState>) -> Router {
+    let header_limit = telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: crate::errors::header_refusal };
     Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(routes::invoke))
         .route("/2021-11-15/functions/{name}/response-streaming-invocations", post(routes::invoke_with_response_stream))
@@ -106,6 +107,7 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(routes::unknown)
         // Payload limits are enforced by the handlers, in Lambda's own error shape.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(header_limit, telemetry::header_limit))
         .layer(axum::middleware::from_fn(request_id))
         .layer(axum::middleware::from_fn_with_state(HOP, telemetry::access_log))
         .with_state(state)

@@ -33,7 +33,8 @@ impl From<FunctionError> for Diagnostic {
 
 /// Settings from the function's environment, as configured on AWS:
 /// `AWS_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (read by the SDK itself), and
-/// `STRATA_MODEL_IDS` = `name=bedrock-model-id,...` for names that are not Bedrock ids.
+/// `STRATA_MODEL_IDS` = `name=bedrock-model-id,...` for names that are not Bedrock ids,
+/// `STRATA_BEDROCK_MAX_ATTEMPTS` and `STRATA_BEDROCK_CHUNK_TIMEOUT_SECS`.
 pub fn settings_from_env() -> BedrockSettings {
     let model_ids: BTreeMap<String, String> = std::env::var("STRATA_MODEL_IDS")
         .unwrap_or_default()
@@ -43,7 +44,8 @@ pub fn settings_from_env() -> BedrockSettings {
         .filter(|(k, v)| !k.is_empty() && !v.is_empty())
         .collect();
     let max_attempts = std::env::var("STRATA_BEDROCK_MAX_ATTEMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(BedrockSettings::default().max_attempts);
-    BedrockSettings { model_ids, max_attempts, ..Default::default() }
+    let chunk_timeout_secs = std::env::var("STRATA_BEDROCK_CHUNK_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(BedrockSettings::default().chunk_timeout_secs);
+    BedrockSettings { model_ids, max_attempts, chunk_timeout_secs, ..Default::default() }
 }
 
 fn line(chunk: &contract::StreamChunk) -> Bytes {

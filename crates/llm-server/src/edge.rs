@@ -2,17 +2,13 @@
 //! message count and model-name characters, each configurable in `[server]` and answered in the
 //! protocol's own error shape. (Body size is axum's `DefaultBodyLimit`, see `startup.rs`.)
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use contract::ErrorKind;
 
 use crate::config::ServerSettings;
 use crate::error::{parse_json, ApiError, Protocol};
-use crate::startup::AppState;
 
 fn invalid(protocol: Protocol, message: impl Into<String>) -> ApiError {
     ApiError::with_status(protocol, StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, message)
@@ -49,20 +45,9 @@ pub fn messages(settings: &ServerSettings, protocol: Protocol, count: usize) -> 
     Ok(())
 }
 
-/// The bytes a request's header block takes on the wire (`name: value\r\n` per field).
-pub fn header_bytes(headers: &axum::http::HeaderMap) -> usize {
-    headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
-}
-
-/// Middleware: 431 Request Header Fields Too Large, in the protocol's shape, when the headers
-/// add up to more than `max_header_bytes`.
-pub async fn header_limit(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let max = state.settings.max_header_bytes;
-    let size = header_bytes(req.headers());
-    if size > max {
-        let protocol = protocol_of(req.uri().path());
-        return ApiError::with_status(protocol, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ErrorKind::InvalidRequest, format!("request headers too large: {size} bytes; at most {max} are allowed"))
-            .into_response();
-    }
-    next.run(req).await
+/// 431 Request Header Fields Too Large, in the protocol's shape, for headers beyond
+/// `max_header_bytes` (the check itself is `telemetry::header_limit`, shared by every hop).
+pub fn header_refusal(req: &Request, size: usize, max: usize) -> Response {
+    let protocol = protocol_of(req.uri().path());
+    ApiError::with_status(protocol, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ErrorKind::InvalidRequest, telemetry::too_large_message(size, max)).into_response()
 }

@@ -111,7 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), record_metrics))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), edge::header_limit))
+        .layer(middleware::from_fn_with_state(telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: edge::header_refusal }, telemetry::header_limit))
         .layer(middleware::from_fn_with_state(HOP, telemetry::access_log))
         .with_state(state)
 }

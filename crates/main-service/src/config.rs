@@ -14,6 +14,8 @@ pub struct MainServiceSettings {
     pub connections: telemetry::ConnectionSettings,
     /// Largest request body in bytes; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Largest request header block in bytes (`name: value\r\n` per field); larger ones get 431.
+    pub max_header_bytes: usize,
     /// Largest single message (`messages[i].content`, `raw_prompt`, `system`) in bytes.
     pub max_message_bytes: usize,
     /// Largest sum of all message contents of one request, in bytes.
@@ -46,6 +48,7 @@ impl Default for MainServiceSettings {
             connections: telemetry::ConnectionSettings::default(),
             // Lambda's synchronous payload limit.
             max_body_bytes: 6 * 1024 * 1024,
+            max_header_bytes: 32 * 1024,
             max_message_bytes: 1024 * 1024,
             max_total_bytes: 4 * 1024 * 1024,
             max_messages: 1024,

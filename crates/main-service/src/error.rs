@@ -108,6 +108,12 @@ impl IntoResponse for ServiceError {
     }
 }
 
+/// 431 in the service's error shape, for headers beyond `max_header_bytes`
+/// (`telemetry::header_limit` checks them).
+pub fn header_refusal(_: &axum::extract::Request, size: usize, max: usize) -> Response {
+    ServiceError::new(ErrorKind::InvalidRequest, telemetry::too_large_message(size, max)).with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

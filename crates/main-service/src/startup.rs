@@ -52,6 +52,7 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let invoker = Invoker::new(settings.lambda.clone(), Arc::clone(&metrics)).await;
         tracing::info!(function = %settings.lambda.function_name, models = settings.models.len(), allowed_models = settings.allowed_models.len(), "main-service configured");
+        let header_limit = telemetry::HeaderLimit { max_bytes: settings.max_header_bytes, refuse: crate::error::header_refusal };
         let state = Arc::new(AppState { settings, invoker, metrics: Arc::clone(&metrics) });
         let router = Router::new()
             .route("/v1/generate", post(routes::generate::generate))
@@ -59,6 +60,7 @@ impl Application {
             .route("/healthz", get(routes::health::healthz))
             .route("/metrics", get(routes::health::metrics))
             .route_layer(axum::middleware::from_fn_with_state(metrics, count_requests))
+            .layer(axum::middleware::from_fn_with_state(header_limit, telemetry::header_limit))
             .layer(axum::middleware::from_fn_with_state(HOP, telemetry::access_log))
             .with_state(Arc::clone(&state));
         Ok(Application { listener, router, state })

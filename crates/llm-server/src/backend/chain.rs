@@ -46,6 +46,10 @@ pub struct ChainSettings {
     pub connect_timeout_ms: u64,
     /// Until the gateway's response headers (the gateway's own integration timeout is 29 s).
     pub response_timeout_ms: u64,
+    /// Longest wait for the next bytes of a streamed answer. A hop below that stops answering
+    /// mid-stream (stopped, wedged, a silent network) ends the stream with a timeout error
+    /// after this, not after the whole `server.request_timeout_secs`.
+    pub chunk_timeout_secs: u64,
     /// Largest single streamed `StreamChunk` accepted from the chain; a length prefix above it
     /// ends the stream with an error instead of being buffered.
     pub max_chunk_bytes: usize,
@@ -60,6 +64,7 @@ impl Default for ChainSettings {
             models: vec!["smollm2:135m".into()],
             connect_timeout_ms: 2_000,
             response_timeout_ms: 35_000,
+            chunk_timeout_secs: 330,
             max_chunk_bytes: 8 * 1024 * 1024,
         }
     }
@@ -227,6 +232,7 @@ impl Backend for ChainBackend {
         // an error chunk, so the client always learns how it ended.
         let state = (response.bytes_stream(), BytesMut::new(), false);
         let max_chunk = self.settings.max_chunk_bytes;
+        let chunk_timeout = Duration::from_secs(self.settings.chunk_timeout_secs);
         let chunks = futures::stream::unfold(state, move |(mut body, mut buf, finished)| async move {
             if finished {
                 return None;
@@ -241,7 +247,11 @@ impl Backend for ChainBackend {
                         Err(e) => (StreamChunk::error(upstream(format!("the chain sent an unreadable chunk: {e}"))), (body, buf, true)),
                     });
                 }
-                match body.next().await {
+                let Ok(next) = tokio::time::timeout(chunk_timeout, body.next()).await else {
+                    let e = contract::Error::new(ErrorKind::Timeout, format!("the chain sent nothing for {} s: timed out waiting for the next chunk", chunk_timeout.as_secs()));
+                    return Some((StreamChunk::error(e), (body, buf, true)));
+                };
+                match next {
                     Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
                     Some(Err(e)) => return Some((StreamChunk::error(upstream(format!("the chain's stream broke: {e}"))), (body, buf, true))),
                     None => return Some((StreamChunk::error(upstream("the chain ended the stream before it finished")), (body, buf, true))),

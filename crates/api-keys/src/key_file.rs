@@ -1,4 +1,4 @@
-//! Rotating API keys without a restart: `api_keys_file` is polled, and when it changes the key
+//! Rotating API keys without a restart: the key file (`api_keys_file`) is polled, and when it changes the key
 //! set is rebuilt and swapped in whole, so a request sees either the old set or the new one.
 //!
 //! Polling (rather than a signal) is what works where keys are mounted files that an
@@ -68,6 +68,12 @@ impl KeySource {
         Ok(Change { added: after.difference(&before).cloned().collect(), removed: before.difference(&after).cloned().collect() })
     }
 
+    /// Polls the file in a task every `interval` while the returned `Watcher` lives (nothing
+    /// to watch without a file, or with an interval of 0).
+    pub fn watch_while_alive(self: &Arc<Self>, interval: Duration) -> Option<Watcher> {
+        (self.file.is_some() && !interval.is_zero()).then(|| Watcher(tokio::spawn(Arc::clone(self).watch(interval))))
+    }
+
     /// Polls the file every `interval` until the task is dropped, reloading when it changed.
     pub async fn watch(self: Arc<Self>, interval: Duration) {
         let Some(path) = self.file.clone() else { return };
@@ -96,6 +102,15 @@ impl KeySource {
                 Err(reason) => tracing::warn!(%reason, "api_keys_file changed but could not be used; keeping the previous keys"),
             }
         }
+    }
+}
+
+/// Stops the file's watcher when dropped, so that it lives exactly as long as its server.
+pub struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -5,7 +5,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A key's public id: the first 8 hex digits of its sha256. Safe to log; names the key in `key_plans`.
+/// A key's public id: the first 8 hex digits of its sha256. Safe to log; names the key in the
+/// gateway's `key_plans`.
 pub fn key_id(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..4])
 }
