@@ -2,14 +2,20 @@
 //! is compared with, and written as Markdown plus machine-readable JSON.
 
 mod chain;
+mod chart;
 mod lambda_path;
+mod litellm;
+mod loadgen;
 mod machine;
+mod overhead;
 mod procs;
 mod report;
 mod server;
 mod soak;
 mod suites;
+mod usage;
 
 pub use report::{Report, Row, Section};
 pub use soak::{Generator, SoakOptions};
+pub use litellm::default_executable as default_litellm;
 pub use suites::{run, BenchOptions, Suite};
