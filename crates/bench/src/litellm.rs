@@ -1,7 +1,7 @@
 //! The LiteLLM proxy, started the way it runs in production (`litellm --num_workers 2`), as
 //! the reference the overhead suite measures strata against: configured for Bedrock Converse
-//! with its runtime endpoint pointed at the same emulator, the local model cost map, and no
-//! database.
+//! with its runtime endpoint pointed at the same emulator, the local model cost map, a master
+//! key (it refuses to start without one) and no database.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ pub fn default_executable() -> PathBuf {
 pub struct LiteLlm {
     child: Child,
     pub url: String,
+    /// The master key clients send as `Authorization: Bearer`.
+    pub key: String,
     /// The config and the proxy's log.
     dir: tempfile::TempDir,
 }
@@ -49,6 +51,14 @@ fn config_yaml(model: &str, model_id: &str, endpoint: &str) -> String {
     )
 }
 
+/// A random `sk-` key of 32 bytes, as the proxy's own advice generates one.
+fn master_key() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(format!("sk-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
 impl LiteLlm {
     /// Starts `litellm` with two workers and waits until its readiness route answers 200.
     pub async fn start(executable: &Path, model: &str, model_id: &str, endpoint: &str, ready_timeout: Duration) -> anyhow::Result<LiteLlm> {
@@ -57,11 +67,17 @@ impl LiteLlm {
         std::fs::write(&config, config_yaml(model, model_id, endpoint))?;
         let log = std::fs::File::create(dir.path().join("litellm.log"))?;
         let port = free_port()?;
+        let key = master_key()?;
         let child = Command::new(executable)
             .arg("--config")
             .arg(&config)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", "2"])
+            // uvicorn kills a worker that does not answer its supervisor's ping within 5 s, and
+            // importing the proxy takes longer than that on a busy 2-core machine: the workers
+            // would be restarted forever.
+            .args(["--timeout_worker_healthcheck", "120"])
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env("LITELLM_MASTER_KEY", &key)
             .env_remove("DATABASE_URL")
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -71,7 +87,7 @@ impl LiteLlm {
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", executable.display()))?;
-        let mut proxy = LiteLlm { child, url: format!("http://127.0.0.1:{port}"), dir };
+        let mut proxy = LiteLlm { child, url: format!("http://127.0.0.1:{port}"), key, dir };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + ready_timeout;
         loop {

@@ -296,7 +296,9 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
     } else {
         match LiteLlm::start(&litellm, MODEL, MODEL_ID, &emulator.url, LITELLM_READY).await {
             Ok(proxy) => {
-                let m = measure("LiteLLM proxy", &plan, &openai_request(&proxy.url), proxy.pid()).await;
+                let mut request = openai_request(&proxy.url);
+                request.headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", proxy.key))?);
+                let m = measure("LiteLLM proxy", &plan, &request, proxy.pid()).await;
                 match m.missing.clone() {
                     Some(why) => Measured::not_measured("LiteLLM proxy", format!("{why}; its log ends: {}", proxy.log_tail())),
                     None => m,
@@ -379,7 +381,8 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
              time: the emulator itself, spoken to directly with a Converse request (the baseline); `strata serve --backend bedrock` \
              (the official AWS SDK, SigV4, pointed at the emulator); the whole chain `strata up` (llm-server -> gateway -> \
              main-service -> lambda-service + bootstrap -> its own instant emulator, default configuration); and the LiteLLM proxy \
-             (`litellm[proxy]` 1.108.7, `litellm --config ... --num_workers 2`, model `bedrock/converse/{MODEL_ID}` with \
+             (`litellm[proxy]` 1.108.7, `litellm --config ... --num_workers 2 --timeout_worker_healthcheck 120` with a \
+             `LITELLM_MASTER_KEY` sent as the bearer token, model `bedrock/converse/{MODEL_ID}` with \
              `aws_bedrock_runtime_endpoint` at the same emulator, `LITELLM_LOCAL_MODEL_COST_MAP=True`, no database). Targets 2-4 get \
              the same OpenAI `/v1/chat/completions` request (non-streamed, {PROMPT:?}, `max_tokens` {MAX_TOKENS}); each must answer \
              with the emulator's reply before it is measured."
