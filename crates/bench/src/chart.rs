@@ -13,13 +13,12 @@ pub struct Series {
 
 /// Draws every series on log-log axes, with the latency bound as a dotted line.
 pub fn latency_vs_load(path: &Path, series: &[Series], bound_ms: f64) -> anyhow::Result<()> {
-    let finite = |v: f64| v.is_finite() && v > 0.0;
-    let points = || series.iter().flat_map(|s| s.points.iter().copied());
-    let x_max = points().map(|p| p.0).fold(100.0, f64::max) * 1.3;
-    let x_min = points().map(|p| p.0).fold(x_max, f64::min) / 1.3;
-    let lat = || points().flat_map(|p| [p.1, p.2]).filter(|v| finite(*v));
-    let y_max = lat().fold(bound_ms, f64::max) * 1.5;
-    let y_min = lat().fold(bound_ms, f64::min) / 1.5;
+    let rates: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let latencies: Vec<f64> = series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2])).filter(|v| finite(*v)).collect();
+    let x_max = rates.iter().copied().fold(100.0, f64::max) * 1.3;
+    let x_min = rates.iter().copied().fold(x_max, f64::min) / 1.3;
+    let y_max = latencies.iter().copied().fold(bound_ms, f64::max) * 1.5;
+    let y_min = latencies.iter().copied().fold(bound_ms, f64::min) / 1.5;
 
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(draw)?;
@@ -62,6 +61,11 @@ pub fn latency_vs_load(path: &Path, series: &[Series], bound_ms: f64) -> anyhow:
     chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(draw)?;
     root.present().map_err(draw)?;
     Ok(())
+}
+
+/// A latency that can stand on a log axis.
+fn finite(v: f64) -> bool {
+    v.is_finite() && v > 0.0
 }
 
 fn draw<E: std::fmt::Debug>(e: E) -> anyhow::Error {

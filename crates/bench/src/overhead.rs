@@ -324,7 +324,7 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
     let (emulator, serve, chain, litellm) = (find("bedrock-emulator"), find("strata serve (bedrock)"), find("strata up (chain)"), find("LiteLLM proxy"));
     let base_p50 = emulator.and_then(|m| m.at(COMMON_RATE)).map(|s| s.p50_ms);
     let litellm_rate = litellm.filter(|m| m.missing.is_none()).map(|m| m.sustained_rate(plan));
-    let added = |m: &Measured| Some(m.at(COMMON_RATE)?.p50_ms - base_p50?);
+    let added = |m: &Measured| -> Option<f64> { Some(m.at(COMMON_RATE)?.p50_ms - base_p50?) };
 
     let mut rows = Vec::new();
     for m in measured {
