@@ -47,6 +47,22 @@ setup_venv() {
   fi
 }
 
+# The LiteLLM proxy, the reference `strata bench overhead` measures strata against, in its own
+# virtualenv (its dependencies must not mix with the test clients'). Pinned, so every run
+# measures the same proxy.
+LITELLM_VERSION=1.108.7
+export STRATA_LITELLM_VENV="${STRATA_LITELLM_VENV:-$STRATA_CACHE/litellm-venv}"
+setup_litellm() {
+  local stamp="$STRATA_LITELLM_VENV/.requirements"
+  local req="litellm[proxy]==$LITELLM_VERSION"
+  if [ ! -x "$STRATA_LITELLM_VENV/bin/litellm" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req" ]; then
+    log "creating the LiteLLM proxy environment in $STRATA_LITELLM_VENV"
+    python3 -m venv "$STRATA_LITELLM_VENV"
+    "$STRATA_LITELLM_VENV/bin/pip" install -q --disable-pip-version-check "$req"
+    printf '%s' "$req" > "$stamp"
+  fi
+}
+
 # cargo-deny checks licenses and banned crates in CI (scripts/test.sh). Built from source once;
 # this version builds with the toolchain's rustc (it needs 1.88 or newer).
 CARGO_DENY_VERSION=0.20.2

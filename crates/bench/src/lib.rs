@@ -3,15 +3,21 @@
 
 mod bandwidth;
 mod chain;
+mod chart;
 mod lambda_path;
+mod litellm;
+mod loadgen;
 mod machine;
 mod memory;
+mod overhead;
 mod procs;
 mod report;
 mod server;
 mod soak;
 mod suites;
+mod usage;
 
 pub use report::{Report, Row, Section};
 pub use soak::{Generator, SoakOptions};
+pub use litellm::default_executable as default_litellm;
 pub use suites::{run, BenchOptions, Suite};

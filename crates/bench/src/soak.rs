@@ -129,7 +129,7 @@ pub(crate) async fn one(client: &reqwest::Client, url: &str, model: &str, kind: 
 }
 
 /// reqwest's errors name the URL, which differs per run; the rest groups well.
-fn without_url(e: reqwest::Error) -> String {
+pub(crate) fn without_url(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut s = e.to_string();
     let mut source = std::error::Error::source(&e);

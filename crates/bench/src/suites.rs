@@ -25,13 +25,16 @@ pub enum Suite {
     Lambda,
     /// The whole chain (`strata up`) against `strata serve`.
     Chain,
+    /// Software overhead with the model taken out: strata serve (bedrock backend), the whole
+    /// chain and the LiteLLM proxy against an instant Bedrock emulator, at rising open-loop rates.
+    Overhead,
     /// The whole chain under sustained load for a bounded time; its targets are enforced.
     /// Not part of the default run: it takes as long as it is told to.
     Soak,
 }
 
 impl Suite {
-    pub const ALL: [Suite; 5] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain];
+    pub const ALL: [Suite; 6] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain, Suite::Overhead];
 
     pub fn parse(s: &str) -> Option<Suite> {
         match s {
@@ -40,6 +43,7 @@ impl Suite {
             "memory" => Some(Suite::Memory),
             "lambda" => Some(Suite::Lambda),
             "chain" => Some(Suite::Chain),
+            "overhead" => Some(Suite::Overhead),
             "soak" => Some(Suite::Soak),
             _ => None,
         }
@@ -60,6 +64,8 @@ pub struct BenchOptions {
     pub command: String,
     /// How `soak` runs.
     pub soak: SoakOptions,
+    /// The LiteLLM proxy's `litellm` executable, the reference of `overhead`.
+    pub litellm: PathBuf,
 }
 
 pub(crate) const READY: Duration = Duration::from_secs(120);
@@ -83,6 +89,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             Suite::Memory => crate::memory::memory(&opts).await?,
             Suite::Lambda => crate::lambda_path::lambda(&opts).await?,
             Suite::Chain => crate::chain::chain(&opts).await?,
+            Suite::Overhead => crate::overhead::overhead(&opts).await?,
             Suite::Soak => crate::soak::soak(&opts, &opts.soak).await?,
         };
         println!("{}", section.markdown());

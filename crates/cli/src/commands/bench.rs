@@ -1,4 +1,4 @@
-//! `strata bench [SUITE...] [--quick] [--out FILE]`, and `strata bench soak [--duration D]
+//! `strata bench [SUITE...] [--quick] [--out FILE] [--litellm PATH]`, and `strata bench soak [--duration D]
 //! [--concurrency N | --rate R] [--generator instant|embedded]`.
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use crate::config::Config;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Suites to run: engine, batching, memory, lambda, chain (default: all of these), soak
+    /// Suites to run: engine, batching, memory, lambda, chain, overhead (default: all of these), soak
     suites: Vec<String>,
     /// Fewer repetitions, for a quick check
     #[arg(long)]
@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// soak: what answers at the bottom of the chain: the emulator's instant generator, or the embedded model
     #[arg(long, default_value = "instant", value_parser = ["instant", "embedded"])]
     generator: String,
+    /// overhead: the LiteLLM proxy's `litellm` executable, the reference [default: the one scripts/setup.sh installs, $STRATA_CACHE/litellm-venv/bin/litellm]
+    #[arg(long, env = "STRATA_BENCH_LITELLM")]
+    litellm: Option<PathBuf>,
     /// Model to benchmark
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
@@ -48,7 +51,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.suites
             .iter()
-            .map(|s| Suite::parse(s).with_context(|| format!("unknown suite {s:?} (engine, batching, memory, lambda, chain, soak)")))
+            .map(|s| Suite::parse(s).with_context(|| format!("unknown suite {s:?} (engine, batching, memory, lambda, chain, overhead, soak)")))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     let duration = agent::parse_duration(&args.duration).map_err(anyhow::Error::msg).context("--duration")?;
@@ -78,6 +81,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         model: model.name,
         model_path: model.path,
         soak,
+        litellm: args.litellm.unwrap_or_else(bench::default_litellm),
         command: std::env::args().map(|a| if a.contains('/') { a.rsplit('/').next().unwrap_or(&a).to_owned() } else { a }).collect::<Vec<_>>().join(" "),
     };
     tokio::runtime::Runtime::new()?.block_on(bench::run(opts))?;
