@@ -58,7 +58,7 @@ impl Faults {
     pub fn next(&self) -> Option<AwsError> {
         let kind = self.kind?;
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        (n % self.every == 0).then(|| AwsError::new(kind, format!("injected fault: {} (bedrock_emulator.faults)", kind.name())))
+        n.is_multiple_of(self.every).then(|| AwsError::new(kind, format!("injected fault: {} (bedrock_emulator.faults)", kind.name())))
     }
 }
 

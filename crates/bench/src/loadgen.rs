@@ -71,9 +71,10 @@ impl Outcome {
         if self.due == 0 { 0.0 } else { self.errors() as f64 / self.due as f64 }
     }
 
-    /// Complete 2xx answers per second of the schedule.
+    /// Complete 2xx answers per second, over the schedule or, when answers came in after it
+    /// ended (a target falling behind), until the last of them.
     pub fn achieved_rate(&self) -> f64 {
-        self.ok as f64 / self.load.duration.as_secs_f64().max(1e-9)
+        self.ok as f64 / self.load.duration.max(self.elapsed).as_secs_f64().max(1e-9)
     }
 
     /// The latency at quantile `q` (0..=1) of the 2xx answers, milliseconds.
@@ -179,6 +180,8 @@ pub async fn run(client: &reqwest::Client, request: &Request, load: Load) -> Out
     let all = u32::try_from(load.max_in_flight.max(1)).unwrap_or(u32::MAX);
     let _drained = slots.acquire_many(all).await.expect("the semaphore is never closed");
     let elapsed = start.elapsed();
+    let latency_us = shared.latency_us.lock().expect("histogram lock").clone();
+    let first_error = shared.first_error.lock().expect("first error lock").clone();
     let c = &shared.counters;
     Outcome {
         load,
@@ -188,10 +191,10 @@ pub async fn run(client: &reqwest::Client, request: &Request, load: Load) -> Out
         transport_errors: c.transport_errors.load(Ordering::Relaxed),
         timeouts: c.timeouts.load(Ordering::Relaxed),
         overflows: c.overflows.load(Ordering::Relaxed),
-        latency_us: shared.latency_us.lock().expect("histogram lock").clone(),
+        latency_us,
         send_lag_us,
         elapsed,
-        first_error: shared.first_error.lock().expect("first error lock").clone(),
+        first_error,
     }
 }
 
@@ -229,7 +232,7 @@ mod tests {
         let app = axum::Router::new()
             .route("/ok", post(|| async { "ok" }))
             .route("/fail", post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
-            .route("/hang", post(|| std::future::pending::<&'static str>()))
+            .route("/hang", post(std::future::pending::<&'static str>))
             .route(
                 "/serial",
                 post(move || {
