@@ -462,8 +462,10 @@ def test_a_throttled_invocation_is_retried_by_main_service_and_the_retry_succeed
 # The emulator's error -> (its status, what every client gets, ConverseStream calls per
 # request: the function's Bedrock client retries unavailability 4 times, not an internal error).
 BEDROCK_5XX = {
-    "ServiceUnavailableException": (503, 503, 4),
-    "InternalServerException": (500, 502, 1),
+    # Bedrock out of capacity is the contract's Overloaded: 429, back off and try again.
+    "ServiceUnavailableException": (503, 429, 4),
+    # The Bedrock SDK's standard retry treats a 500 as transient too.
+    "InternalServerException": (500, 502, 4),
 }
 
 
