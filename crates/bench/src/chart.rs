@@ -13,6 +13,10 @@ pub struct Series {
 
 /// Draws every series on log-log axes, with the latency bound as a dotted line.
 pub fn latency_vs_load(path: &Path, series: &[Series], bound_ms: f64) -> anyhow::Result<()> {
+    // The chart is drawn before the report is written, so its folder may not exist yet.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let rates: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
     let latencies: Vec<f64> = series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2])).filter(|v| finite(*v)).collect();
     let x_max = rates.iter().copied().fold(100.0, f64::max) * 1.3;
