@@ -33,8 +33,21 @@ const FUNCTION: &str = "strata";
 /// Credentials for the local stand-ins, which accept any signature.
 const LOCAL_CREDENTIALS: [(&str, &str); 3] = [("AWS_ACCESS_KEY_ID", "strata-local"), ("AWS_SECRET_ACCESS_KEY", "strata-local"), ("AWS_REGION", "us-east-1")];
 
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// `N` distinct free loopback ports, none of them `taken`. Every listener is held until all
+/// are chosen: a port released at once may be handed out again by the next bind, and two hops
+/// given one port would leave one of them calling the other.
+fn free_ports<const N: usize>(taken: SocketAddr) -> anyhow::Result<[SocketAddr; N]> {
+    let mut held = Vec::with_capacity(N + 1);
+    let mut out = Vec::with_capacity(N);
+    while out.len() < N {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        if addr.port() != taken.port() {
+            out.push(addr);
+        }
+        held.push(l);
+    }
+    Ok(out.try_into().expect("exactly N ports"))
 }
 
 fn default_run_dir() -> PathBuf {
@@ -64,16 +77,16 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         crate::commands::model::pull(&resolver, local)?;
     }
 
-    let (emulator, lambda, main, gateway) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    let [emulator, lambda, main, gateway] = free_ports::<4>(config.server.listen)?;
     let url = |a: SocketAddr| format!("http://{a}");
     config.bedrock_emulator.listen = emulator;
     config.lambda_service.listen = lambda;
     config.main_service.listen = main;
     config.gateway.listen = gateway;
     config.gateway.routes = vec![gateway::RouteSettings { method: "ANY".into(), path: "/{proxy+}".into(), url: url(main), api_key_required: true }];
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
-    }
     config.server.backend = BackendKind::Chain;
     config.server.chain.gateway_url = url(gateway);
     config.server.chain.models = config.bedrock_emulator.models.values().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
