@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
+use aws_sdk_bedrockruntime::config::StalledStreamProtectionConfig;
 use aws_sdk_bedrockruntime::error::SdkError;
 use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, StopReason};
 use aws_sdk_bedrockruntime::Client;
@@ -13,6 +14,7 @@ use rand::Rng;
 use crate::errors::map_sdk_error;
 use crate::mapping::to_converse_parts;
 use crate::settings::BedrockSettings;
+use crate::trace::{with_traceparent, TraceparentInterceptor};
 
 #[derive(Clone, Debug)]
 pub struct BedrockClient {
@@ -52,7 +54,14 @@ impl BedrockClient {
         }
         let shared = loader.load().await;
         // Retries are ours (below), so that throttling backs off with jitter as configured.
-        let config = aws_sdk_bedrockruntime::config::Builder::from(&shared).retry_config(RetryConfig::disabled()).build();
+        // Stalled-stream protection stays on for answers; the requests are small and in
+        // memory, and watching their upload throughput cost CPU on every call.
+        let stalled = StalledStreamProtectionConfig::enabled().upload_enabled(false).build();
+        let config = aws_sdk_bedrockruntime::config::Builder::from(&shared)
+            .retry_config(RetryConfig::disabled())
+            .stalled_stream_protection(stalled)
+            .interceptor(TraceparentInterceptor)
+            .build();
         BedrockClient { client: Client::from_conf(config), settings }
     }
 
@@ -94,27 +103,13 @@ impl BedrockClient {
         let started = Instant::now();
         let parts = to_converse_parts(&req)?;
         let model_id = self.model_id(&req.model).to_owned();
-        // The W3C trace goes along as a header, so Bedrock-side logs (the emulator's) join it.
+        // The W3C trace goes along as a header (see trace.rs).
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).filter(|t| !t.is_empty());
-        let with_trace = move |r: &mut aws_smithy_runtime_api::http::Request| {
-            if let Some(tp) = &traceparent {
-                r.headers_mut().insert("traceparent", tp.clone());
-            }
-        };
         if !req.stream {
             let out = self
-                .with_retries(|| async {
-                    self.client
-                        .converse()
-                        .model_id(&model_id)
-                        .set_messages(Some(parts.messages.clone()))
-                        .set_system(Some(parts.system.clone()))
-                        .inference_config(parts.inference.clone())
-                        .customize()
-                        .mutate_request(with_trace.clone())
-                        .send()
-                        .await
-                        .map_err(|e| map_sdk_error(&e))
+                .with_retries(|| {
+                    let call = self.client.converse().model_id(&model_id).set_messages(Some(parts.messages.clone())).set_system(Some(parts.system.clone())).inference_config(parts.inference.clone()).send();
+                    async { with_traceparent(traceparent.clone(), call).await.map_err(|e| map_sdk_error(&e)) }
                 })
                 .await?;
             let text: String = out
@@ -127,18 +122,9 @@ impl BedrockClient {
             return Ok(Box::pin(futures::stream::iter([chunk])));
         }
         let out = self
-            .with_retries(|| async {
-                self.client
-                    .converse_stream()
-                    .model_id(&model_id)
-                    .set_messages(Some(parts.messages.clone()))
-                    .set_system(Some(parts.system.clone()))
-                    .inference_config(parts.inference.clone())
-                    .customize()
-                    .mutate_request(with_trace.clone())
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error(&e))
+            .with_retries(|| {
+                let call = self.client.converse_stream().model_id(&model_id).set_messages(Some(parts.messages.clone())).set_system(Some(parts.system.clone())).inference_config(parts.inference.clone()).send();
+                async { with_traceparent(traceparent.clone(), call).await.map_err(|e| map_sdk_error(&e)) }
             })
             .await?;
         let model = req.model.clone();

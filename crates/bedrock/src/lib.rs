@@ -6,6 +6,7 @@ mod client;
 mod errors;
 mod mapping;
 mod settings;
+mod trace;
 
 pub use client::BedrockClient;
 pub use errors::map_sdk_error;
