@@ -159,6 +159,10 @@ def test_up_stops_every_hop_on_sigterm(make_server, tmp_path):
     for pid in pids + functions:
         assert not running(pid), f"pid {pid} outlived strata up"
     assert (tmp_path / "gateway.log").read_text().strip()
+    # Nothing panics on the way down: the function environments, waiting on `/next`, are
+    # killed, not answered with something their runtime cannot take.
+    for log in tmp_path.glob("*.log"):
+        assert "panicked" not in log.read_text(), f"{log.name}: {log.read_text()[-2000:]}"
 
 
 def test_usage_plans_and_integration_timeouts_reach_the_ollama_client(make_server, tmp_path):

@@ -517,3 +517,58 @@ def test_a_bedrock_5xx_on_the_first_attempt_is_retried_by_the_function_and_succe
         assert error is None and done and words == REPLY.split()[:5]
         wait_for(lambda: len(access_lines(server, "bedrock-emulator", trace)) == 2, 15, "both attempts' log lines")
         assert [l["status"] for l in access_lines(server, "bedrock-emulator", trace)] == [503, 200]
+
+
+# --- the Lambda service's own errors (its fault injection) -----------------------------------
+
+# The service's error -> (what every client gets, MainService's metric outcome per attempt).
+LAMBDA_ERRORS = {
+    # Lambda's 5xx: MainService retries, then the contract's Upstream, 502.
+    "ServiceException": (502, "service_error"),
+    # Lambda's throttling: MainService retries, then Overloaded, 429.
+    "TooManyRequestsException": (429, "throttled"),
+}
+
+
+def lambda_faulty_chain(make, tmp_path_factory, error, every):
+    return start_chain(make, tmp_path_factory, emulator_slots=16, extra=f'\n[lambda_service.faults]\nerror = "{error}"\nevery = {every}\n')
+
+
+@pytest.mark.parametrize("error", list(LAMBDA_ERRORS))
+def test_lambda_service_errors_are_retried_by_main_service_then_reach_the_client(make_server, tmp_path_factory, error):
+    """The Lambda service refuses every invocation with its own error: MainService tries each
+    request `max_attempts` (4) times, before any byte of an answer, and then the client gets
+    the error status in its protocol's shape."""
+    status, outcome = LAMBDA_ERRORS[error]
+    server = lambda_faulty_chain(make_server, tmp_path_factory, error, every=1)
+    for operation, ask in (("invoke_with_response_stream", True), ("invoke", False)):
+        failed = metric(server, "main_service_lambda_invocations_total", operation=operation, outcome=outcome)
+        retries = metric(server, "main_service_lambda_retries_total", operation=operation)
+        if ask:
+            with pytest.raises(ollama.ResponseError) as e:
+                for _ in client(server).chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True, options={"num_predict": 3}):
+                    pass
+            assert e.value.status_code == status, e.value
+        else:
+            r = httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False}, timeout=30)
+            assert r.status_code == status and r.json()["error"], r.text
+        assert metric(server, "main_service_lambda_invocations_total", operation=operation, outcome=outcome) - failed == 4
+        assert metric(server, "main_service_lambda_retries_total", operation=operation) - retries == 3
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as e:
+        list(c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True))
+    assert e.value.status_code == status and e.value.body["message"], e.value
+
+
+def test_a_lambda_5xx_on_the_first_attempt_is_retried_by_main_service_and_succeeds(make_server, tmp_path_factory):
+    """Every first invocation of a request gets a ServiceException (`every = 2`): MainService
+    retries it before any byte reached the caller, and the client gets the whole answer."""
+    server = lambda_faulty_chain(make_server, tmp_path_factory, "ServiceException", every=2)
+    operation = "invoke_with_response_stream"
+    for _ in range(2):
+        failed = metric(server, "main_service_lambda_invocations_total", operation=operation, outcome="service_error")
+        retries = metric(server, "main_service_lambda_retries_total", operation=operation)
+        words, error, _, done = stream_with_fault(server, lambda: None, num_predict=5)
+        assert error is None and done and words == REPLY.split()[:5]
+        assert metric(server, "main_service_lambda_invocations_total", operation=operation, outcome="service_error") - failed == 1
+        assert metric(server, "main_service_lambda_retries_total", operation=operation) - retries == 1

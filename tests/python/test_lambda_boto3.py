@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import pathlib
+import signal
 import time
 
 import boto3
@@ -160,3 +161,19 @@ def test_cargo_lambdas_emulator_gets_the_same_payload_shape(make_server, instant
             if p is not None:
                 p.kill()
                 p.wait()
+
+
+def test_stopping_the_service_kills_waiting_environments_without_a_panic(make_server, instant_emulator):
+    """Environments long-polling `/next` when the service stops are killed, as on AWS: none
+    is answered with something other than an event first (the Rust runtime panics on that)."""
+    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": instant_emulator.url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "test-secret"}
+    service = make_server(["--function", f"strata={bootstrap()}"], env=env, command="lambda-service")
+    r = client(service.url).invoke(FunctionName="strata", Payload=json.dumps(event("generate.json", stream=False)))
+    assert r["StatusCode"] == 200 and "FunctionError" not in r
+    # Every environment has asked for its next event by now (the one that answered asked again).
+    deadline = time.monotonic() + 20
+    while service.logs().count("function environment ready") < 4:
+        assert time.monotonic() < deadline, service.logs()
+        time.sleep(0.05)
+    assert service.stop(signal.SIGTERM) == 0
+    assert "panicked" not in service.logs(), service.logs()[-3000:]

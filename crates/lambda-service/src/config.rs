@@ -33,6 +33,8 @@ pub struct LambdaServiceSettings {
     /// answer it sent just before exiting (`/response`, `/error`, already on its way through
     /// the Runtime API) may still arrive before the invocation fails with `Runtime.ExitError`.
     pub exit_drain_ms: u64,
+    /// Fault injection, for tests: the service's own errors on a share of invocations.
+    pub faults: crate::faults::FaultSettings,
     /// Functions by name.
     pub functions: BTreeMap<String, FunctionSettings>,
 }
@@ -48,6 +50,7 @@ impl Default for LambdaServiceSettings {
             max_stream_bytes: STREAM_RESPONSE_LIMIT,
             max_header_bytes: 32 * 1024,
             exit_drain_ms: 500,
+            faults: crate::faults::FaultSettings::default(),
             functions: BTreeMap::new(),
         }
     }

@@ -5,6 +5,7 @@
 mod config;
 mod errors;
 mod eventstream;
+mod faults;
 mod function;
 mod invocation;
 mod routes;
@@ -12,5 +13,6 @@ mod runtime_api;
 mod startup;
 
 pub use config::{FunctionSettings, LambdaServiceSettings, STREAM_RESPONSE_LIMIT, SYNC_PAYLOAD_LIMIT};
+pub use faults::FaultSettings;
 pub use function::{Function, FunctionStats};
 pub use startup::Application;

@@ -128,11 +128,19 @@ fn log_outcome(function: &Function, request_id: &str, started: Instant, error_ty
     );
 }
 
+/// `[lambda_service.faults]`: the service's own error instead of running the function.
+fn injected_fault(app: &AppState) -> Result<(), ApiError> {
+    app.faults.next().map_or(Ok(()), Err)
+}
+
 /// `POST /2015-03-31/functions/{name}/invocations`
 pub async fn invoke(State(app): State<Arc<AppState>>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let function = app.resolve(&name, q.qualifier.as_deref())?;
     let mode = invocation_type(&headers, false)?;
     let payload = read_payload(body, app.settings.max_payload_bytes).await?;
+    if !matches!(mode, Mode::DryRun) {
+        injected_fault(&app)?;
+    }
     match mode {
         Mode::DryRun => return Ok(StatusCode::NO_CONTENT.into_response()),
         Mode::Event => {
@@ -199,6 +207,7 @@ pub async fn invoke_with_response_stream(State(app): State<Arc<AppState>>, Path(
     if let Mode::DryRun = mode {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    injected_fault(&app)?;
     let started = Instant::now();
     let (request_id, outcome) = start(&function, payload, &headers)?;
     let outcome = outcome.await.map_err(|_| ApiError::service("the invocation was lost"))?;

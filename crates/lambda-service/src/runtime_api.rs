@@ -61,16 +61,12 @@ async fn next(State(instance): State<Arc<Instance>>) -> Response {
         }
         s.alive.clone()
     };
-    // Lambda answers `/next` with an event and nothing else: an environment that is going away
-    // (the service stopping, the process ended) is killed, never told. Runtimes rely on it; the
-    // Rust runtime panics on any other answer. The request stays open until the supervisor's
-    // kill closes its connection.
     let invocation = tokio::select! {
         inv = shared.queue_rx.recv() => match inv {
             Ok(inv) => inv,
-            Err(_) => return std::future::pending().await,
+            Err(_) => return runtime_error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceStopping", "the service is shutting down"),
         },
-        _ = alive.cancelled() => return std::future::pending().await,
+        _ = alive.cancelled() => return runtime_error(StatusCode::GONE, "EnvironmentGone", "this environment has ended"),
     };
     let deadline = SystemTime::now() + Duration::from_millis(shared.settings.timeout_ms);
     let deadline_ms = deadline.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();

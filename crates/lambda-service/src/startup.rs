@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LambdaServiceSettings;
+use crate::faults::Faults;
 use crate::function::{Function, Shared};
 use crate::routes;
 
@@ -20,6 +21,7 @@ pub const HOP: &str = "lambda";
 pub struct AppState {
     pub settings: LambdaServiceSettings,
     pub functions: BTreeMap<String, Arc<Function>>,
+    pub faults: Faults,
 }
 
 pub struct Application {
@@ -31,6 +33,7 @@ pub struct Application {
 impl Application {
     /// Binds the service and starts every function's environments.
     pub async fn build(settings: LambdaServiceSettings) -> std::io::Result<Application> {
+        let faults = Faults::new(&settings.faults).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(settings.listen).await?;
         let stop_functions = CancellationToken::new();
         let mut functions = BTreeMap::new();
@@ -53,7 +56,7 @@ impl Application {
             };
             functions.insert(name.clone(), Function::start(shared, stop_functions.clone()).await?);
         }
-        Ok(Application { listener, state: Arc::new(AppState { settings, functions }), stop_functions })
+        Ok(Application { listener, state: Arc::new(AppState { settings, functions, faults }), stop_functions })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
