@@ -217,7 +217,12 @@ fn exit_if_interrupted(caught: &AtomicI32) {
     let number = caught.load(Ordering::SeqCst);
     if number != 0 {
         eprintln!("strata: interrupted; finished turns are in the output file(s), `--resume` continues them");
-        std::process::exit(128 + number);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // `_exit`, not `exit`: the output files are complete, and an embedded follow-up side's
+        // engine threads are still running; `exit`'s static destructors and atexit handlers
+        // (llama.cpp's, the OpenMP runtime's) racing them crashed the process (SIGSEGV).
+        // SAFETY: ends the process at once; nothing after this relies on any state.
+        unsafe { libc::_exit(128 + number) }
     }
 }
 
