@@ -177,3 +177,51 @@ def test_stopping_the_service_kills_waiting_environments_without_a_panic(make_se
         time.sleep(0.05)
     assert service.stop(signal.SIGTERM) == 0
     assert "panicked" not in service.logs(), service.logs()[-3000:]
+
+
+def alive(pid):
+    """Whether the process exists and is not a zombie awaiting its reaper."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_timeout_or_a_stop_ends_everything_the_environment_started(make_server, tmp_path):
+    """A function started through a wrapper that does not `exec` (a shell bootstrap running the
+    real one as its child): a timeout ends the whole environment, the child too, as AWS ends the
+    sandbox; a survivor would finish its work and then panic on the Runtime API's 410."""
+    # Eight words, three seconds apart: the invocation outlives its 300 ms timeout by far.
+    emulator = make_server(["--generator", "instant"], env={"STRATA_BEDROCK_EMULATOR__INSTANT__WORD_DELAY_MS": "3000"}, command="bedrock-emulator")
+    pids = tmp_path / "pids"
+    wrapper = tmp_path / "bootstrap"
+    wrapper.write_text('#!/bin/sh\n"$STRATA_TEST_BOOTSTRAP" &\necho $! >> "$STRATA_TEST_PIDS"\nwait\n')
+    wrapper.chmod(0o755)
+    config = tmp_path / "strata.toml"
+    config.write_text(f'[lambda_service.functions.strata]\npath = "{wrapper}"\nconcurrency = 1\ntimeout_ms = 300\n')
+    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDTEST",
+           "AWS_SECRET_ACCESS_KEY": "test-secret", "STRATA_TEST_BOOTSTRAP": bootstrap(), "STRATA_TEST_PIDS": str(pids)}
+    service = make_server(["--config", str(config)], env=env, command="lambda-service")
+
+    r = client(service.url).invoke(FunctionName="strata", Payload=json.dumps(event("generate.json", stream=False)))
+    assert r["FunctionError"] == "Unhandled"
+    assert "Task timed out" in r["Payload"].read().decode()
+    first = int(pids.read_text().split()[0])
+    deadline = time.monotonic() + 10  # far less than the 21 s the timed-out generation would run on
+    while alive(first):
+        assert time.monotonic() < deadline, "the timed-out environment's child is still running"
+        time.sleep(0.05)
+
+    # The restarted environment's child goes at shutdown as well.
+    deadline = time.monotonic() + 20
+    while len(pids.read_text().split()) < 2:
+        assert time.monotonic() < deadline, service.logs()[-3000:]
+        time.sleep(0.05)
+    second = int(pids.read_text().split()[1])
+    assert alive(second)
+    assert service.stop(signal.SIGTERM) == 0
+    deadline = time.monotonic() + 10
+    while alive(second):
+        assert time.monotonic() < deadline, "the environment's child outlived the service"
+        time.sleep(0.05)
+    assert "panicked" not in service.logs(), service.logs()[-3000:]

@@ -1,64 +1,43 @@
-//! Fault injection (`[bedrock_emulator.faults]`, off by default): Bedrock answering a share of
-//! requests with a server-side error, so that what every hop above does with Bedrock's
+//! Fault injection (`[bedrock_emulator.faults]`, off by default): Bedrock answering one request
+//! in `every` with a server-side error, so that what every hop above does with Bedrock's
 //! ServiceUnavailableException, InternalServerException, ThrottlingException or
-//! ModelTimeoutException can be seen through the whole chain. Deterministic (one request in
-//! `every`), so that a test knows which request fails and whether a retry will succeed.
+//! ModelTimeoutException can be seen through the whole chain. The schedule is telemetry's.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use serde::{Deserialize, Serialize};
+use telemetry::InjectableFault;
 
 use crate::error::{AwsError, AwsErrorType};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FaultSettings {
-    /// The AWS error type faulty requests get: `ServiceUnavailableException` (503),
-    /// `InternalServerException` (500), `ThrottlingException` (429) or `ModelTimeoutException`
-    /// (408). Empty: no faults.
-    pub error: String,
-    /// One request in `every` fails: the first, then the (every+1)th, and so on. 1 = all.
-    pub every: u64,
-}
+pub use telemetry::FaultSettings;
 
-impl Default for FaultSettings {
-    fn default() -> Self {
-        FaultSettings { error: String::new(), every: 1 }
+/// The server-side errors Bedrock answers with; not the client's own (validation, access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BedrockFault(AwsErrorType);
+
+impl InjectableFault for BedrockFault {
+    const ALL: &'static [BedrockFault] = &[
+        BedrockFault(AwsErrorType::ServiceUnavailable),
+        BedrockFault(AwsErrorType::InternalServer),
+        BedrockFault(AwsErrorType::Throttling),
+        BedrockFault(AwsErrorType::ModelTimeout),
+    ];
+    fn name(self) -> &'static str {
+        self.0.name()
     }
 }
 
-/// The faults in force and how many requests have been counted.
+/// The faults in force (one in `every`).
 #[derive(Debug)]
-pub struct Faults {
-    kind: Option<AwsErrorType>,
-    every: u64,
-    seen: AtomicU64,
-}
+pub struct Faults(telemetry::Faults<BedrockFault>);
 
 impl Faults {
     pub fn new(s: &FaultSettings) -> Result<Faults, String> {
-        let kind = match s.error.as_str() {
-            "" => None,
-            "ServiceUnavailableException" => Some(AwsErrorType::ServiceUnavailable),
-            "InternalServerException" => Some(AwsErrorType::InternalServer),
-            "ThrottlingException" => Some(AwsErrorType::Throttling),
-            "ModelTimeoutException" => Some(AwsErrorType::ModelTimeout),
-            other => return Err(format!("bedrock_emulator.faults.error: {other:?} is not one of ServiceUnavailableException, InternalServerException, ThrottlingException, ModelTimeoutException")),
-        };
-        if s.every == 0 {
-            return Err("bedrock_emulator.faults.every must be at least 1".into());
-        }
-        if let Some(k) = kind {
-            tracing::warn!(error = k.name(), every = s.every, "fault injection is on: one request in `every` fails");
-        }
-        Ok(Faults { kind, every: s.every, seen: AtomicU64::new(0) })
+        telemetry::Faults::new("bedrock_emulator.faults", s).map(Faults)
     }
 
     /// The error this request gets, if it is one of the faulty ones.
     pub fn next(&self) -> Option<AwsError> {
-        let kind = self.kind?;
-        let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        n.is_multiple_of(self.every).then(|| AwsError::new(kind, format!("injected fault: {} (bedrock_emulator.faults)", kind.name())))
+        let BedrockFault(kind) = self.0.next()?;
+        Some(AwsError::new(kind, format!("injected fault: {} (bedrock_emulator.faults)", kind.name())))
     }
 }
 
@@ -67,19 +46,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_request_in_every_fails_starting_with_the_first() {
-        let f = Faults::new(&FaultSettings { error: "ServiceUnavailableException".into(), every: 3 }).unwrap();
-        let failed: Vec<bool> = (0..7).map(|_| f.next().is_some()).collect();
-        assert_eq!(failed, [true, false, false, true, false, false, true]);
-        assert_eq!(f.next().map(|e| e.kind), None);
-        assert_eq!(Faults::new(&FaultSettings { error: "InternalServerException".into(), every: 1 }).unwrap().next().unwrap().kind, AwsErrorType::InternalServer);
-    }
-
-    #[test]
-    fn off_by_default_and_unknown_errors_are_refused() {
-        let f = Faults::new(&FaultSettings::default()).unwrap();
-        assert!((0..10).all(|_| f.next().is_none()));
-        assert!(Faults::new(&FaultSettings { error: "Boom".into(), every: 1 }).is_err());
-        assert!(Faults::new(&FaultSettings { error: "ThrottlingException".into(), every: 0 }).is_err());
+    fn each_fault_is_bedrocks_own_error() {
+        for (name, kind) in [("ServiceUnavailableException", AwsErrorType::ServiceUnavailable), ("InternalServerException", AwsErrorType::InternalServer),
+                             ("ThrottlingException", AwsErrorType::Throttling), ("ModelTimeoutException", AwsErrorType::ModelTimeout)] {
+            let f = Faults::new(&FaultSettings { error: name.into(), every: 2 }).unwrap();
+            assert_eq!(f.next().unwrap().kind, kind);
+            assert!(f.next().is_none());
+        }
+        // A client-side error is not a fault Bedrock has.
+        assert!(Faults::new(&FaultSettings { error: "ValidationException".into(), every: 1 }).is_err());
     }
 }

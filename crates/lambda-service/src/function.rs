@@ -224,6 +224,9 @@ impl Instance {
         }
         cmd.envs(&shared.settings.env);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        // Each environment is a process group of its own, so that ending it ends everything
+        // the function started (a wrapper's children too), as AWS ends the whole sandbox.
+        cmd.process_group(0);
         // If the service itself is killed, its functions go with it.
         #[cfg(target_os = "linux")]
         unsafe {
@@ -310,18 +313,35 @@ async fn run(instance: &Instance, mut child: Child, kill: &CancellationToken, sh
             }
         });
     }
-    tokio::select! {
+    let group = child.id();
+    let ended = tokio::select! {
         status = child.wait() => match status {
             Ok(s) => describe(s),
             Err(e) => e.to_string(),
         },
         _ = kill.cancelled() => {
+            kill_group(group);
             let _ = child.kill().await;
             "signal: killed".to_owned()
         }
         _ = shutdown.cancelled() => {
+            kill_group(group);
             let _ = child.kill().await;
             "signal: killed".to_owned()
+        }
+    };
+    // Whatever the environment left behind goes with it, however it ended: no orphaned work.
+    kill_group(group);
+    ended
+}
+
+/// SIGKILL to every process of the environment's group. The group's id stays reserved while
+/// any member lives, so it cannot name someone else's processes; an empty group is ESRCH.
+fn kill_group(group: Option<u32>) {
+    if let Some(pgid) = group.and_then(|id| libc::pid_t::try_from(id).ok()) {
+        // SAFETY: kill(2) with a negative pid signals a process group; it has no memory effects.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
         }
     }
 }

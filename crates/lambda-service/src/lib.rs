@@ -13,6 +13,5 @@ mod runtime_api;
 mod startup;
 
 pub use config::{FunctionSettings, LambdaServiceSettings, STREAM_RESPONSE_LIMIT, SYNC_PAYLOAD_LIMIT};
-pub use faults::FaultSettings;
 pub use function::{Function, FunctionStats};
 pub use startup::Application;

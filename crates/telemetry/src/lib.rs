@@ -1,15 +1,17 @@
 //! What every hop shares at its HTTP edge: JSON logs, W3C trace context, one access-log line
 //! per request written when the response body ends (so streamed responses log their real
 //! duration and token counts), the one way listeners serve (with connection timeouts), and the
-//! header-size limit at every edge.
+//! header-size limit at every edge, and fault injection there.
 
 mod access;
+mod faults;
 mod header_limit;
 mod logging;
 mod serve;
 mod trace;
 
 pub use access::{access_log, RequestInfo, TokenCounts};
+pub use faults::{FaultSettings, Faults, InjectableFault};
 pub use header_limit::{header_bytes, header_limit, too_large_message, HeaderLimit, Refusal};
 pub use logging::{init, LogFormat, LogSettings};
 pub use serve::{serve, ConnectionSettings, ConnectionTimeouts};
