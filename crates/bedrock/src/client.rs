@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::errors::map_sdk_error;
 use crate::mapping::to_converse_parts;
 use crate::settings::BedrockSettings;
-use crate::trace::{with_traceparent, TraceparentInterceptor};
+use aws_trace::{with_traceparent, TraceparentInterceptor};
 
 #[derive(Clone, Debug)]
 pub struct BedrockClient {
@@ -54,12 +54,13 @@ impl BedrockClient {
         }
         let shared = loader.load().await;
         // Retries are ours (below), so that throttling backs off with jitter as configured.
-        // Stalled-stream protection stays on for answers; the requests are small and in
-        // memory, and watching their upload throughput cost CPU on every call.
-        let stalled = StalledStreamProtectionConfig::enabled().upload_enabled(false).build();
+        // So is the rule for a silent Bedrock: `chunk_timeout_secs` between stream events and
+        // the server's request timeout around a whole answer. The SDK's stalled-stream
+        // protection would be a second rule with a fixed 5 s grace (a model may think longer
+        // than that before its first token), and watching throughput cost CPU on every call.
         let config = aws_sdk_bedrockruntime::config::Builder::from(&shared)
             .retry_config(RetryConfig::disabled())
-            .stalled_stream_protection(stalled)
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .interceptor(TraceparentInterceptor)
             .build();
         BedrockClient { client: Client::from_conf(config), settings }
@@ -104,7 +105,7 @@ impl BedrockClient {
         let parts = to_converse_parts(&req)?;
         let model_id = self.model_id(&req.model).to_owned();
         // The W3C trace goes along as a header (see trace.rs).
-        let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).filter(|t| !t.is_empty());
+        let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone());
         if !req.stream {
             let out = self
                 .with_retries(|| {

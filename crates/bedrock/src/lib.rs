@@ -6,7 +6,6 @@ mod client;
 mod errors;
 mod mapping;
 mod settings;
-mod trace;
 
 pub use client::BedrockClient;
 pub use errors::map_sdk_error;

@@ -31,8 +31,6 @@ const MODEL_ID: &str = "strata.smollm2-135m-instruct-v1:0";
 const REPLY: &str = "Hello from the instant emulator.";
 const PROMPT: &str = "Say hello.";
 const MAX_TOKENS: u32 = 16;
-/// A step passes with P99 under this and no errors.
-const BOUND_MS: f64 = 50.0;
 /// The rate at which every target's P50 is compared with the emulator's.
 const COMMON_RATE: f64 = 50.0;
 /// Requests the emulators take at once (their default, 16, is for a model, not for this).
@@ -41,26 +39,67 @@ const EMULATOR_CONCURRENCY: u32 = 4096;
 const NOT_A_HOP: [&str; 1] = ["bedrock-emulator"];
 const LITELLM_READY: Duration = Duration::from_secs(300);
 
-/// The rates offered and how long each is held.
-struct Plan {
-    rates: &'static [f64],
-    warmup: Duration,
-    step: Duration,
-    timeout: Duration,
+/// The rates offered, how long each is held, and the latency bound a step must keep
+/// (`strata bench overhead --rates ... --step ... --bound-ms ...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverheadPlan {
+    /// Offered rates, requests per second, rising.
+    pub rates: Vec<f64>,
+    /// Load at each rate before it is measured (connections opened, pools filled).
+    pub warmup: Duration,
+    /// How long each rate is measured.
+    pub step: Duration,
+    /// A request not answered within this is an error.
+    pub timeout: Duration,
+    /// A step passes with P99 under this and no errors.
+    pub bound_ms: f64,
 }
 
-impl Plan {
-    fn new(quick: bool) -> Plan {
+impl OverheadPlan {
+    /// The full ladder, or a short one for `--quick`.
+    pub fn standard(quick: bool) -> OverheadPlan {
         if quick {
-            Plan { rates: &[25.0, 50.0, 100.0, 400.0, 1000.0, 2000.0, 4000.0], warmup: Duration::from_millis(300), step: Duration::from_secs(1), timeout: Duration::from_secs(2) }
+            OverheadPlan {
+                rates: vec![25.0, 50.0, 100.0, 400.0, 1000.0, 2000.0, 4000.0],
+                warmup: Duration::from_millis(300),
+                step: Duration::from_secs(1),
+                timeout: Duration::from_secs(2),
+                bound_ms: 50.0,
+            }
         } else {
-            Plan {
-                rates: &[25.0, 50.0, 100.0, 200.0, 400.0, 700.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0],
+            OverheadPlan {
+                rates: vec![25.0, 50.0, 100.0, 200.0, 400.0, 700.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0],
                 warmup: Duration::from_secs(1),
                 step: Duration::from_secs(4),
                 timeout: Duration::from_secs(5),
+                bound_ms: 50.0,
             }
         }
+    }
+
+    /// A plan that can be run: rates positive and rising, a bound, a step and a timeout.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rates.is_empty() || self.rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+            return Err("the overhead rates must be one or more positive numbers of requests per second".into());
+        }
+        if self.rates.windows(2).any(|w| w[1] <= w[0]) {
+            return Err("the overhead rates must rise".into());
+        }
+        if !self.bound_ms.is_finite() || self.bound_ms <= 0.0 {
+            return Err("the overhead bound must be a positive number of milliseconds".into());
+        }
+        if self.step.is_zero() || self.timeout.is_zero() {
+            return Err("the overhead step and timeout must be longer than zero".into());
+        }
+        Ok(())
+    }
+
+    fn lowest(&self) -> f64 {
+        self.rates[0]
+    }
+
+    fn highest(&self) -> f64 {
+        self.rates[self.rates.len() - 1]
     }
 }
 
@@ -99,13 +138,13 @@ struct Step {
 }
 
 impl Step {
-    fn passed(&self) -> bool {
-        self.ok > 0 && self.errors == 0 && self.p99_ms < BOUND_MS
+    fn passed(&self, bound_ms: f64) -> bool {
+        self.ok > 0 && self.errors == 0 && self.p99_ms < bound_ms
     }
 
     /// Far enough past the bound that higher rates need not be tried.
-    fn clearly_failed(&self) -> bool {
-        self.ok == 0 || self.error_rate > 0.01 || self.p99_ms > 4.0 * BOUND_MS
+    fn clearly_failed(&self, bound_ms: f64) -> bool {
+        self.ok == 0 || self.error_rate > 0.01 || self.p99_ms > 4.0 * bound_ms
     }
 }
 
@@ -124,20 +163,20 @@ impl Measured {
     }
 
     /// The highest passing step.
-    fn sustained(&self) -> Option<&Step> {
-        self.steps.iter().filter(|s| s.passed()).max_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
+    fn sustained(&self, plan: &OverheadPlan) -> Option<&Step> {
+        self.steps.iter().filter(|s| s.passed(plan.bound_ms)).max_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
     }
 
     /// The sustained rate as a number for ratios: a target that passed no step sustains less
     /// than the lowest rate tried, which then bounds it from above.
-    fn sustained_rate(&self, plan: &Plan) -> f64 {
-        self.sustained().map_or(plan.rates[0], |s| s.offered_rate)
+    fn sustained_rate(&self, plan: &OverheadPlan) -> f64 {
+        self.sustained(plan).map_or(plan.lowest(), |s| s.offered_rate)
     }
 
-    fn sustained_text(&self, plan: &Plan) -> String {
-        match (self.sustained(), self.steps.last()) {
-            (None, _) => format!("< {:.0}", plan.rates[0]),
-            (Some(s), Some(last)) if s.offered_rate == last.offered_rate && last.offered_rate == *plan.rates.last().expect("rates") => format!(">= {:.0}", s.offered_rate),
+    fn sustained_text(&self, plan: &OverheadPlan) -> String {
+        match (self.sustained(plan), self.steps.last()) {
+            (None, _) => format!("< {:.0}", plan.lowest()),
+            (Some(s), Some(last)) if s.offered_rate == last.offered_rate && last.offered_rate == plan.highest() => format!(">= {:.0}", s.offered_rate),
             (Some(s), _) => format!("{:.0}", s.offered_rate),
         }
     }
@@ -180,13 +219,13 @@ async fn check_reply(client: &reqwest::Client, request: &Request) -> anyhow::Res
 }
 
 /// Offers every rate of the plan to one target until it clearly fails.
-async fn ladder(name: &str, plan: &Plan, request: &Request, root: u32) -> anyhow::Result<(Vec<Step>, RssPeak)> {
+async fn ladder(name: &str, plan: &OverheadPlan, request: &Request, root: u32) -> anyhow::Result<(Vec<Step>, RssPeak)> {
     let client = loadgen::client();
     check_reply(&client, request).await.with_context(|| format!("{name} does not answer"))?;
     let me = std::process::id();
     let (mut steps, mut peak) = (Vec::new(), RssPeak::default());
     let mut failed_in_a_row = 0;
-    for &rate in plan.rates {
+    for &rate in &plan.rates {
         let load = |duration| Load { rate, duration, max_in_flight: max_in_flight(rate), timeout: plan.timeout };
         // Warm-up at the same rate: connections opened, pools filled; not recorded.
         loadgen::run(&client, request, load(plan.warmup)).await;
@@ -232,7 +271,7 @@ async fn ladder(name: &str, plan: &Plan, request: &Request, root: u32) -> anyhow
             step.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
         );
         peak.merge(&rss);
-        let (passed, clearly_failed) = (step.passed(), step.clearly_failed());
+        let (passed, clearly_failed) = (step.passed(plan.bound_ms), step.clearly_failed(plan.bound_ms));
         steps.push(step);
         failed_in_a_row = if passed { 0 } else { failed_in_a_row + 1 };
         if clearly_failed || failed_in_a_row >= 2 {
@@ -242,7 +281,7 @@ async fn ladder(name: &str, plan: &Plan, request: &Request, root: u32) -> anyhow
     Ok((steps, peak))
 }
 
-async fn measure(name: &'static str, plan: &Plan, request: &Request, root: u32) -> Measured {
+async fn measure(name: &'static str, plan: &OverheadPlan, request: &Request, root: u32) -> Measured {
     match ladder(name, plan, request, root).await {
         Ok((steps, rss)) => Measured { name, missing: None, steps, rss },
         Err(e) => Measured::not_measured(name, format!("{e:#}")),
@@ -273,21 +312,21 @@ async fn start_serve(strata: &Path, emulator: &str, dir: &Path) -> anyhow::Resul
 }
 
 pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
-    let plan = Plan::new(opts.quick);
+    let plan = &opts.overhead;
     let dir = tempfile::tempdir()?;
     let emulator = Spawned::start(&opts.strata, &["bedrock-emulator", "--generator", "instant"], &emulator_env(false), READY).await.context("starting the emulator")?;
     let mut measured = Vec::new();
 
-    measured.push(measure("bedrock-emulator", &plan, &converse_request(&emulator.url), emulator.pid()).await);
+    measured.push(measure("bedrock-emulator", plan, &converse_request(&emulator.url), emulator.pid()).await);
 
     measured.push(match start_serve(&opts.strata, &emulator.url, dir.path()).await {
-        Ok(serve) => measure("strata serve (bedrock)", &plan, &openai_request(&serve.url), serve.pid()).await,
+        Ok(serve) => measure("strata serve (bedrock)", plan, &openai_request(&serve.url), serve.pid()).await,
         Err(e) => Measured::not_measured("strata serve (bedrock)", format!("{e:#}")),
     });
 
     let run_dir = dir.path().join("up");
     measured.push(match Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &emulator_env(true), READY).await {
-        Ok(up) => measure("strata up (chain)", &plan, &openai_request(&up.url), up.pid()).await,
+        Ok(up) => measure("strata up (chain)", plan, &openai_request(&up.url), up.pid()).await,
         Err(e) => Measured::not_measured("strata up (chain)", format!("{e:#}")),
     });
 
@@ -299,7 +338,7 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
             Ok(proxy) => {
                 let mut request = openai_request(&proxy.url);
                 request.headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", proxy.key))?);
-                let m = measure("LiteLLM proxy", &plan, &request, proxy.pid()).await;
+                let m = measure("LiteLLM proxy", plan, &request, proxy.pid()).await;
                 match m.missing.clone() {
                     Some(why) => Measured::not_measured("LiteLLM proxy", format!("{why}; its log ends: {}", proxy.log_tail())),
                     None => m,
@@ -316,11 +355,11 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
         .filter(|m| !m.steps.is_empty())
         .map(|m| Series { name: m.name.to_owned(), points: m.steps.iter().filter(|s| s.ok > 0).map(|s| (s.offered_rate, s.p50_ms, s.p99_ms)).collect() })
         .collect();
-    let chart_written = chart::latency_vs_load(&chart_path, &series, BOUND_MS).map_err(|e| format!("{e:#}"));
-    Ok(summarise(&plan, &measured, &chart_path, chart_written))
+    let chart_written = chart::latency_vs_load(&chart_path, &series, plan.bound_ms).map_err(|e| format!("{e:#}"));
+    Ok(summarise(plan, &measured, &chart_path, chart_written))
 }
 
-fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_written: Result<(), String>) -> Section {
+fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, chart_written: Result<(), String>) -> Section {
     let find = |name: &str| measured.iter().find(|m| m.name == name);
     let (emulator, serve, chain, litellm) = (find("bedrock-emulator"), find("strata serve (bedrock)"), find("strata up (chain)"), find("LiteLLM proxy"));
     let base_p50 = emulator.and_then(|m| m.at(COMMON_RATE)).map(|s| s.p50_ms);
@@ -340,7 +379,7 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
         };
         let p50 = m.at(COMMON_RATE).map_or("n/a".into(), |s| f2(s.p50_ms));
         let plus = if m.name == "bedrock-emulator" { "(baseline)".into() } else { added(m).map_or("n/a".into(), |a| format!("{a:+.2}")) };
-        let cpu = m.sustained().map_or("n/a".into(), |s| format!("{:.3} (at {:.0}/s)", s.cpu_ms_per_request, s.offered_rate));
+        let cpu = m.sustained(plan).map_or("n/a".into(), |s| format!("{:.3} (at {:.0}/s)", s.cpu_ms_per_request, s.offered_rate));
         let rss = m.largest_hop_mb().map_or("n/a".into(), |(role, mb)| if m.name == "strata up (chain)" { format!("{mb:.1} (largest: {role})") } else { f1(mb) });
         let total = f1(m.rss.total_bytes as f64 / 1e6);
         rows.push(Row { cells: vec![m.name.to_owned(), m.sustained_text(plan), vs, p50, plus, cpu, format!("{rss} / {total}")] });
@@ -361,7 +400,7 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
         Some(a) => targets.push((format!("`strata serve --backend bedrock` adds <= 0.5 ms at P50 over the emulator at {COMMON_RATE:.0} req/s (measured {a:+.2} ms)"), a <= 0.5)),
         None => targets.push(("`strata serve --backend bedrock` adds <= 0.5 ms at P50 (not measured)".into(), false)),
     }
-    match serve.and_then(|m| m.sustained()) {
+    match serve.and_then(|m| m.sustained(plan)) {
         Some(s) => targets.push((format!("`strata serve --backend bedrock` spends <= 0.3 ms CPU per request (measured {:.3} ms at {:.0} req/s)", s.cpu_ms_per_request, s.offered_rate), s.cpu_ms_per_request <= 0.3)),
         None => targets.push(("`strata serve --backend bedrock` spends <= 0.3 ms CPU per request (not measured)".into(), false)),
     }
@@ -395,14 +434,15 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
              failures, timeouts ({:.0} s) and requests due while {}-{} were already in flight (half a second of arrivals) are \
              errors. Rates {}; each step {:.1} s after a {:.1} s warm-up at the same rate; a target stops rising after a step \
              with P99 over {:.0} ms or more than 1% errors, or two failing steps in a row. Sustained = the highest step with P99 \
-             under {BOUND_MS:.0} ms and no errors (\">=\" when that is the highest rate tried, \"<\" when none passed).",
+             under {:.0} ms and no errors (\">=\" when that is the highest rate tried, \"<\" when none passed).",
             plan.timeout.as_secs_f64(),
             max_in_flight(0.0),
             max_in_flight(f64::MAX),
             plan.rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
             plan.step.as_secs_f64(),
             plan.warmup.as_secs_f64(),
-            4.0 * BOUND_MS
+            4.0 * plan.bound_ms,
+            plan.bound_ms
         ),
         format!(
             "CPU per request: utime + stime of every process of the target's tree (/proc/PID/stat) before and after the step, over \
@@ -414,19 +454,20 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
     ];
     match &chart_written {
         Ok(()) => notes.push(format!(
-            "![P50 and P99 latency against offered load]({}) P50 (solid) and P99 (dashed) latency against offered load, log scales; the dotted line is the {BOUND_MS:.0} ms bound.",
-            chart_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            "![P50 and P99 latency against offered load]({}) P50 (solid) and P99 (dashed) latency against offered load, log scales; the dotted line is the {:.0} ms bound.",
+            chart_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            plan.bound_ms
         )),
         Err(e) => notes.push(format!("The chart could not be written: {e}.")),
     }
     if let Some(c) = chain.filter(|m| m.missing.is_none()) {
         let per_hop: Vec<String> = c.rss.by_process.iter().map(|((role, pid), b)| format!("{role} ({pid}) {:.1} MB", *b as f64 / 1e6)).collect();
-        let cpu: Vec<String> = c.sustained().map(|s| s.cpu_ms_per_request_by_role.iter().map(|(r, ms)| format!("{r} {ms:.3}")).collect()).unwrap_or_default();
+        let cpu: Vec<String> = c.sustained(plan).map(|s| s.cpu_ms_per_request_by_role.iter().map(|(r, ms)| format!("{r} {ms:.3}")).collect()).unwrap_or_default();
         notes.push(format!("The chain's processes, peak RSS under load: {}. CPU ms per request by role at the sustained step: {}.", per_hop.join(", "), if cpu.is_empty() { "n/a".into() } else { cpu.join(", ") }));
     }
     if let Some(l) = litellm.filter(|m| m.missing.is_none()) {
         let added = added(l).map_or("n/a".into(), |a| format!("{a:.1} ms"));
-        let cpu = l.sustained().map_or("n/a".into(), |s| format!("{:.1} ms", s.cpu_ms_per_request));
+        let cpu = l.sustained(plan).map_or("n/a".into(), |s| format!("{:.1} ms", s.cpu_ms_per_request));
         notes.push(format!(
             "LiteLLM in this run: sustained {} req/s, added {added} at P50, {cpu} of CPU per request, {:.2} GiB of RSS with two workers \
              (measured before on this kind of machine: about 50 req/s, 15 ms, 15 ms and 1.1 GiB).",
@@ -444,7 +485,7 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
         notes,
         header: vec![
             "target".into(),
-            format!("sustained req/s (P99 < {BOUND_MS:.0} ms, no errors)"),
+            format!("sustained req/s (P99 < {:.0} ms, no errors)", plan.bound_ms),
             "vs LiteLLM".into(),
             format!("P50 ms at {COMMON_RATE:.0} req/s"),
             "P50 added ms".into(),
@@ -454,10 +495,10 @@ fn summarise(plan: &Plan, measured: &[Measured], chart_path: &Path, chart_writte
         rows,
         targets,
         data: json!({
-            "bound_ms": BOUND_MS, "common_rate": COMMON_RATE, "step_s": plan.step.as_secs_f64(), "warmup_s": plan.warmup.as_secs_f64(),
+            "bound_ms": plan.bound_ms, "rates": plan.rates, "common_rate": COMMON_RATE, "step_s": plan.step.as_secs_f64(), "warmup_s": plan.warmup.as_secs_f64(),
             "chart": chart_written.is_ok().then(|| chart_path.display().to_string()),
             "targets": measured.iter().map(|m| json!({
-                "name": m.name, "not_measured": m.missing, "sustained_rate": m.sustained().map(|s| s.offered_rate),
+                "name": m.name, "not_measured": m.missing, "sustained_rate": m.sustained(plan).map(|s| s.offered_rate),
                 "p50_added_ms": added(m), "rss_peak_mb": m.rss.total_bytes as f64 / 1e6,
                 "steps": m.steps,
             })).collect::<Vec<_>>(),
@@ -496,20 +537,37 @@ mod tests {
 
     #[test]
     fn sustained_is_the_highest_step_within_the_bound_without_errors() {
-        let plan = Plan::new(true);
+        let plan = OverheadPlan::standard(true);
         let m = Measured { name: "x", missing: None, steps: vec![step(25.0, 2.0, 0), step(100.0, 3.0, 0), step(400.0, 49.0, 0), step(1000.0, 51.0, 0), step(2000.0, 10.0, 1)], rss: RssPeak::default() };
-        assert_eq!(m.sustained().unwrap().offered_rate, 400.0);
+        assert_eq!(m.sustained(&plan).unwrap().offered_rate, 400.0);
         assert_eq!(m.sustained_text(&plan), "400");
         let none = Measured { name: "y", missing: None, steps: vec![step(25.0, 60.0, 0)], rss: RssPeak::default() };
         assert_eq!((none.sustained_text(&plan), none.sustained_rate(&plan)), ("< 25".into(), 25.0));
         let top = Measured { name: "z", missing: None, steps: plan.rates.iter().map(|r| step(*r, 1.0, 0)).collect(), rss: RssPeak::default() };
         assert_eq!(top.sustained_text(&plan), ">= 4000");
-        assert!(step(100.0, 300.0, 0).clearly_failed() && step(100.0, 10.0, 2).clearly_failed() && !step(100.0, 60.0, 0).clearly_failed());
+        assert!(step(100.0, 300.0, 0).clearly_failed(50.0) && step(100.0, 10.0, 2).clearly_failed(50.0) && !step(100.0, 60.0, 0).clearly_failed(50.0));
+    }
+
+    #[test]
+    fn a_plan_must_rise_through_positive_rates_within_a_positive_bound() {
+        assert_eq!(OverheadPlan::standard(false).validate(), Ok(()));
+        assert_eq!(OverheadPlan::standard(true).validate(), Ok(()));
+        let with = |rates: Vec<f64>, bound_ms| OverheadPlan { rates, bound_ms, ..OverheadPlan::standard(true) }.validate();
+        assert!(with(vec![], 50.0).is_err());
+        assert!(with(vec![100.0, 50.0], 50.0).unwrap_err().contains("rise"));
+        assert!(with(vec![0.0, 50.0], 50.0).is_err());
+        assert!(with(vec![f64::NAN], 50.0).is_err());
+        assert!(with(vec![100.0], 0.0).unwrap_err().contains("bound"));
+        assert!(OverheadPlan { step: Duration::ZERO, ..OverheadPlan::standard(true) }.validate().is_err());
+        // A tighter bound passes fewer steps.
+        let m = Measured { name: "x", missing: None, steps: vec![step(25.0, 2.0, 0), step(100.0, 8.0, 0)], rss: RssPeak::default() };
+        let tight = OverheadPlan { bound_ms: 5.0, ..OverheadPlan::standard(true) };
+        assert_eq!((m.sustained_text(&OverheadPlan::standard(true)), m.sustained_text(&tight)), ("100".into(), "25".into()));
     }
 
     #[test]
     fn a_missing_reference_misses_its_targets_and_says_why() {
-        let plan = Plan::new(true);
+        let plan = OverheadPlan::standard(true);
         let serve = Measured { name: "strata serve (bedrock)", missing: None, steps: vec![step(25.0, 2.0, 0), step(50.0, 2.0, 0)], rss: RssPeak::default() };
         let lite = Measured::not_measured("LiteLLM proxy", "litellm is missing".into());
         let s = summarise(&plan, &[serve, lite], Path::new("/nonexistent/overhead.svg"), Err("no".into()));

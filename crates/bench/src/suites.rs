@@ -64,6 +64,8 @@ pub struct BenchOptions {
     pub command: String,
     /// How `soak` runs.
     pub soak: SoakOptions,
+    /// The rates `overhead` offers and the bound its steps must keep.
+    pub overhead: crate::OverheadPlan,
     /// The LiteLLM proxy's `litellm` executable, the reference of `overhead`.
     pub litellm: PathBuf,
 }

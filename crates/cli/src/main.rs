@@ -6,6 +6,10 @@ mod config;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc malloc: see the workspace Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Serve LLM queries from any Ollama or OpenAI client, locally or down a cloud chain to Amazon Bedrock")]
 struct Cli {

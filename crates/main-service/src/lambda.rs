@@ -16,6 +16,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::error::InvokeWithResponseStreamResponseEventError;
 use aws_sdk_lambda::types::InvokeWithResponseStreamResponseEvent as Event;
 use aws_sdk_lambda::Client;
+use aws_trace::{with_traceparent, TraceparentInterceptor};
 use contract::lambda_stream::{error_from_function, LineDecoder};
 use contract::{ChunkKind, ChunkStream, ErrorKind, GenerateRequest, GenerateResponse, StreamChunk};
 use rand::Rng;
@@ -41,14 +42,10 @@ struct Failure {
     retry: bool,
 }
 
-/// Sends the request's W3C trace as a header too, so the Lambda service's own logs join it.
-fn with_trace(req: &GenerateRequest) -> impl Fn(&mut aws_smithy_runtime_api::http::Request) + Send + Sync + 'static {
-    let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).filter(|t| !t.is_empty());
-    move |r| {
-        if let Some(tp) = &traceparent {
-            r.headers_mut().insert("traceparent", tp.clone());
-        }
-    }
+/// The request's W3C trace, sent as a header too (see `aws_trace`) so that the Lambda
+/// service's own logs join it.
+fn traceparent(req: &GenerateRequest) -> Option<String> {
+    req.trace.as_ref().map(|t| t.traceparent.clone())
 }
 
 type EventRx = EventReceiver<Event, InvokeWithResponseStreamResponseEventError>;
@@ -70,6 +67,7 @@ impl Invoker {
             // Models may pause between tokens for longer than the SDK's stall grace period;
             // `invocation_timeout_ms` bounds a stream instead.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .interceptor(TraceparentInterceptor)
             .build();
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_invocations.max(1)));
         Invoker { client: Client::from_conf(config), settings, slots, metrics }
@@ -141,7 +139,7 @@ impl Invoker {
         let payload = Blob::new(serde_json::to_vec(req).map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?);
         let result = self
             .with_retries(INVOKE, || async {
-                let call = self.client.invoke().function_name(&self.settings.function_name).payload(payload.clone()).customize().mutate_request(with_trace(req)).send();
+                let call = with_traceparent(traceparent(req), self.client.invoke().function_name(&self.settings.function_name).payload(payload.clone()).send());
                 let out = match tokio::time::timeout(self.timeout(), call).await {
                     Err(_) => return Err(Failure { error: contract::Error::new(ErrorKind::Timeout, "the Lambda function did not answer in time"), outcome: "timeout", retry: false }),
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),
@@ -172,7 +170,7 @@ impl Invoker {
         let timed_out = || Failure { error: contract::Error::new(ErrorKind::Timeout, "the Lambda function did not answer in time"), outcome: "timeout", retry: false };
         let result = self
             .with_retries(INVOKE_STREAM, || async {
-                let call = self.client.invoke_with_response_stream().function_name(&self.settings.function_name).payload(payload.clone()).customize().mutate_request(with_trace(req)).send();
+                let call = with_traceparent(traceparent(req), self.client.invoke_with_response_stream().function_name(&self.settings.function_name).payload(payload.clone()).send());
                 let mut out = match tokio::time::timeout_at(deadline, call).await {
                     Err(_) => return Err(timed_out()),
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),

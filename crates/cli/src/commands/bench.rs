@@ -1,10 +1,11 @@
 //! `strata bench [SUITE...] [--quick] [--out FILE] [--litellm PATH]`, and `strata bench soak [--duration D]
-//! [--concurrency N | --rate R] [--generator instant|embedded]`.
+//! [--concurrency N | --rate R] [--generator instant|embedded]`. The overhead ladder is set with
+//! `--rates`, `--step` and `--bound-ms` (each also from `STRATA_BENCH_*`).
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use bench::{BenchOptions, Generator, SoakOptions, Suite};
+use bench::{BenchOptions, Generator, OverheadPlan, SoakOptions, Suite};
 use clap::Args;
 use engine::{Resolver, DEFAULT_MODEL};
 
@@ -38,6 +39,15 @@ pub struct BenchArgs {
     /// overhead: the LiteLLM proxy's `litellm` executable, the reference [default: the one scripts/setup.sh installs, $STRATA_CACHE/litellm-venv/bin/litellm]
     #[arg(long, env = "STRATA_BENCH_LITELLM")]
     litellm: Option<PathBuf>,
+    /// overhead: the offered rates, requests per second, rising, e.g. 100,1000,3000 [default: 25 to 8000 in 15 steps; --quick: 7 steps to 4000]
+    #[arg(long, env = "STRATA_BENCH_RATES", value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// overhead: how long each rate is measured, after a warm-up of a quarter of it (at most 1s) [default: 4s; --quick: 1s]
+    #[arg(long, env = "STRATA_BENCH_STEP")]
+    step: Option<String>,
+    /// overhead: a rate is sustained when its P99 stays under this many milliseconds with no errors
+    #[arg(long, env = "STRATA_BENCH_BOUND_MS", default_value_t = 50.0)]
+    bound_ms: f64,
     /// Model to benchmark
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
@@ -68,6 +78,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         rate: args.rate,
         generator: if args.generator == "embedded" { Generator::Embedded } else { Generator::Instant },
     };
+    let mut overhead = OverheadPlan::standard(args.quick);
+    if !args.rates.is_empty() {
+        overhead.rates = args.rates.clone();
+    }
+    if let Some(step) = &args.step {
+        overhead.step = agent::parse_duration(step).map_err(anyhow::Error::msg).context("--step")?;
+        overhead.warmup = (overhead.step / 4).min(std::time::Duration::from_secs(1));
+    }
+    overhead.bound_ms = args.bound_ms;
+    overhead.validate().map_err(anyhow::Error::msg).context("--rates, --step, --bound-ms")?;
     // The soak alone gets its own report, so a soak run never replaces the other figures.
     let out = args.out.unwrap_or_else(|| PathBuf::from(if suites.iter().all(|s| *s == Suite::Soak) { "docs/soak.md" } else { "docs/benchmarks.md" }));
     let config = Config::load(args.config.as_deref())?;
@@ -81,6 +101,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         model: model.name,
         model_path: model.path,
         soak,
+        overhead,
         litellm: args.litellm.unwrap_or_else(bench::default_litellm),
         command: std::env::args().map(|a| if a.contains('/') { a.rsplit('/').next().unwrap_or(&a).to_owned() } else { a }).collect::<Vec<_>>().join(" "),
     };
