@@ -44,19 +44,41 @@ impl Config {
             }
             None => None,
         };
-        Self::layered(toml).extract().context("invalid configuration")
+        Self::layered(toml)?.extract().context("invalid configuration")
     }
 
     /// Defaults, then `toml`, then the environment: the layers `load` extracts.
-    fn layered(toml: Option<figment::providers::Data<Toml>>) -> Figment {
+    fn layered(toml: Option<figment::providers::Data<Toml>>) -> anyhow::Result<Figment> {
+        refuse_values_figment_garbles()?;
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(toml) = toml {
             figment = figment.merge(toml);
         }
         // Only `STRATA_<SECTION>__<KEY>` names are configuration; other STRATA_* variables
         // (STRATA_CONFIG, or a caller's own) are not.
-        figment.merge(Env::prefixed("STRATA_").filter(|k| k.as_str().contains("__")).split("__"))
+        Ok(figment.merge(Env::prefixed("STRATA_").filter(|k| k.as_str().contains("__")).split("__")))
     }
+}
+
+/// Whether a variable name is configuration: `STRATA_<SECTION>__<KEY>`.
+fn is_config_variable(name: &str) -> bool {
+    // figment matches the prefix without regard to case.
+    name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("STRATA_")) && name[7..].contains("__")
+}
+
+/// figment (0.10.19) unescapes a quoted environment value (`"a\nb"`, also inside `[..]` or
+/// `{..}`) using a character's index as a byte index, so a non-ASCII character before a
+/// backslash makes it panic, or quietly cut the value wrongly. Such values are refused here,
+/// with the variable's name, before figment reads them. Quoting and escapes work as
+/// documented for ASCII values, and non-ASCII values without escapes are untouched.
+fn refuse_values_figment_garbles() -> anyhow::Result<()> {
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+        if is_config_variable(name) && value.contains('"') && value.contains('\\') && !value.is_ascii() {
+            anyhow::bail!("invalid configuration: {name} holds a quoted value with both a backslash escape and non-ASCII text, which cannot be read reliably; write the character itself instead of an escape, or leave out the quotes");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -135,6 +157,25 @@ mod tests {
         });
     }
 
+    /// Found by the million-case run: figment panicked on a quoted value with an escape after
+    /// a non-ASCII character. ASCII escapes and plain non-ASCII still read as before.
+    #[test]
+    fn quoted_non_ascii_escapes_are_refused_by_name_not_a_panic() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STRATA_LOG__LEVEL", "\"é\\n\"");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("STRATA_LOG__LEVEL") && e.contains("backslash"), "{e}");
+            jail.set_env("strata_log__level", "[\"ü\\t\"]");
+            assert!(Config::load(None).is_err());
+            jail.set_env("STRATA_LOG__LEVEL", "\"warn\\u0021\"");
+            jail.set_env("strata_log__level", "info");
+            jail.set_env("STRATA_CONVERSE__TEMPLATE", "café");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.converse.template, "café");
+            Ok(())
+        });
+    }
+
     /// Property tests of the loader: mutated versions of the documented example file and
     /// arbitrary `STRATA_*` values load or fail with an error, never panic; what loads
     /// serialises back. The dedicated run: `PROPTEST_CASES=1000000 cargo test --release -p cli fuzz_`.
@@ -176,7 +217,7 @@ mod tests {
         }
 
         fn check(toml: &str) -> Result<(), TestCaseError> {
-            if let Ok(c) = Config::layered(Some(Toml::string(toml))).extract::<Config>() {
+            if let Ok(c) = Config::layered(Some(Toml::string(toml))).and_then(|f| Ok(f.extract::<Config>()?)) {
                 prop_assert!(toml::to_string(&c).is_ok());
             }
             Ok(())
@@ -217,7 +258,7 @@ mod tests {
                         // Environment values cannot hold NUL; everything else may arrive.
                         let v = v.replace('\0', "");
                         std::env::set_var(keys[k], &v);
-                        let r = Config::layered(None).extract::<Config>().map(|_| ());
+                        let r = Config::layered(None).and_then(|f| Ok(f.extract::<Config>()?)).map(|_| ());
                         std::env::remove_var(keys[k]);
                         let _ = r;
                         Ok(())
