@@ -77,6 +77,11 @@ impl OverheadPlan {
         }
     }
 
+    /// Measures each rate for `step`, after a warm-up of a quarter of it (at most a second).
+    pub fn with_step(self, step: Duration) -> OverheadPlan {
+        OverheadPlan { step, warmup: (step / 4).min(Duration::from_secs(1)), ..self }
+    }
+
     /// A plan that can be run: rates positive and rising, a bound, a step and a timeout.
     pub fn validate(&self) -> Result<(), String> {
         if self.rates.is_empty() || self.rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
@@ -559,6 +564,8 @@ mod tests {
         assert!(with(vec![f64::NAN], 50.0).is_err());
         assert!(with(vec![100.0], 0.0).unwrap_err().contains("bound"));
         assert!(OverheadPlan { step: Duration::ZERO, ..OverheadPlan::standard(true) }.validate().is_err());
+        let warmup = |s| OverheadPlan::standard(true).with_step(Duration::from_secs(s)).warmup;
+        assert_eq!((warmup(2), warmup(8)), (Duration::from_millis(500), Duration::from_secs(1)));
         // A tighter bound passes fewer steps.
         let m = Measured { name: "x", missing: None, steps: vec![step(25.0, 2.0, 0), step(100.0, 8.0, 0)], rss: RssPeak::default() };
         let tight = OverheadPlan { bound_ms: 5.0, ..OverheadPlan::standard(true) };

@@ -56,14 +56,18 @@ impl Config {
         }
         // Only `STRATA_<SECTION>__<KEY>` names are configuration; other STRATA_* variables
         // (STRATA_CONFIG, or a caller's own) are not.
-        Ok(figment.merge(Env::prefixed("STRATA_").filter(|k| k.as_str().contains("__")).split("__")))
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__")))
     }
 }
+
+/// Environment variables that configure strata begin with this.
+const ENV_PREFIX: &str = "STRATA_";
 
 /// Whether a variable name is configuration: `STRATA_<SECTION>__<KEY>`.
 fn is_config_variable(name: &str) -> bool {
     // figment matches the prefix without regard to case.
-    name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("STRATA_")) && name[7..].contains("__")
+    let n = ENV_PREFIX.len();
+    name.get(..n).is_some_and(|p| p.eq_ignore_ascii_case(ENV_PREFIX)) && name[n..].contains("__")
 }
 
 /// figment (0.10.19) unescapes a quoted environment value (`"a\nb"`, also inside `[..]` or
@@ -167,11 +171,12 @@ mod tests {
             assert!(e.contains("STRATA_LOG__LEVEL") && e.contains("backslash"), "{e}");
             jail.set_env("strata_log__level", "[\"ü\\t\"]");
             assert!(Config::load(None).is_err());
+            // Both spellings are read; give them the same ASCII escape.
             jail.set_env("STRATA_LOG__LEVEL", "\"warn\\u0021\"");
-            jail.set_env("strata_log__level", "info");
+            jail.set_env("strata_log__level", "\"warn\\u0021\"");
             jail.set_env("STRATA_CONVERSE__TEMPLATE", "café");
             let c = Config::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(c.converse.template, "café");
+            assert_eq!((c.log.level.as_str(), c.converse.template.as_str()), ("warn!", "café"));
             Ok(())
         });
     }

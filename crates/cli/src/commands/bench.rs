@@ -83,8 +83,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         overhead.rates = args.rates.clone();
     }
     if let Some(step) = &args.step {
-        overhead.step = agent::parse_duration(step).map_err(anyhow::Error::msg).context("--step")?;
-        overhead.warmup = (overhead.step / 4).min(std::time::Duration::from_secs(1));
+        overhead = overhead.with_step(agent::parse_duration(step).map_err(anyhow::Error::msg).context("--step")?);
     }
     overhead.bound_ms = args.bound_ms;
     overhead.validate().map_err(anyhow::Error::msg).context("--rates, --step, --bound-ms")?;
