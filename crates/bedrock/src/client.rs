@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::errors::map_sdk_error;
 use crate::mapping::to_converse_parts;
 use crate::settings::BedrockSettings;
-use aws_trace::{with_traceparent, TraceparentInterceptor};
+use aws_trace::{with_traceparent, TraceInterceptor};
 
 #[derive(Clone, Debug)]
 pub struct BedrockClient {
@@ -61,7 +61,7 @@ impl BedrockClient {
         let config = aws_sdk_bedrockruntime::config::Builder::from(&shared)
             .retry_config(RetryConfig::disabled())
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .interceptor(TraceparentInterceptor)
+            .interceptor(TraceInterceptor)
             .build();
         BedrockClient { client: Client::from_conf(config), settings }
     }

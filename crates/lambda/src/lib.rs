@@ -13,21 +13,22 @@ use bedrock::{BedrockClient, BedrockSettings};
 use bytes::Bytes;
 use contract::{ChunkKind, ErrorKind};
 use futures::{Stream, StreamExt};
-use lambda_runtime::{Diagnostic, FunctionResponse, MetadataPrelude, StreamResponse};
+
+pub mod runtime;
 
 /// The body of a streamed answer: NDJSON lines of `StreamChunk`.
 pub type LineStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::convert::Infallible>> + Send>>;
 
-pub type Response = FunctionResponse<contract::GenerateResponse, LineStream>;
+pub type Response = runtime::Answer<contract::GenerateResponse>;
 
 /// A failure as Lambda reports it: `errorType` is the contract error kind, so callers can tell
 /// a retryable failure from one that is not.
 #[derive(Debug)]
 pub struct FunctionError(pub contract::Error);
 
-impl From<FunctionError> for Diagnostic {
-    fn from(e: FunctionError) -> Diagnostic {
-        Diagnostic { error_type: format!("{:?}", e.0.kind()), error_message: e.0.message }
+impl From<FunctionError> for runtime::Failure {
+    fn from(e: FunctionError) -> runtime::Failure {
+        runtime::Failure { error_type: format!("{:?}", e.0.kind()), error_message: e.0.message }
     }
 }
 
@@ -65,6 +66,12 @@ fn add_hop(done: &mut contract::GenerateResponse, started: Instant) {
 
 /// The invocation payload as a contract request. A payload that is not one is the caller's
 /// error (`InvalidRequest`), not the runtime's: the caller learns which field is wrong.
+pub fn parse_payload(payload: &[u8]) -> Result<contract::GenerateRequest, FunctionError> {
+    let value = serde_json::from_slice(payload).map_err(|e| FunctionError(contract::Error::new(ErrorKind::InvalidRequest, format!("the event is not JSON: {e}"))))?;
+    parse_event(value)
+}
+
+/// [`parse_payload`] for an event already read as JSON.
 pub fn parse_event(payload: serde_json::Value) -> Result<contract::GenerateRequest, FunctionError> {
     if !payload.is_object() {
         return Err(FunctionError(contract::Error::new(ErrorKind::InvalidRequest, "the event must be a JSON object (a contract GenerateRequest)")));
@@ -88,7 +95,7 @@ pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> R
             }
             Ok(line(&c))
         });
-        return Ok(FunctionResponse::StreamingResponse(StreamResponse { metadata_prelude: MetadataPrelude::default(), stream: Box::pin(lines) }));
+        return Ok(runtime::Answer::Streaming(Box::pin(lines)));
     }
     let mut text = String::new();
     while let Some(chunk) = chunks.next().await {
@@ -99,7 +106,7 @@ pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> R
                     done.message = Some(contract::Message::assistant(text));
                 }
                 add_hop(&mut done, started);
-                return Ok(FunctionResponse::BufferedResponse(done));
+                return Ok(runtime::Answer::Buffered(done));
             }
             Some(ChunkKind::Error(e)) => return Err(FunctionError(e)),
             None => {}

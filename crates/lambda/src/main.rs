@@ -1,21 +1,19 @@
-//! `bootstrap`: the Lambda runtime loop around `lambda::handle`.
-
-use lambda_runtime::{service_fn, LambdaEvent};
+//! `bootstrap`: the Lambda runtime loop (`lambda::runtime`) around `lambda::handle`.
 
 /// mimalloc rather than glibc malloc: see the workspace Cargo.toml.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> Result<(), lambda::runtime::RuntimeError> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
     let client = bedrock::BedrockClient::new(lambda::settings_from_env()).await;
     let client = &client;
-    // The payload arrives as plain JSON so that a malformed event is answered as the caller's
-    // error by `parse_event`, not as a runtime failure.
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let req = lambda::parse_event(event.payload)?;
+    // A payload that is not a contract request is answered as the caller's error by
+    // `parse_payload`, not as a runtime failure.
+    lambda::runtime::run(|invocation: lambda::runtime::Invocation| async move {
+        let req = lambda::parse_payload(&invocation.payload)?;
         lambda::handle(client, req).await
-    }))
+    })
     .await
 }

@@ -1,8 +1,8 @@
-//! Property tests of the Lambda function's event parser: any JSON an invoker sends becomes a
-//! contract request or an `InvalidRequest` function error (Lambda's `errorType`), never a
+//! Property tests of the Lambda function's event parser: any payload an invoker sends becomes
+//! a contract request or an `InvalidRequest` function error (Lambda's `errorType`), never a
 //! panic. The dedicated run: `PROPTEST_CASES=1000000 cargo test --release -p lambda --test fuzz_event`.
 
-use lambda_runtime::Diagnostic;
+use lambda::runtime::Failure;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -28,11 +28,15 @@ fn valid() -> Value {
 }
 
 fn check(payload: Value) -> Result<(), TestCaseError> {
-    match lambda::parse_event(payload) {
+    check_bytes(&serde_json::to_vec(&payload).unwrap())
+}
+
+fn check_bytes(payload: &[u8]) -> Result<(), TestCaseError> {
+    match lambda::parse_payload(payload) {
         Ok(_) => {}
         Err(e) => {
             prop_assert_eq!(e.0.kind(), contract::ErrorKind::InvalidRequest);
-            let d: Diagnostic = e.into();
+            let d: Failure = e.into();
             prop_assert_eq!(d.error_type, "InvalidRequest");
             prop_assert!(!d.error_message.is_empty());
         }
@@ -54,6 +58,11 @@ proptest! {
         }
         check(v)?;
     }
+
+    #[test]
+    fn any_bytes_are_a_request_or_an_invalid_request(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        check_bytes(&bytes)?;
+    }
 }
 
 #[test]
@@ -64,4 +73,6 @@ fn the_sample_event_parses_and_a_non_object_is_refused() {
     assert_eq!(e.0.kind(), contract::ErrorKind::InvalidRequest);
     let e = lambda::parse_event(json!({"model": "m", "messages": "hi"})).unwrap_err();
     assert!(e.0.message.contains("not a GenerateRequest"), "{}", e.0.message);
+    let e = lambda::parse_payload(b"{\"model\": ").unwrap_err();
+    assert!(e.0.message.contains("not JSON"), "{}", e.0.message);
 }

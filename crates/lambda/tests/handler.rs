@@ -8,7 +8,7 @@ use bedrock::{BedrockClient, BedrockSettings};
 use bedrock_emulator::{Application, AuthMode, EmulatorSettings, GeneratorKind};
 use contract::{ChunkKind, Message};
 use futures::StreamExt;
-use lambda_runtime::{Diagnostic, FunctionResponse};
+use lambda::runtime::{Answer, Failure};
 
 const MODEL_ID: &str = "test.instant-v1:0";
 
@@ -42,7 +42,7 @@ fn request(model: &str, stream: bool) -> contract::GenerateRequest {
 #[tokio::test]
 async fn a_buffered_request_returns_one_response_with_the_whole_text() {
     let c = client().await;
-    let Ok(FunctionResponse::BufferedResponse(done)) = lambda::handle(&c, request(MODEL_ID, false)).await else { panic!("expected a buffered response") };
+    let Ok(Answer::Buffered(done)) = lambda::handle(&c, request(MODEL_ID, false)).await else { panic!("expected a buffered response") };
     assert_eq!(done.message.unwrap().content, "one two three");
     assert_eq!(done.usage.unwrap().completion_tokens, 3);
 }
@@ -50,8 +50,8 @@ async fn a_buffered_request_returns_one_response_with_the_whole_text() {
 #[tokio::test]
 async fn a_streamed_request_writes_one_chunk_per_line_ending_with_done() {
     let c = client().await;
-    let Ok(FunctionResponse::StreamingResponse(s)) = lambda::handle(&c, request(MODEL_ID, true)).await else { panic!("expected a stream") };
-    let bytes: Vec<u8> = s.stream.map(|b| b.unwrap().to_vec()).concat().await;
+    let Ok(Answer::Streaming(s)) = lambda::handle(&c, request(MODEL_ID, true)).await else { panic!("expected a stream") };
+    let bytes: Vec<u8> = s.map(|b| b.unwrap().to_vec()).concat().await;
     let chunks: Vec<contract::StreamChunk> = String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let text: String = chunks.iter().filter_map(|c| match &c.kind { Some(ChunkKind::Delta(d)) => Some(d.content.as_str()), _ => None }).collect();
     assert_eq!(text, "one two three");
@@ -62,8 +62,8 @@ async fn a_streamed_request_writes_one_chunk_per_line_ending_with_done() {
 async fn an_unknown_model_is_a_diagnostic_naming_the_contract_error_kind() {
     let c = client().await;
     let Err(e) = lambda::handle(&c, request("vendor.none-v1:0", false)).await else { panic!("expected an error") };
-    let d: Diagnostic = e.into();
+    let d: Failure = e.into();
     assert_eq!(d.error_type, "ModelNotFound");
     let Err(e) = lambda::handle(&c, request(" ", false)).await else { panic!("expected an error") };
-    assert_eq!(Diagnostic::from(e).error_type, "InvalidRequest");
+    assert_eq!(Failure::from(e).error_type, "InvalidRequest");
 }

@@ -16,7 +16,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::error::InvokeWithResponseStreamResponseEventError;
 use aws_sdk_lambda::types::InvokeWithResponseStreamResponseEvent as Event;
 use aws_sdk_lambda::Client;
-use aws_trace::{with_traceparent, TraceparentInterceptor};
+use aws_trace::{with_traceparent, TraceInterceptor};
 use contract::lambda_stream::{error_from_function, LineDecoder};
 use contract::{ChunkKind, ChunkStream, ErrorKind, GenerateRequest, GenerateResponse, StreamChunk};
 use rand::Rng;
@@ -67,7 +67,7 @@ impl Invoker {
             // Models may pause between tokens for longer than the SDK's stall grace period;
             // `invocation_timeout_ms` bounds a stream instead.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .interceptor(TraceparentInterceptor)
+            .interceptor(TraceInterceptor)
             .build();
         let slots = Arc::new(Semaphore::new(settings.max_concurrent_invocations.max(1)));
         Invoker { client: Client::from_conf(config), settings, slots, metrics }
