@@ -18,6 +18,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p cli -p lambda \
  && install -D -m 0755 target/release/strata /out/strata \
+ && install -D -m 0755 target/release/strata-main-service /out/strata-main-service \
  && install -D -m 0755 target/release/bootstrap /out/bootstrap
 
 # ---------------------------------------------------------------- runtime
@@ -31,7 +32,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/strata --create-home \
       --shell /usr/sbin/nologin strata \
  && install -d -o strata -g strata /var/cache/strata/models /etc/strata
-COPY --from=builder /out/strata /out/bootstrap /usr/local/bin/
+COPY --from=builder /out/strata /out/strata-main-service /out/bootstrap /usr/local/bin/
 ENV STRATA_MODELS__CACHE_DIR=/var/cache/strata/models \
     STRATA_HEALTH_URL=http://127.0.0.1:11434/
 USER 10001:10001

@@ -69,6 +69,9 @@ def test_every_hop_is_its_own_process(chain):
     assert h["llm-server"][0] == chain.url
     # lambda-service runs the function's environments as its own children.
     assert children(h["lambda-service"][1])
+    # The MainService runs from its own, smaller executable; the others are `strata <hop>`.
+    programs = {name: open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode().rsplit("/", 1)[-1] for name, (_, pid) in h.items()}
+    assert programs == {"main-service": "strata-main-service", **{n: "strata" for n in h if n != "main-service"}}, programs
 
 
 def test_ollama_client_lists_generates_and_chats(chain):

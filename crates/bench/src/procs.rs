@@ -36,13 +36,16 @@ fn parent(pid: u32) -> Option<u32> {
 }
 
 /// The role a command line names: `strata serve` is the LLM Server, `strata gateway` the
-/// gateway and so on; the function's executable is `bootstrap`.
+/// gateway and so on; the function's executable is `bootstrap`, the MainService's
+/// `strata-main-service`.
 fn role(pid: u32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let args: Vec<String> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let program = args.first()?.rsplit('/').next()?.to_owned();
-    if program == "bootstrap" {
-        return Some("function".into());
+    match program.as_str() {
+        "bootstrap" => return Some("function".into()),
+        "strata-main-service" => return Some("main-service".into()),
+        _ => {}
     }
     Some(match args.get(1).map(String::as_str) {
         Some("serve") => "llm-server".into(),

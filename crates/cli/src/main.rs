@@ -1,10 +1,8 @@
 //! `strata`: one binary, one subcommand per job. Parsing and wiring only; the work lives in
 //! the library crates named after each hop.
 
-mod commands;
-mod config;
-
 use clap::{Parser, Subcommand};
+use cli::commands;
 
 /// mimalloc rather than glibc malloc: see the workspace Cargo.toml.
 #[global_allocator]
@@ -53,11 +51,5 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::LambdaService(args) => commands::lambda_service::run(args),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("strata: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cli::exit("strata", result)
 }

@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-/// One hop: `bin args...` with extra environment, healthy when `health_url` answers with
+/// One hop: `program args...` with extra environment, healthy when `health_url` answers with
 /// anything but a server error.
 #[derive(Debug, Clone)]
 pub struct Hop {
     pub name: String,
+    pub program: PathBuf,
     pub args: Vec<String>,
     /// Environment on top of this process's own. Values may be secrets: never printed.
     pub env: Vec<(String, String)>,
@@ -26,8 +27,6 @@ pub struct Hop {
 
 #[derive(Debug, Clone)]
 pub struct UpSettings {
-    /// The `strata` binary the hops run.
-    pub bin: PathBuf,
     /// Where each hop's log goes (`<name>.log`).
     pub run_dir: PathBuf,
     /// How long a hop may take to become healthy.
@@ -39,7 +38,7 @@ pub struct UpSettings {
 fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
     let log_path = settings.run_dir.join(format!("{}.log", hop.name));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
-    let mut cmd = Command::new(&settings.bin);
+    let mut cmd = Command::new(&hop.program);
     cmd.args(&hop.args).envs(hop.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
     // If `up` itself is killed, its hops are told to stop too.
     #[cfg(target_os = "linux")]
@@ -51,7 +50,7 @@ fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().with_context(|| format!("starting {} ({})", hop.name, settings.bin.display()))
+    cmd.spawn().with_context(|| format!("starting {} ({})", hop.name, hop.program.display()))
 }
 
 /// Polls until the hop answers, it exits, or the deadline passes.

@@ -64,11 +64,25 @@ fn generate_key() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a hop runs.
+enum Command {
+    /// `strata <subcommand>`.
+    Strata(&'static str),
+    /// An executable of its own, next to `strata`.
+    Program(PathBuf),
+}
+
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     let bin = std::env::current_exe().context("locating the strata binary")?;
-    let bootstrap = bin.with_file_name("bootstrap");
-    anyhow::ensure!(bootstrap.is_file(), "{} is missing: build it next to strata with `cargo build --release --bins`", bootstrap.display());
+    let sibling = |name: &str| {
+        let path = bin.with_file_name(name);
+        anyhow::ensure!(path.is_file(), "{} is missing: build it next to strata with `cargo build --release --bins`", path.display());
+        Ok(path)
+    };
+    let bootstrap = sibling("bootstrap")?;
+    // The MainService runs from its own, smaller executable (see src/bin/main_service.rs).
+    let main_service = sibling("strata-main-service")?;
     telemetry::init(&config.log);
 
     // The emulator's models are fetched now, so the first request does not wait for them.
@@ -113,23 +127,31 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // The API key lives only in the environment of the two hops that need it.
     let key = generate_key();
     let local_aws: Vec<(String, String)> = LOCAL_CREDENTIALS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let hop = |name: &str, command: &str, address: SocketAddr, health: &str, env: Vec<(String, String)>| up::Hop {
-        name: name.into(),
-        args: vec![command.into(), "--config".into(), config_arg.clone()],
-        env,
-        url: url(address),
-        health_url: format!("{}{health}", url(address)),
+    let hop = |name: &str, command: Command, address: SocketAddr, health: &str, env: Vec<(String, String)>| {
+        let (program, mut args) = match command {
+            Command::Strata(sub) => (bin.clone(), vec![sub.to_owned()]),
+            Command::Program(path) => (path, Vec::new()),
+        };
+        args.extend(["--config".to_owned(), config_arg.clone()]);
+        up::Hop {
+            name: name.into(),
+            program,
+            args,
+            env,
+            url: url(address),
+            health_url: format!("{}{health}", url(address)),
+        }
     };
     let mut main_env = local_aws.clone();
     main_env.push(("AWS_ENDPOINT_URL_LAMBDA".into(), url(lambda)));
     let hops = vec![
-        hop("bedrock-emulator", "bedrock-emulator", emulator, "/", local_aws.clone()),
-        hop("lambda-service", "lambda-service", lambda, "/2015-03-31/functions/", local_aws),
-        hop("main-service", "main-service", main, "/healthz", main_env),
-        hop("gateway", "gateway", gateway, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), key.clone())]),
-        hop("llm-server", "serve", config.server.listen, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
+        hop("bedrock-emulator", Command::Strata("bedrock-emulator"), emulator, "/", local_aws.clone()),
+        hop("lambda-service", Command::Strata("lambda-service"), lambda, "/2015-03-31/functions/", local_aws),
+        hop("main-service", Command::Program(main_service), main, "/healthz", main_env),
+        hop("gateway", Command::Strata("gateway"), gateway, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), key.clone())]),
+        hop("llm-server", Command::Strata("serve"), config.server.listen, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
     ];
-    let settings = up::UpSettings { bin, run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
+    let settings = up::UpSettings { run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
     println!("{:<16} {:<28} PID", "HOP", "URL");
     tokio::runtime::Runtime::new()?.block_on(up::run(settings, hops, llm_server::shutdown_signal()))
 }
