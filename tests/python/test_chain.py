@@ -14,7 +14,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import MODEL
+from conftest import MODEL, strata_bin
 
 STORY = "Write a long story about a lighthouse keeper and a storm."
 HOPS = ["llm-server", "gateway", "main-service", "lambda", "bedrock"]
@@ -166,6 +166,26 @@ def test_up_stops_every_hop_on_sigterm(make_server, tmp_path):
     # killed, not answered with something their runtime cannot take.
     for log in tmp_path.glob("*.log"):
         assert "panicked" not in log.read_text(), f"{log.name}: {log.read_text()[-2000:]}"
+
+
+def test_up_on_port_zero_serves_on_a_free_port_it_prints(tmp_path):
+    """`--listen 127.0.0.1:0` asks for any free port, as every other hop gets: `up` picks one,
+    checks the LLM Server's health there and prints it (it used to wait on port 0 forever)."""
+    log = open(tmp_path / "up.out", "w+")
+    proc = subprocess.Popen([strata_bin(), "up", "--listen", "127.0.0.1:0", "--run-dir", str(tmp_path / "run")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "all hops healthy" not in (tmp_path / "up.out").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "up.out").read_text()
+            assert proc.poll() is None, (tmp_path / "up.out").read_text()
+            time.sleep(0.05)
+        url = re.search(r"^llm-server\s+(http://127\.0\.0\.1:(\d+))\s", (tmp_path / "up.out").read_text(), re.M)
+        assert url and int(url.group(2)) != 0
+        r = ollama.Client(host=url.group(1)).generate(model=MODEL, prompt="Say hi.", options={"num_predict": 4})
+        assert r.done and r.response.strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_usage_plans_and_integration_timeouts_reach_the_ollama_client(make_server, tmp_path):

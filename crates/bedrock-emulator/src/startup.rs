@@ -41,7 +41,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: EmulatorSettings, generator: Arc<dyn Generator>) -> std::io::Result<Application> {
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = telemetry::listen(settings.listen).await?;
         let faults = Faults::new(&settings.faults).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let keys = Arc::new(KeySource::load(settings.api_keys.clone(), settings.api_keys_file.clone())?);
         if settings.auth == AuthMode::Keys {

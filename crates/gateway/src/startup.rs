@@ -84,7 +84,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: GatewaySettings) -> io::Result<Application> {
         let state = Arc::new(AppState::new(settings)?);
-        let listener = TcpListener::bind(state.settings.listen).await?;
+        let listener = telemetry::listen(state.settings.listen).await?;
         let keys = state.keys.keys();
         let key_ids: Vec<&str> = keys.ids().collect();
         tracing::info!(routes = state.settings.routes.len(), api_keys = keys.len(), key_ids = ?key_ids, "gateway configured");

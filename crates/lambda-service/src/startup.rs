@@ -34,7 +34,7 @@ impl Application {
     /// Binds the service and starts every function's environments.
     pub async fn build(settings: LambdaServiceSettings) -> std::io::Result<Application> {
         let faults = Faults::new(&settings.faults).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = telemetry::listen(settings.listen).await?;
         let stop_functions = CancellationToken::new();
         let mut functions = BTreeMap::new();
         for (name, f) in &settings.functions {

@@ -41,7 +41,7 @@ pub const HOP: &str = "llm-server";
 
 impl Application {
     pub async fn build(settings: ServerSettings, backend: Arc<dyn Backend>) -> std::io::Result<Application> {
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = telemetry::listen(settings.listen).await?;
         let state = Arc::new(AppState {
             limiter: Limiter::new(settings.max_concurrent_requests, settings.max_queued_requests),
             metrics: Metrics::new(),

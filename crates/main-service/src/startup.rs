@@ -48,7 +48,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: MainServiceSettings) -> io::Result<Application> {
         check(&settings).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = telemetry::listen(settings.listen).await?;
         let metrics = Arc::new(Metrics::default());
         let invoker = Invoker::new(settings.lambda.clone(), Arc::clone(&metrics)).await;
         tracing::info!(function = %settings.lambda.function_name, models = settings.models.len(), allowed_models = settings.allowed_models.len(), "main-service configured");

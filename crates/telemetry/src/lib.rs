@@ -6,6 +6,7 @@
 mod access;
 mod faults;
 mod header_limit;
+mod listener;
 mod logging;
 mod serve;
 mod trace;
@@ -13,6 +14,7 @@ mod trace;
 pub use access::{access_log, RequestInfo, TokenCounts};
 pub use faults::{FaultSettings, Faults, InjectableFault};
 pub use header_limit::{header_bytes, header_limit, too_large_message, HeaderLimit, Refusal};
+pub use listener::{listen, LISTEN_FD, LISTEN_FD_VAR};
 pub use logging::{init, LogFormat, LogSettings};
 pub use serve::{serve, ConnectionSettings, ConnectionTimeouts};
 pub use trace::TraceContext;

@@ -3,7 +3,10 @@
 //! SIGINT/SIGTERM stops them all, outermost first, leaving no process behind (children also
 //! die with this process if it is killed outright).
 
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -11,8 +14,8 @@ use anyhow::Context as _;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-/// One hop: `program args...` with extra environment, healthy when `health_url` answers with
-/// anything but a server error.
+/// One hop: `program args...` with extra environment, serving on `listener`, healthy when
+/// `health_path` there answers with anything but a server error.
 #[derive(Debug, Clone)]
 pub struct Hop {
     pub name: String,
@@ -20,9 +23,32 @@ pub struct Hop {
     pub args: Vec<String>,
     /// Environment on top of this process's own. Values may be secrets: never printed.
     pub env: Vec<(String, String)>,
+    /// The hop's listening socket, bound by `up` and passed to every process of the hop (see
+    /// `telemetry::listen`): its port is never free for another process to take, even while
+    /// the hop restarts.
+    pub listener: Arc<TcpListener>,
+    pub health_path: String,
+}
+
+impl Hop {
     /// Where clients reach it (printed).
-    pub url: String,
-    pub health_url: String,
+    pub fn url(&self) -> String {
+        match self.listener.local_addr() {
+            Ok(addr) => format!("http://{addr}"),
+            Err(_) => "http://(unknown)".to_owned(),
+        }
+    }
+}
+
+/// A listening socket for a hop at `addr` (port 0: any free port), with the backlog tokio's
+/// own listeners have rather than std's 128, so a burst of connections is not dropped.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    // SAFETY: listen(2) on a socket we own; a second call only changes the backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), 1024) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(listener)
 }
 
 #[derive(Debug, Clone)]
@@ -40,10 +66,23 @@ fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = Command::new(&hop.program);
     cmd.args(&hop.args).envs(hop.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
-    // If `up` itself is killed, its hops are told to stop too.
-    #[cfg(target_os = "linux")]
+    cmd.env(telemetry::LISTEN_FD_VAR, telemetry::LISTEN_FD.to_string());
+    let listener = hop.listener.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl, prctl).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            // The hop's socket becomes its descriptor 3, without close-on-exec: dup2 clears
+            // the flag on the copy; if it already is 3, the flag is cleared in place.
+            let passed = if listener == telemetry::LISTEN_FD {
+                libc::fcntl(listener, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(listener, telemetry::LISTEN_FD)
+            };
+            if passed < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // If `up` itself is killed, its hops are told to stop too.
+            #[cfg(target_os = "linux")]
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -56,12 +95,13 @@ fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
 /// Polls until the hop answers, it exits, or the deadline passes.
 async fn wait_healthy(hop: &Hop, child: &mut Child, timeout: Duration, run_dir: &Path) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
+    let health_url = format!("{}{}", hop.url(), hop.health_path);
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
             anyhow::bail!("{} exited with {status} before it was ready; see {}", hop.name, run_dir.join(format!("{}.log", hop.name)).display());
         }
-        if let Ok(r) = client.get(&hop.health_url).timeout(Duration::from_secs(1)).send().await {
+        if let Ok(r) = client.get(&health_url).timeout(Duration::from_secs(1)).send().await {
             if !r.status().is_server_error() {
                 return Ok(());
             }
@@ -72,7 +112,7 @@ async fn wait_healthy(hop: &Hop, child: &mut Child, timeout: Duration, run_dir: 
 }
 
 fn announce(hop: &Hop, child: &Child) {
-    println!("{:<16} {:<28} pid {}", hop.name, hop.url, child.id().map_or("-".to_owned(), |p| p.to_string()));
+    println!("{:<16} {:<28} pid {}", hop.name, hop.url(), child.id().map_or("-".to_owned(), |p| p.to_string()));
 }
 
 fn signal(child: &Child, sig: i32) {

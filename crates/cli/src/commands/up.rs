@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -32,23 +33,6 @@ pub struct UpArgs {
 const FUNCTION: &str = "strata";
 /// Credentials for the local stand-ins, which accept any signature.
 const LOCAL_CREDENTIALS: [(&str, &str); 3] = [("AWS_ACCESS_KEY_ID", "strata-local"), ("AWS_SECRET_ACCESS_KEY", "strata-local"), ("AWS_REGION", "us-east-1")];
-
-/// `N` distinct free loopback ports, none of them `taken`. Every listener is held until all
-/// are chosen: a port released at once may be handed out again by the next bind, and two hops
-/// given one port would leave one of them calling the other.
-fn free_ports<const N: usize>(taken: SocketAddr) -> anyhow::Result<[SocketAddr; N]> {
-    let mut held = Vec::with_capacity(N + 1);
-    let mut out = Vec::with_capacity(N);
-    while out.len() < N {
-        let l = TcpListener::bind("127.0.0.1:0")?;
-        let addr = l.local_addr()?;
-        if addr.port() != taken.port() {
-            out.push(addr);
-        }
-        held.push(l);
-    }
-    Ok(out.try_into().expect("exactly N ports"))
-}
 
 fn default_run_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))).unwrap_or_else(std::env::temp_dir);
@@ -94,7 +78,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
-    let [emulator, lambda, main, gateway] = free_ports::<4>(config.server.listen)?;
+    // `up` binds every hop's socket itself and passes it down (`up::Hop::listener`): the LLM
+    // Server's where configured (port 0: any free port), the others on any free loopback port.
+    let listen = |addr: SocketAddr| up::bind(addr).map(Arc::new).with_context(|| format!("listening on {addr}"));
+    let server = listen(config.server.listen)?;
+    let any = || listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (emulator_l, lambda_l, main_l, gateway_l) = (any()?, any()?, any()?, any()?);
+    let addr = |l: &TcpListener| l.local_addr().context("a bound socket's address");
+    config.server.listen = addr(&server)?;
+    let (emulator, lambda, main, gateway) = (addr(&emulator_l)?, addr(&lambda_l)?, addr(&main_l)?, addr(&gateway_l)?);
     let url = |a: SocketAddr| format!("http://{a}");
     config.bedrock_emulator.listen = emulator;
     config.lambda_service.listen = lambda;
@@ -127,29 +119,22 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // The API key lives only in the environment of the two hops that need it.
     let key = generate_key();
     let local_aws: Vec<(String, String)> = LOCAL_CREDENTIALS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let hop = |name: &str, command: Command, address: SocketAddr, health: &str, env: Vec<(String, String)>| {
+    let hop = |name: &str, command: Command, listener: &Arc<TcpListener>, health: &str, env: Vec<(String, String)>| {
         let (program, mut args) = match command {
             Command::Strata(sub) => (bin.clone(), vec![sub.to_owned()]),
             Command::Program(path) => (path, Vec::new()),
         };
         args.extend(["--config".to_owned(), config_arg.clone()]);
-        up::Hop {
-            name: name.into(),
-            program,
-            args,
-            env,
-            url: url(address),
-            health_url: format!("{}{health}", url(address)),
-        }
+        up::Hop { name: name.into(), program, args, env, listener: Arc::clone(listener), health_path: health.into() }
     };
     let mut main_env = local_aws.clone();
     main_env.push(("AWS_ENDPOINT_URL_LAMBDA".into(), url(lambda)));
     let hops = vec![
-        hop("bedrock-emulator", Command::Strata("bedrock-emulator"), emulator, "/", local_aws.clone()),
-        hop("lambda-service", Command::Strata("lambda-service"), lambda, "/2015-03-31/functions/", local_aws),
-        hop("main-service", Command::Program(main_service), main, "/healthz", main_env),
-        hop("gateway", Command::Strata("gateway"), gateway, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), key.clone())]),
-        hop("llm-server", Command::Strata("serve"), config.server.listen, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
+        hop("bedrock-emulator", Command::Strata("bedrock-emulator"), &emulator_l, "/", local_aws.clone()),
+        hop("lambda-service", Command::Strata("lambda-service"), &lambda_l, "/2015-03-31/functions/", local_aws),
+        hop("main-service", Command::Program(main_service), &main_l, "/healthz", main_env),
+        hop("gateway", Command::Strata("gateway"), &gateway_l, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), key.clone())]),
+        hop("llm-server", Command::Strata("serve"), &server, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
     ];
     let settings = up::UpSettings { run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
     println!("{:<16} {:<28} PID", "HOP", "URL");
