@@ -22,8 +22,12 @@ HOPS = ["llm-server", "gateway", "main-service", "lambda", "bedrock"]
 
 def hops(server):
     """name -> (url, pid) from the lines `strata up` prints (the latest line wins)."""
+    return hops_in(server.logs())
+
+
+def hops_in(output):
     found = {}
-    for m in re.finditer(r"^(\S+)\s+(http://\S+)\s+pid (\d+)$", server.logs(), re.M):
+    for m in re.finditer(r"^(\S+)\s+(http://\S+)\s+pid (\d+)$", output, re.M):
         found[m.group(1)] = (m.group(2), int(m.group(3)))
     return found
 
@@ -37,12 +41,17 @@ def start_up(make, args):
     """`strata up`, ready once it says every hop is healthy (the LLM Server answering is not
     enough: `up` announces it a moment later)."""
     s = make(args, command="up")
-    deadline = time.monotonic() + 60
-    while "all hops healthy" not in s.logs():
-        assert time.monotonic() < deadline, s.logs()
-        assert s.proc.poll() is None, s.logs()
-        time.sleep(0.05)
+    wait_all_healthy(s.logs, s.proc)
     return s
+
+
+def wait_all_healthy(output, proc):
+    """Until `strata up` (`proc`, printing to `output()`) says every hop is healthy."""
+    deadline = time.monotonic() + 60
+    while "all hops healthy" not in output():
+        assert time.monotonic() < deadline, output()
+        assert proc.poll() is None, output()
+        time.sleep(0.05)
 
 
 def running(pid):
@@ -174,14 +183,11 @@ def test_up_on_port_zero_serves_on_a_free_port_it_prints(tmp_path):
     log = open(tmp_path / "up.out", "w+")
     proc = subprocess.Popen([strata_bin(), "up", "--listen", "127.0.0.1:0", "--run-dir", str(tmp_path / "run")], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while "all hops healthy" not in (tmp_path / "up.out").read_text():
-            assert time.monotonic() < deadline, (tmp_path / "up.out").read_text()
-            assert proc.poll() is None, (tmp_path / "up.out").read_text()
-            time.sleep(0.05)
-        url = re.search(r"^llm-server\s+(http://127\.0\.0\.1:(\d+))\s", (tmp_path / "up.out").read_text(), re.M)
-        assert url and int(url.group(2)) != 0
-        r = ollama.Client(host=url.group(1)).generate(model=MODEL, prompt="Say hi.", options={"num_predict": 4})
+        output = (tmp_path / "up.out").read_text
+        wait_all_healthy(output, proc)
+        url, _ = hops_in(output())["llm-server"]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url) and not url.endswith(":0"), url
+        r = ollama.Client(host=url).generate(model=MODEL, prompt="Say hi.", options={"num_predict": 4})
         assert r.done and r.response.strip()
     finally:
         proc.send_signal(signal.SIGTERM)
