@@ -31,20 +31,31 @@ def free_port():
 
 
 class Server:
-    """`strata <command> --listen 127.0.0.1:PORT args...`, ready once it answers HTTP."""
+    """`strata <command> --listen 127.0.0.1:PORT args...`, ready once it answers HTTP.
+
+    The socket is bound here and handed to the process as `strata up` hands each hop its own
+    (STRATA_LISTEN_FD), so no other process can take the port before the server starts."""
 
     def __init__(self, args, env=None, ready_timeout=120, command="serve"):
-        self.port = free_port()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        self.port = listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = dict(os.environ)
         full_env.update(env or {})
+        full_env["STRATA_LISTEN_FD"] = str(listener.fileno())
         self.log = open(os.path.join(os.environ.get("STRATA_TEST_LOGS", "/tmp"), f"strata-serve-{self.port}.log"), "w+")
         self.proc = subprocess.Popen(
             [strata_bin(), command, "--listen", f"127.0.0.1:{self.port}", *args],
             env=full_env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            pass_fds=[listener.fileno()],
         )
+        # The server holds the socket now; with this copy closed, a server that dies refuses
+        # connections instead of leaving them waiting in the backlog.
+        listener.close()
         deadline = time.monotonic() + ready_timeout
         while True:
             if self.proc.poll() is not None:

@@ -109,3 +109,23 @@ def test_beyond_the_concurrency_limit_is_throttling(make_server):
         c.converse(modelId=MODEL_ID, messages=MSG)
     assert e.value.response["Error"]["Code"] == "ThrottlingException"
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+def test_a_hop_serves_on_the_threads_configured(make_server):
+    """`[runtime] worker_threads`: one thread by default, as many as configured otherwise,
+    and either way the hop answers many clients at once."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    def threads(server):
+        return len(os.listdir(f"/proc/{server.proc.pid}/task"))
+
+    one = make_server(["--generator", "instant"], command="bedrock-emulator")
+    three = make_server(["--generator", "instant"], env={"STRATA_RUNTIME__WORKER_THREADS": "3"}, command="bedrock-emulator")
+    for server in (one, three):
+        c = client(server.url, NO_RETRY)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: c.converse(modelId=MODEL_ID, messages=MSG), range(32)))
+        assert all(a["output"]["message"]["content"][0]["text"] for a in answers)
+    assert threads(one) == 1, "the default runtime runs every request on the main thread"
+    assert threads(three) == 4, "three workers beside the main thread"

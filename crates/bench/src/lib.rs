@@ -11,6 +11,7 @@ mod machine;
 mod memory;
 mod overhead;
 mod procs;
+mod relay;
 mod report;
 mod server;
 mod soak;

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::server::free_port;
-
 /// Where `scripts/setup.sh` (`setup_litellm`) installs the proxy.
 pub fn default_executable() -> PathBuf {
     let cache = std::env::var_os("STRATA_CACHE").map(PathBuf::from).unwrap_or_else(|| {
@@ -142,6 +140,13 @@ impl Drop for LiteLlm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port free at this moment. LiteLLM cannot be handed a bound socket (its command
+/// line has no such option), so it binds the port itself a few seconds later; nothing else the
+/// suite starts binds ports meanwhile.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 #[cfg(test)]

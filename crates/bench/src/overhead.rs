@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::chart::{self, Series};
 use crate::litellm::LiteLlm;
 use crate::loadgen::{self, Load, Request};
+use crate::relay::Relay;
 use crate::report::{f1, f2, Row, Section};
 use crate::server::Spawned;
 use crate::suites::{BenchOptions, READY};
@@ -35,6 +36,9 @@ const MAX_TOKENS: u32 = 16;
 const COMMON_RATE: f64 = 50.0;
 /// Requests the emulators take at once (their default, 16, is for a model, not for this).
 const EMULATOR_CONCURRENCY: u32 = 4096;
+/// The byte relay in front of the emulator, measured at [`COMMON_RATE`] only: the floor of
+/// what one more party on the path adds on this machine.
+const FLOOR: &str = "byte relay (floor)";
 /// Processes that stand in for AWS's Bedrock rather than being strata's hops.
 const NOT_A_HOP: [&str; 1] = ["bedrock-emulator"];
 const LITELLM_READY: Duration = Duration::from_secs(300);
@@ -324,6 +328,13 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
 
     measured.push(measure("bedrock-emulator", plan, &converse_request(&emulator.url), emulator.pid()).await);
 
+    let at_common_rate = OverheadPlan { rates: vec![COMMON_RATE], ..plan.clone() };
+    let upstream = emulator.url.trim_start_matches("http://").parse().context("the emulator's address")?;
+    measured.push(match Relay::start(upstream) {
+        Ok(relay) => measure(FLOOR, &at_common_rate, &converse_request(&relay.url), std::process::id()).await,
+        Err(e) => Measured::not_measured(FLOOR, e.to_string()),
+    });
+
     measured.push(match start_serve(&opts.strata, &emulator.url, dir.path()).await {
         Ok(serve) => measure("strata serve (bedrock)", plan, &openai_request(&serve.url), serve.pid()).await,
         Err(e) => Measured::not_measured("strata serve (bedrock)", format!("{e:#}")),
@@ -357,7 +368,7 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
     let chart_path = opts.out.with_file_name("overhead.svg");
     let series: Vec<Series> = measured
         .iter()
-        .filter(|m| !m.steps.is_empty())
+        .filter(|m| !m.steps.is_empty() && m.name != FLOOR)
         .map(|m| Series { name: m.name.to_owned(), points: m.steps.iter().filter(|s| s.ok > 0).map(|s| (s.offered_rate, s.p50_ms, s.p99_ms)).collect() })
         .collect();
     let chart_written = chart::latency_vs_load(&chart_path, &series, plan.bound_ms).map_err(|e| format!("{e:#}"));
@@ -366,13 +377,14 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
 
 fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, chart_written: Result<(), String>) -> Section {
     let find = |name: &str| measured.iter().find(|m| m.name == name);
-    let (emulator, serve, chain, litellm) = (find("bedrock-emulator"), find("strata serve (bedrock)"), find("strata up (chain)"), find("LiteLLM proxy"));
+    let (emulator, serve, chain, litellm, floor) = (find("bedrock-emulator"), find("strata serve (bedrock)"), find("strata up (chain)"), find("LiteLLM proxy"), find(FLOOR));
     let base_p50 = emulator.and_then(|m| m.at(COMMON_RATE)).map(|s| s.p50_ms);
     let litellm_rate = litellm.filter(|m| m.missing.is_none()).map(|m| m.sustained_rate(plan));
     let added = |m: &Measured| -> Option<f64> { Some(m.at(COMMON_RATE)?.p50_ms - base_p50?) };
 
     let mut rows = Vec::new();
-    for m in measured {
+    // The relay is measured at one rate and has no processes of its own: a note, not a row.
+    for m in measured.iter().filter(|m| m.name != FLOOR) {
         if let Some(why) = &m.missing {
             rows.push(Row { cells: vec![m.name.to_owned(), format!("not measured: {why}"), String::new(), String::new(), String::new(), String::new(), String::new()] });
             continue;
@@ -401,8 +413,10 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
         (_, None) => (format!("{what} sustains >= {factor:.0}x LiteLLM's rate (LiteLLM not measured: {})", lite_missing()), false),
     };
     targets.push(ratio_target(serve, "`strata serve --backend bedrock`", 40.0));
+    let floor_added = floor.filter(|m| m.missing.is_none()).and_then(added);
+    let beside_floor = floor_added.map_or(String::new(), |f| format!("; a relay that only copies bytes adds {f:+.2} ms"));
     match serve.and_then(added) {
-        Some(a) => targets.push((format!("`strata serve --backend bedrock` adds <= 0.5 ms at P50 over the emulator at {COMMON_RATE:.0} req/s (measured {a:+.2} ms)"), a <= 0.5)),
+        Some(a) => targets.push((format!("`strata serve --backend bedrock` adds <= 0.5 ms at P50 over the emulator at {COMMON_RATE:.0} req/s (measured {a:+.2} ms{beside_floor})"), a <= 0.5)),
         None => targets.push(("`strata serve --backend bedrock` adds <= 0.5 ms at P50 (not measured)".into(), false)),
     }
     match serve.and_then(|m| m.sustained(plan)) {
@@ -464,6 +478,16 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
             plan.bound_ms
         )),
         Err(e) => notes.push(format!("The chart could not be written: {e}.")),
+    }
+    match (floor, floor_added) {
+        (Some(f), Some(a)) if f.missing.is_none() => notes.push(format!(
+            "The floor: the emulator behind a relay that only copies bytes (two blocking threads per connection in this process, no \
+             parsing), at {COMMON_RATE:.0} req/s: P50 {:.2} ms, {a:+.2} ms over the emulator. That much of any hop's P50 added is \
+             what this machine charges for one more party on the path (its wake-ups and socket copies), before any software runs.",
+            f.at(COMMON_RATE).map_or(f64::NAN, |s| s.p50_ms)
+        )),
+        (Some(f), _) => notes.push(format!("The floor (a byte relay in front of the emulator) was not measured: {}.", f.missing.as_deref().unwrap_or("no step at the common rate"))),
+        _ => {}
     }
     if let Some(c) = chain.filter(|m| m.missing.is_none()) {
         let per_hop: Vec<String> = c.rss.by_process.iter().map(|((role, pid), b)| format!("{role} ({pid}) {:.1} MB", *b as f64 / 1e6)).collect();
@@ -581,5 +605,18 @@ mod tests {
         let ratio = s.targets.iter().find(|(t, _)| t.contains("40x")).unwrap();
         assert!(!ratio.1 && ratio.0.contains("litellm is missing"), "{ratio:?}");
         assert!(s.rows.iter().any(|r| r.cells[1].starts_with("not measured: litellm is missing")));
+    }
+
+    #[test]
+    fn the_floor_is_a_note_and_beside_serves_p50_not_a_row() {
+        let plan = OverheadPlan::standard(true);
+        let at = |name, p99| Measured { name, missing: None, steps: vec![step(COMMON_RATE, p99, 0)], rss: RssPeak::default() };
+        // step() puts P50 at half the P99: emulator 0.4 ms, relay 0.6, serve 1.0.
+        let measured = [at("bedrock-emulator", 0.8), at(FLOOR, 1.2), at("strata serve (bedrock)", 2.0)];
+        let s = summarise(&plan, &measured, Path::new("/nonexistent/overhead.svg"), Err("no".into()));
+        assert!(!s.rows.iter().any(|r| r.cells[0] == FLOOR));
+        let p50 = s.targets.iter().find(|(t, _)| t.contains("at P50")).unwrap();
+        assert!(p50.0.contains("measured +0.60 ms; a relay that only copies bytes adds +0.20 ms") && !p50.1, "{p50:?}");
+        assert!(s.notes.iter().any(|n| n.starts_with("The floor:") && n.contains("P50 0.60 ms, +0.20 ms")), "{:?}", s.notes);
     }
 }

@@ -1,6 +1,7 @@
 //! Starts a strata process on a free loopback port and stops it when dropped.
 
-use std::net::TcpListener;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,20 +37,28 @@ impl Spawned {
     }
 
     /// Runs `bin args... --listen 127.0.0.1:PORT` and returns at once, for callers that
-    /// decide for themselves when it is ready.
+    /// decide for themselves when it is ready. The socket is bound here and handed to the
+    /// process as `strata up` hands each hop its own (`telemetry::pass_to_child`), so no other
+    /// process can take the port between its choice and the server's start.
     pub fn launch(bin: &Path, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Spawned> {
-        let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args(args)
+        let listener = telemetry::bind(([127, 0, 0, 1], 0).into()).context("binding a loopback port")?;
+        let addr = listener.local_addr()?;
+        let raw = listener.as_raw_fd();
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(addr.to_string())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env(telemetry::LISTEN_FD_VAR, telemetry::LISTEN_FD.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        Ok(Spawned { child, url, bin: bin.to_owned() })
+            .stderr(Stdio::null());
+        // SAFETY: pass_to_child only makes async-signal-safe calls.
+        unsafe { cmd.pre_exec(move || telemetry::pass_to_child(raw)) };
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        // The child holds the socket now; with this copy closed, a child that dies refuses
+        // connections instead of leaving them in the backlog.
+        drop(listener);
+        Ok(Spawned { child, url: format!("http://{addr}"), bin: bin.to_owned() })
     }
 
     /// Fails if the process has exited.
@@ -70,8 +79,4 @@ impl Drop for Spawned {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

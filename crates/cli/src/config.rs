@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Logging for every strata process.
     pub log: telemetry::LogSettings,
+    /// The threads every hop serves on.
+    pub runtime: crate::runtime::RuntimeSettings,
     /// The LLM Server (`strata serve`).
     pub server: llm_server::ServerSettings,
     /// Amazon Bedrock, for the LLM Server's `bedrock` backend.

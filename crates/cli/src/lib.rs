@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod runtime;
 
 /// The process's exit status for a command's result, printing the error chain on failure.
 pub fn exit(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {

@@ -4,7 +4,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
+// One thread: a function environment handles one invocation at a time (Lambda's own model),
+// so worker threads would only hand its few tasks to one another and wait to be woken.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda::runtime::RuntimeError> {
     tracing_subscriber::fmt().json().with_target(false).without_time().init();
     let client = bedrock::BedrockClient::new(lambda::settings_from_env()).await;

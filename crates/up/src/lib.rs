@@ -3,7 +3,7 @@
 //! SIGINT/SIGTERM stops them all, outermost first, leaving no process behind (children also
 //! die with this process if it is killed outright).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -40,17 +40,6 @@ impl Hop {
     }
 }
 
-/// A listening socket for a hop at `addr` (port 0: any free port), with the backlog tokio's
-/// own listeners have rather than std's 128, so a burst of connections is not dropped.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)?;
-    // SAFETY: listen(2) on a socket we own; a second call only changes the backlog.
-    if unsafe { libc::listen(listener.as_raw_fd(), 1024) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(listener)
-}
-
 #[derive(Debug, Clone)]
 pub struct UpSettings {
     /// Where each hop's log goes (`<name>.log`).
@@ -71,16 +60,7 @@ fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
     // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl, prctl).
     unsafe {
         cmd.pre_exec(move || {
-            // The hop's socket becomes its descriptor 3, without close-on-exec: dup2 clears
-            // the flag on the copy; if it already is 3, the flag is cleared in place.
-            let passed = if listener == telemetry::LISTEN_FD {
-                libc::fcntl(listener, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(listener, telemetry::LISTEN_FD)
-            };
-            if passed < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            telemetry::pass_to_child(listener)?;
             // If `up` itself is killed, its hops are told to stop too.
             #[cfg(target_os = "linux")]
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {

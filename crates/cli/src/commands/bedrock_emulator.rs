@@ -36,7 +36,7 @@ pub fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         _ => {}
     }
     telemetry::init(&config.log);
-    tokio::runtime::Runtime::new()?.block_on(async move {
+    config.runtime.build()?.block_on(async move {
         let settings = config.bedrock_emulator.clone();
         let generator: Arc<dyn Generator> = match settings.generator {
             GeneratorKind::Instant => Arc::new(instant::InstantGenerator::new(settings.instant.clone())),

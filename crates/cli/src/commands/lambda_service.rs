@@ -47,7 +47,7 @@ pub fn run(args: LambdaServiceArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!settings.functions.is_empty(), "no functions: give --function NAME=PATH or [lambda_service.functions.NAME]");
     telemetry::init(&config.log);
-    tokio::runtime::Runtime::new()?.block_on(async move {
+    config.runtime.build()?.block_on(async move {
         let settings = config.lambda_service.clone();
         let app = Application::build(settings.clone()).await.with_context(|| format!("binding {}", settings.listen))?;
         tracing::info!(addr = %app.local_addr(), functions = ?settings.functions.keys().collect::<Vec<_>>(), "strata lambda-service listening");

@@ -25,7 +25,7 @@ pub fn run(args: MainServiceArgs) -> anyhow::Result<()> {
         config.main_service.listen = listen;
     }
     telemetry::init(&config.log);
-    tokio::runtime::Runtime::new()?.block_on(async move {
+    config.runtime.build()?.block_on(async move {
         let settings = config.main_service;
         let listen = settings.listen;
         let app = Application::build(settings).await.with_context(|| format!("starting the main-service on {listen}"))?;

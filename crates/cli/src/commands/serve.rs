@@ -40,7 +40,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ => {}
     }
     telemetry::init(&config.log);
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = config.runtime.build()?;
     runtime.block_on(serve(config, args.model))
 }
 

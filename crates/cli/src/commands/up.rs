@@ -79,10 +79,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         config.server.listen = listen;
     }
     // `up` binds every hop's socket itself and passes it down (`up::Hop::listener`): the LLM
-    // Server's where configured (port 0: any free port), the others on any free loopback port.
-    let listen = |addr: SocketAddr| up::bind(addr).map(Arc::new).with_context(|| format!("listening on {addr}"));
-    let server = listen(config.server.listen)?;
-    let any = || listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+    // Server's where configured (port 0: any free port; or the socket `up` was itself handed,
+    // as every hop is), the others on any free loopback port.
+    let context = |addr: SocketAddr| move || format!("listening on {addr}");
+    let server = telemetry::listen_std(config.server.listen).map(Arc::new).with_context(context(config.server.listen))?;
+    let any = || {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        telemetry::bind(addr).map(Arc::new).with_context(context(addr))
+    };
     let (emulator_l, lambda_l, main_l, gateway_l) = (any()?, any()?, any()?, any()?);
     let addr = |l: &TcpListener| l.local_addr().context("a bound socket's address");
     config.server.listen = addr(&server)?;
@@ -138,5 +142,5 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     ];
     let settings = up::UpSettings { run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
     println!("{:<16} {:<28} PID", "HOP", "URL");
-    tokio::runtime::Runtime::new()?.block_on(up::run(settings, hops, llm_server::shutdown_signal()))
+    config.runtime.build()?.block_on(up::run(settings, hops, llm_server::shutdown_signal()))
 }
