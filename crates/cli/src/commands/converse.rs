@@ -162,6 +162,7 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         .collect();
 
     let runs = runtime.block_on(with_embedded_follow_up(&config, &settings, runs))?;
+    let embedded = runs.iter().any(|r| r.embedded_follow_up.is_some());
     let show_progress = std::io::stderr().is_terminal();
     let results = runtime.block_on(agent::run_many(runs, args.parallel, show_progress));
     let mut failures = 0;
@@ -182,8 +183,8 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         }
     }
     exit_if_interrupted(&signals);
-    anyhow::ensure!(failures == 0, "{failures} conversation(s) failed; finished turns are in the output file(s)");
-    Ok(())
+    let result = if failures == 0 { Ok(()) } else { Err(anyhow::anyhow!("{failures} conversation(s) failed; finished turns are in the output file(s)")) };
+    finish(result, embedded)
 }
 
 // Linux's signal numbers, for the exit status.
@@ -224,6 +225,26 @@ fn exit_if_interrupted(caught: &AtomicI32) {
         // SAFETY: ends the process at once; nothing after this relies on any state.
         unsafe { libc::_exit(128 + number) }
     }
+}
+
+/// Ends a run whose output files are complete. With an embedded follow-up side its engine
+/// threads are still running, and `exit`'s static destructors racing them crash the process
+/// (SIGSEGV, as after an interrupt: see `exit_if_interrupted`); the process then ends at once,
+/// with the message and status `cli::exit` would give.
+fn finish(result: anyhow::Result<()>, embedded: bool) -> anyhow::Result<()> {
+    if !embedded {
+        return result;
+    }
+    let code = match &result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            1
+        }
+    };
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: ends the process at once; nothing after this relies on any state.
+    unsafe { libc::_exit(code) }
 }
 
 /// For a follow-up side set to `embedded`: fetches the model if needed, loads it, and serves it
@@ -288,6 +309,7 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
     }
     let names: Vec<String> = runs.iter().map(|(t, _)| t.clone()).collect();
     let runs = runtime.block_on(with_embedded_follow_up(config, &settings, runs.into_iter().map(|(_, r)| r).collect()))?;
+    let embedded = runs.iter().any(|r| r.embedded_follow_up.is_some());
     let results = runtime.block_on(agent::run_many(runs, parallel, std::io::stderr().is_terminal()));
     let mut errors = 0;
     for (t, result) in names.iter().zip(results) {
@@ -318,6 +340,6 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
     compare::write_report(&dir, &templates, &settings.templates, &rows, &header)?;
     println!("{}", dir.join("report.md").display());
     exit_if_interrupted(&signals);
-    anyhow::ensure!(errors == 0, "{errors} conversation(s) failed; see the report for the rest");
-    Ok(())
+    let result = if errors == 0 { Ok(()) } else { Err(anyhow::anyhow!("{errors} conversation(s) failed; see the report for the rest")) };
+    finish(result, embedded)
 }
