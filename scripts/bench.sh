@@ -10,7 +10,7 @@ source scripts/setup.sh
 setup_litellm
 
 log "building strata and bootstrap (release)"
-cargo build --release -p cli -p lambda
+strata_cargo build --release -p cli -p lambda
 STRATA="$CARGO_TARGET_DIR/release/strata"
 "$STRATA" model pull
 export STRATA_BENCH_LITELLM="${STRATA_BENCH_LITELLM:-$STRATA_LITELLM_VENV/bin/litellm}"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 log "building strata and bootstrap (release)"
-cargo build --release -p cli -p lambda
+strata_cargo build --release -p cli -p lambda
 STRATA="$CARGO_TARGET_DIR/release/strata"
 log "fetching the default model"
 "$STRATA" model pull

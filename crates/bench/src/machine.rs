@@ -10,6 +10,8 @@ pub struct Machine {
     pub kernel: String,
     pub date: String,
     pub commit: String,
+    /// The `-C target-cpu` the binary was compiled for (llama.cpp's kernels follow it).
+    pub built_for_cpu: String,
 }
 
 impl Machine {
@@ -41,6 +43,7 @@ impl Machine {
             kernel,
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             commit,
+            built_for_cpu: env!("STRATA_BUILT_FOR_CPU").to_owned(),
         }
     }
 }
