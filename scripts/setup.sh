@@ -11,16 +11,19 @@ mkdir -p "$STRATA_CACHE"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# cargo for the builds these scripts make: they run on this machine, so on x86_64 they are built
-# for its CPU (`-C target-cpu=native`, which also builds llama.cpp with GGML_NATIVE: AVX-512,
-# VNNI and AMX kernels where the CPU has them). .cargo/config.toml's portable x86-64-v3 baseline
-# stays for every other build (a plain `cargo build`, the Dockerfile, the deployment's). On a
-# 2-core Xeon with AMX the native build decoded 8 streams at 427 tok/s against 175 and answered
-# the first token 3x sooner (docs/benchmarks.md). STRATA_PORTABLE=1 keeps the baseline; a
-# RUSTFLAGS of your own wins. Not exported: `sam build` cross-compiles the Lambda for arm64.
+# cargo for the release builds run.sh and bench.sh make: they run on this machine, so on x86_64
+# llama.cpp is built for its CPU (GGML_NATIVE: AVX-512, VNNI and AMX kernels where it has
+# them) while strata's own code keeps the portable x86-64-v3 baseline of .cargo/config.toml.
+# Measured on a 2-core Xeon with AMX (docs/benchmarks.md): llama.cpp for this CPU decoded 8
+# streams at about 2.4x the portable build's rate and reached the first token 3x sooner, while
+# strata's own code built for it spent half as much CPU again per proxied request. Two
+# target-cpu flags do this: rustc obeys the last, llama-cpp-sys-2's build script (pinned in
+# Cargo.lock) looks for the first and turns on GGML_NATIVE when it says `native`.
+# STRATA_PORTABLE=1 builds everything for the baseline; a RUSTFLAGS of your own wins. Plain
+# cargo, the Dockerfile and the deployment builds stay portable, and so do the tests' builds.
 strata_cargo() {
   if [ "$(uname -m)" = x86_64 ] && [ "${STRATA_PORTABLE:-0}" = 0 ] && [ -z "${RUSTFLAGS:-}" ]; then
-    RUSTFLAGS="-C target-cpu=native" cargo "$@"
+    RUSTFLAGS="-C target-cpu=native -C target-cpu=x86-64-v3" cargo "$@"
   else
     cargo "$@"
   fi

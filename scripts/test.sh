@@ -15,16 +15,16 @@ cargo fetch --quiet
 cargo deny --offline --log-level error check licenses bans
 
 log "building"
-strata_cargo build --workspace --bins --tests
+cargo build --workspace --bins --tests
 
 log "lints (cargo clippy, warnings are errors)"
-strata_cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 STRATA="$CARGO_TARGET_DIR/debug/strata"
 log "fetching the default model"
 "$STRATA" model pull
 
 log "cargo test"
-strata_cargo test --workspace --no-fail-fast
+cargo test --workspace --no-fail-fast
 
 log "python tests"
 export STRATA_BIN="$STRATA"

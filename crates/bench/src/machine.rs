@@ -10,7 +10,7 @@ pub struct Machine {
     pub kernel: String,
     pub date: String,
     pub commit: String,
-    /// The `-C target-cpu` the binary was compiled for (llama.cpp's kernels follow it).
+    /// The `-C target-cpu` the binary was compiled for, and llama.cpp's where it differs.
     pub built_for_cpu: String,
 }
 

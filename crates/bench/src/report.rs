@@ -61,7 +61,7 @@ impl Report {
         let _ = writeln!(
             s,
             "Measured by `{}` on {} ({} cores, {:.0} GiB RAM, Linux {}), {}, commit `{}`, built with \
-             `-C target-cpu={}`. Every ratio compares figures taken in this same run.\n",
+             {}. Every ratio compares figures taken in this same run.\n",
             self.command, m.cpu, m.cores, m.memory_gib, m.kernel, m.date, m.commit, m.built_for_cpu
         );
         for sec in &self.sections {

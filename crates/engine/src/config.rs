@@ -34,6 +34,12 @@ pub struct EngineConfig {
     /// When a chat prompt exceeds the context, drop the oldest turns (keeping the system
     /// prompt and the last message) instead of failing the request.
     pub truncate_chat: bool,
+    /// Map the model file instead of reading it into memory (Ollama's `use_mmap`). Off by
+    /// default: where llama.cpp repacks weights for the CPU's own kernels (AMX on a Xeon), the
+    /// mapped originals stayed resident beside the repacked copy, about 100 MB more per
+    /// process; read in, each weight is held once, and without repacking the footprint is the
+    /// same as mapped.
+    pub use_mmap: bool,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +52,7 @@ impl Default for EngineConfig {
             threads: 0,
             kv_cache_type: KvCacheType::Q8_0,
             truncate_chat: true,
+            use_mmap: false,
         }
     }
 }

@@ -106,7 +106,7 @@ impl Engine {
             return Err(LoadError::Missing(spec.path));
         }
         let backend = backend()?;
-        let model = LlamaModel::load_from_file(backend, &spec.path, &LlamaModelParams::default())
+        let model = LlamaModel::load_from_file(backend, &spec.path, &LlamaModelParams::default().with_use_mmap(config.use_mmap))
             .map_err(|e| LoadError::Model { path: spec.path.clone(), reason: e.to_string() })?;
         let info = ModelInfo::read(&spec.name, spec.path.clone(), &model);
         let template = match &info.chat_template {

@@ -197,3 +197,13 @@ async fn a_full_queue_refuses_new_work() {
     }
     assert!(refused);
 }
+
+/// Mapping the file or reading it in holds the same weights: the same greedy answer.
+#[tokio::test]
+async fn a_mapped_model_answers_as_one_read_into_memory() {
+    let question = || chat("Name three colours.", greedy(12));
+    let (read_in, _) = run(&load(EngineConfig { max_sequences: 1, use_mmap: false, ..Default::default() }), question()).await;
+    let (mapped, _) = run(&load(EngineConfig { max_sequences: 1, use_mmap: true, ..Default::default() }), question()).await;
+    assert!(!read_in.is_empty());
+    assert_eq!(read_in, mapped);
+}
