@@ -37,8 +37,7 @@ pub struct EngineConfig {
     /// Map the model file instead of reading it into memory (Ollama's `use_mmap`). Off by
     /// default: where llama.cpp repacks weights for the CPU's own kernels (AMX on a Xeon), the
     /// mapped originals stayed resident beside the repacked copy, about 100 MB more per
-    /// process; read in, each weight is held once, and without repacking the footprint is the
-    /// same as mapped.
+    /// process; read in, each weight is held once.
     pub use_mmap: bool,
 }
 
