@@ -218,33 +218,29 @@ fn exit_if_interrupted(caught: &AtomicI32) {
     let number = caught.load(Ordering::SeqCst);
     if number != 0 {
         eprintln!("strata: interrupted; finished turns are in the output file(s), `--resume` continues them");
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-        // `_exit`, not `exit`: the output files are complete, and an embedded follow-up side's
-        // engine threads are still running; `exit`'s static destructors and atexit handlers
-        // (llama.cpp's, the OpenMP runtime's) racing them crashed the process (SIGSEGV).
-        // SAFETY: ends the process at once; nothing after this relies on any state.
-        unsafe { libc::_exit(128 + number) }
+        end_now(128 + number)
     }
 }
 
-/// Ends a run whose output files are complete. With an embedded follow-up side its engine
-/// threads are still running, and `exit`'s static destructors racing them crash the process
-/// (SIGSEGV, as after an interrupt: see `exit_if_interrupted`); the process then ends at once,
-/// with the message and status `cli::exit` would give.
+/// Ends the process at once with `code`, once stdout is flushed. `_exit`, not `exit`: the
+/// output files are complete, and an embedded follow-up side's engine threads are still
+/// running; `exit`'s static destructors and atexit handlers (llama.cpp's, the OpenMP
+/// runtime's) racing them crashed the process (SIGSEGV).
+fn end_now(code: i32) -> ! {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: ends the process at once; nothing after this relies on any state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Ends a run whose output files are complete. With an embedded follow-up side the process
+/// ends at once ([`end_now`]), after the message `cli::exit` gives every command.
 fn finish(result: anyhow::Result<()>, embedded: bool) -> anyhow::Result<()> {
     if !embedded {
         return result;
     }
-    let code = match &result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("strata: {e:#}");
-            1
-        }
-    };
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    // SAFETY: ends the process at once; nothing after this relies on any state.
-    unsafe { libc::_exit(code) }
+    let code = i32::from(result.is_err());
+    let _ = crate::exit("strata", result);
+    end_now(code)
 }
 
 /// For a follow-up side set to `embedded`: fetches the model if needed, loads it, and serves it
