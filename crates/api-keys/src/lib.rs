@@ -4,6 +4,8 @@
 
 mod key_file;
 mod keys;
+mod list;
 
 pub use key_file::{Change, KeySource, Watcher};
 pub use keys::{key_id, ApiKeys};
+pub use list::{deserialize_list, KeyList};

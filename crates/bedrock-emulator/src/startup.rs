@@ -34,7 +34,7 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    timeouts: telemetry::ConnectionTimeouts,
+    timeouts: telemetry::ConnectionLimits,
     /// The key file to watch while serving, and how often.
     reload: (Arc<KeySource>, Duration),
 }

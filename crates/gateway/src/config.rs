@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// The usage plan every key gets unless `key_plans` names another one.
 pub const DEFAULT_PLAN: &str = "default";
@@ -21,7 +21,7 @@ pub struct GatewaySettings {
     pub routes: Vec<RouteSettings>,
     /// API keys accepted in `x-api-key`. From the environment, one string of comma-separated keys
     /// also works (`STRATA_GATEWAY__API_KEYS=key1,key2`).
-    #[serde(deserialize_with = "keys_list")]
+    #[serde(deserialize_with = "api_keys::deserialize_list")]
     pub api_keys: Vec<String>,
     /// A file with more API keys, one per line (blank lines and lines starting with `#` are skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,38 +125,6 @@ impl Default for GatewaySettings {
             max_header_bytes: 10 * 1024,
         }
     }
-}
-
-/// A list of keys, or one string of comma-separated keys (what an environment variable gives).
-fn keys_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Key {
-        Text(String),
-        // An environment value made only of digits arrives as a number.
-        Unsigned(u64),
-        Signed(i64),
-    }
-    impl Key {
-        fn text(self) -> String {
-            match self {
-                Key::Text(s) => s,
-                Key::Unsigned(n) => n.to_string(),
-                Key::Signed(n) => n.to_string(),
-            }
-        }
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Keys {
-        One(Key),
-        Many(Vec<Key>),
-    }
-    let keys: Vec<String> = match Keys::deserialize(d)? {
-        Keys::One(k) => k.text().split(',').map(str::to_owned).collect(),
-        Keys::Many(v) => v.into_iter().map(Key::text).collect(),
-    };
-    Ok(keys.into_iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect())
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub struct Shared {
     /// See `LambdaServiceSettings::exit_drain_ms`.
     pub exit_drain: Duration,
     /// Connection timeouts of each environment's Runtime API.
-    pub runtime_api_timeouts: telemetry::ConnectionTimeouts,
+    pub runtime_api_timeouts: telemetry::ConnectionLimits,
     pub queue_tx: async_channel::Sender<Invocation>,
     pub queue_rx: async_channel::Receiver<Invocation>,
     pub cold_starts: Mutex<Vec<Duration>>,

@@ -49,7 +49,8 @@ impl Application {
                 exit_drain: std::time::Duration::from_millis(settings.exit_drain_ms),
                 // A runtime long-polls `/next` and may sit between invocations for as long as
                 // none arrive, so only the header read timeout applies.
-                runtime_api_timeouts: telemetry::ConnectionTimeouts { idle: None, ..(&settings.connections).into() },
+                // A streamed function response is one long request body: no body deadline here.
+                runtime_api_timeouts: telemetry::ConnectionLimits { idle: None, body_read: None, ..(&settings.connections).into() },
                 queue_tx,
                 queue_rx,
                 cold_starts: Default::default(),

@@ -64,9 +64,13 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Body extraction failures: 413 for oversized bodies, 400 for everything else.
+/// Body extraction failures: 413 for oversized bodies, 408 for a body that did not arrive in
+/// time (`connections.body_read_timeout_secs`), 400 for everything else.
 pub fn body_rejection(protocol: Protocol, rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     let status = rejection.status();
+    if telemetry::is_body_read_timeout(&rejection) {
+        return ApiError::with_status(protocol, StatusCode::REQUEST_TIMEOUT, ErrorKind::Timeout, format!("request body read timed out: {}", rejection.body_text()));
+    }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::with_status(protocol, status, ErrorKind::InvalidRequest, "request body too large")
     } else {

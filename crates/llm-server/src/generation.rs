@@ -9,6 +9,7 @@ use contract::{ChunkKind, ChunkStream, ErrorKind, GenerateResponse, StreamChunk}
 use futures::StreamExt;
 use telemetry::RequestInfo;
 
+use crate::backend::Caller;
 use crate::error::{ApiError, Protocol};
 use crate::startup::AppState;
 
@@ -44,13 +45,13 @@ pub struct Started {
     pub started: Instant,
 }
 
-pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo, mut req: contract::GenerateRequest) -> Result<Started, ApiError> {
+pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo, caller: &Caller, mut req: contract::GenerateRequest) -> Result<Started, ApiError> {
     let started = Instant::now();
     let permit = state.limiter.acquire().await.map_err(|_| {
         ApiError::new(protocol, contract::Error::new(ErrorKind::Overloaded, "server busy, please try again.  maximum pending requests exceeded"))
     })?;
     req.trace = Some(contract::TraceContext { traceparent: info.trace.header(), tracestate: String::new() });
-    let inner = state.backend.generate(req).await.map_err(|e| ApiError::new(protocol, e))?;
+    let inner = state.backend.generate(req, caller).await.map_err(|e| ApiError::new(protocol, e))?;
     state.metrics.in_flight.inc();
     let guard = Guard {
         state: Arc::clone(state),

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod routes;
+pub mod security;
 pub mod startup;
 
 pub use backend::bedrock::BedrockBackend;

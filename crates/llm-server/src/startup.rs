@@ -21,14 +21,41 @@ use crate::edge;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::routes::{meta, ollama, openai};
+use crate::security::{self, HostPolicy, Keys, OriginPolicy};
 
 pub struct AppState {
     pub settings: ServerSettings,
     pub backend: Arc<dyn Backend>,
     pub limiter: Limiter,
     pub metrics: Metrics,
+    /// The API keys callers must present (none configured: no authentication).
+    pub keys: Arc<Keys>,
+    /// Which host names this listener answers.
+    pub hosts: Arc<HostPolicy>,
+    /// Which browser origins may call it.
+    pub origins: Arc<OriginPolicy>,
     /// Cancelled when the shutdown grace period is over: streams still running end with an error.
     pub hard_stop: CancellationToken,
+}
+
+impl AppState {
+    /// The state of a server listening on `listen`: loads its keys and refuses to serve a
+    /// non-loopback address without them (unless `allow_unauthenticated`).
+    pub fn new(settings: ServerSettings, backend: Arc<dyn Backend>, listen: SocketAddr) -> std::io::Result<AppState> {
+        let keys = Keys::load(&settings)?;
+        security::check_exposure(&settings, listen, keys.required()).map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+        tracing::info!(api_key_ids = ?keys.ids(), authentication = keys.required(), "front door configured");
+        Ok(AppState {
+            keys: Arc::new(keys),
+            hosts: Arc::new(HostPolicy::new(listen.ip().is_loopback(), &settings.allowed_hosts)),
+            origins: Arc::new(OriginPolicy::new(&settings.allowed_origins)),
+            limiter: Limiter::new(settings.max_concurrent_requests, settings.max_queued_requests),
+            metrics: Metrics::new(),
+            hard_stop: CancellationToken::new(),
+            backend,
+            settings,
+        })
+    }
 }
 
 pub struct Application {
@@ -42,13 +69,7 @@ pub const HOP: &str = "llm-server";
 impl Application {
     pub async fn build(settings: ServerSettings, backend: Arc<dyn Backend>) -> std::io::Result<Application> {
         let listener = telemetry::listen(settings.listen).await?;
-        let state = Arc::new(AppState {
-            limiter: Limiter::new(settings.max_concurrent_requests, settings.max_queued_requests),
-            metrics: Metrics::new(),
-            hard_stop: CancellationToken::new(),
-            backend,
-            settings,
-        });
+        let state = Arc::new(AppState::new(settings, backend, listener.local_addr()?)?);
         Ok(Application { listener, router: router(Arc::clone(&state)), state })
     }
 
@@ -72,11 +93,15 @@ impl Application {
                 hard_stop.cancel();
             });
         };
-        let timeouts = (&self.state.settings.connections).into();
-        telemetry::serve(self.listener, self.router, timeouts, signal).await
+        let limits = (&self.state.settings.connections).into();
+        // The key file is watched exactly as long as the server runs.
+        let _watcher = self.state.keys.watch();
+        telemetry::serve(self.listener, self.router, limits, signal).await
     }
 }
 
+/// The API behind its guards. Outermost first: the access log, the header limit, the host
+/// check, the origin check (and CORS), the API key, then metrics and the routes.
 pub fn router(state: Arc<AppState>) -> Router {
     // Ollama routes strata does not serve answer 501 on the method Ollama serves them with,
     // and 405 (like every route) on any other method.
@@ -111,6 +136,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), record_metrics))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.keys), security::keys::check))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.origins), security::origin::check))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state.hosts), security::host::check))
         .layer(middleware::from_fn_with_state(telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: edge::header_refusal }, telemetry::header_limit))
         .layer(middleware::from_fn_with_state(HOP, telemetry::access_log))
         .with_state(state)

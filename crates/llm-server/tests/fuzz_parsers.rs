@@ -12,8 +12,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use llm_server::error::Protocol;
-use llm_server::limits::Limiter;
-use llm_server::metrics::Metrics;
 use llm_server::startup::{router, AppState};
 use llm_server::{InstantBackend, InstantConfig, ServerSettings};
 use proptest::prelude::*;
@@ -28,14 +26,9 @@ fn settings() -> ServerSettings {
 
 fn app() -> axum::Router {
     let settings = settings();
-    let state = Arc::new(AppState {
-        limiter: Limiter::new(settings.max_concurrent_requests, settings.max_queued_requests),
-        metrics: Metrics::new(),
-        hard_stop: Default::default(),
-        backend: Arc::new(InstantBackend::new(InstantConfig { reply: "one two three".into(), ..Default::default() })),
-        settings,
-    });
-    router(state)
+    let backend = Arc::new(InstantBackend::new(InstantConfig { reply: "one two three".into(), ..Default::default() }));
+    let state = AppState::new(settings, backend, "127.0.0.1:0".parse().unwrap()).expect("valid settings");
+    router(Arc::new(state))
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -37,6 +37,8 @@ pub struct RequestInfo {
     pub trace: TraceContext,
     pub request_id: String,
     pub tokens: Arc<TokenCounts>,
+    /// The id (never the key) of the API key the caller authenticated with, for the log line.
+    pub key_id: Arc<OnceLock<String>>,
 }
 
 /// Axum middleware: accepts or starts the trace, tags the response with `traceparent` and
@@ -53,7 +55,8 @@ pub async fn access_log(axum::extract::State(hop): axum::extract::State<&'static
         .map(str::to_owned)
         .unwrap_or_else(|| trace.span_id.clone());
     let tokens = Arc::new(TokenCounts::default());
-    let info = RequestInfo { trace: trace.clone(), request_id: request_id.clone(), tokens: Arc::clone(&tokens) };
+    let key_id = Arc::new(OnceLock::new());
+    let info = RequestInfo { trace: trace.clone(), request_id: request_id.clone(), tokens: Arc::clone(&tokens), key_id: Arc::clone(&key_id) };
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     req.extensions_mut().insert(info);
@@ -66,7 +69,7 @@ pub async fn access_log(axum::extract::State(hop): axum::extract::State<&'static
         headers.insert("x-request-id", v);
     }
     let status = response.status().as_u16();
-    let line = LogLine { hop, method, path, status, trace_id: trace.trace_id, request_id, started, tokens, logged: false };
+    let line = LogLine { hop, method, path, status, trace_id: trace.trace_id, request_id, started, tokens, key_id, logged: false };
     response.map(|body| Body::new(LoggedBody { inner: body, line }))
 }
 
@@ -79,6 +82,7 @@ struct LogLine {
     request_id: String,
     started: Instant,
     tokens: Arc<TokenCounts>,
+    key_id: Arc<OnceLock<String>>,
     logged: bool,
 }
 
@@ -98,6 +102,7 @@ impl LogLine {
             latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             prompt_tokens = self.tokens.prompt.load(Ordering::Relaxed),
             completion_tokens = self.tokens.completion.load(Ordering::Relaxed),
+            api_key_id = self.key_id.get().map_or("-", String::as_str),
             outcome,
             "request"
         );

@@ -3,6 +3,8 @@
 //! SIGINT/SIGTERM stops them all, outermost first, leaving no process behind (children also
 //! die with this process if it is killed outright).
 
+pub mod private;
+
 use std::net::TcpListener;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ pub struct UpSettings {
 
 fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
     let log_path = settings.run_dir.join(format!("{}.log", hop.name));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+    let log = private::append(&log_path)?;
     let mut cmd = Command::new(&hop.program);
     cmd.args(&hop.args).envs(hop.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
     cmd.env(telemetry::LISTEN_FD_VAR, telemetry::LISTEN_FD.to_string());
@@ -154,7 +156,7 @@ async fn supervise(settings: UpSettings, hop: Hop, mut child: Child, mut stop_rx
 /// Starts the hops in order, each once healthy, and supervises them until `shutdown`
 /// resolves; then stops them outermost first.
 pub async fn run(settings: UpSettings, hops: Vec<Hop>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.run_dir).with_context(|| format!("creating {}", settings.run_dir.display()))?;
+    private::create_dir(&settings.run_dir)?;
     let mut supervised: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = Vec::new();
     tokio::pin!(shutdown);
     let mut failure = None;

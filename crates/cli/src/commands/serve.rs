@@ -25,12 +25,19 @@ pub struct ServeArgs {
     /// Backend: embedded (llama.cpp in this process), bedrock (Amazon Bedrock, see [bedrock]), chain (the API Gateway, see [server.chain]) or instant (fixed reply, no model)
     #[arg(long, value_parser = ["embedded", "bedrock", "chain", "instant"])]
     backend: Option<String>,
+    /// Serve a non-loopback address without API keys (server.allow_unauthenticated): only when
+    /// something in front of strata authenticates callers
+    #[arg(long)]
+    allow_unauthenticated: bool,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if args.allow_unauthenticated {
+        config.server.allow_unauthenticated = true;
     }
     match args.backend.as_deref() {
         Some("instant") => config.server.backend = BackendKind::Instant,

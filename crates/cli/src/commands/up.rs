@@ -27,6 +27,10 @@ pub struct UpArgs {
     /// [default: $XDG_STATE_HOME/strata/runs/<time>]
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// Serve a non-loopback --listen address without API keys (server.allow_unauthenticated).
+    /// Without it, such a chain generates a key for its clients and prints where it is
+    #[arg(long)]
+    allow_unauthenticated: bool,
 }
 
 /// The Lambda function's name in the local chain.
@@ -37,15 +41,6 @@ const LOCAL_CREDENTIALS: [(&str, &str); 3] = [("AWS_ACCESS_KEY_ID", "strata-loca
 fn default_run_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))).unwrap_or_else(std::env::temp_dir);
     base.join("strata/runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
-}
-
-/// A key for this run: 32 random hex characters.
-fn generate_key() -> String {
-    let mut bytes = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a hop runs.
@@ -77,6 +72,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if args.allow_unauthenticated {
+        config.server.allow_unauthenticated = true;
     }
     // `up` binds every hop's socket itself and passes it down (`up::Hop::listener`): the LLM
     // Server's where configured (port 0: any free port; or the socket `up` was itself handed,
@@ -115,13 +113,37 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let run_dir = args.run_dir.unwrap_or_else(default_run_dir);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    up::private::create_dir(&run_dir)?;
+
+    // A chain served beyond this machine is keyed by default: with no keys of its own, the LLM
+    // Server gets a generated client key, kept in a file only the user can read.
+    let exposed = !config.server.listen.ip().is_loopback();
+    let client_key_file = if exposed && config.server.api_keys.is_empty() && config.server.api_keys_file.is_none() && !config.server.allow_unauthenticated {
+        let path = run_dir.join("api-key");
+        up::private::write(&path, format!("{}\n", up::private::secret()?).as_bytes())?;
+        config.server.api_keys_file = Some(path.clone());
+        Some(path)
+    } else {
+        None
+    };
+    // The LLM Server passes its callers' keys on to the gateway (`server.chain.forward_caller_key`),
+    // so the gateway accepts them too: the usage plans then apply per client.
+    if config.server.chain.forward_caller_key {
+        config.gateway.api_keys.extend(config.server.api_keys.0.iter().cloned());
+        if config.gateway.api_keys_file.is_none() {
+            config.gateway.api_keys_file = config.server.api_keys_file.clone();
+        }
+    }
+
     let config_path = run_dir.join("strata.toml");
-    std::fs::write(&config_path, toml::to_string(&config).context("writing the run's configuration")?)?;
+    up::private::write(&config_path, toml::to_string(&config).context("writing the run's configuration")?.as_bytes())?;
     let config_arg = config_path.display().to_string();
 
-    // The API key lives only in the environment of the two hops that need it.
-    let key = generate_key();
+    // The chain's own key (the LLM Server's to the gateway, for callers without a key of their
+    // own) lives only in the environment of the two hops that need it. The gateway's variable
+    // replaces its configured keys, so those are passed along with it.
+    let key = up::private::secret()?;
+    let gateway_keys: Vec<String> = std::iter::once(key.clone()).chain(config.gateway.api_keys.iter().cloned()).collect();
     let local_aws: Vec<(String, String)> = LOCAL_CREDENTIALS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let hop = |name: &str, command: Command, listener: &Arc<TcpListener>, health: &str, env: Vec<(String, String)>| {
         let (program, mut args) = match command {
@@ -137,10 +159,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         hop("bedrock-emulator", Command::Strata("bedrock-emulator"), &emulator_l, "/", local_aws.clone()),
         hop("lambda-service", Command::Strata("lambda-service"), &lambda_l, "/2015-03-31/functions/", local_aws),
         hop("main-service", Command::Program(main_service), &main_l, "/healthz", main_env),
-        hop("gateway", Command::Strata("gateway"), &gateway_l, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), key.clone())]),
+        hop("gateway", Command::Strata("gateway"), &gateway_l, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), gateway_keys.join(","))]),
         hop("llm-server", Command::Strata("serve"), &server, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
     ];
     let settings = up::UpSettings { run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
+    if let Some(path) = &client_key_file {
+        println!("clients need the API key in {} (send it as `Authorization: Bearer KEY`)", path.display());
+    }
     println!("{:<16} {:<28} PID", "HOP", "URL");
     config.runtime.build()?.block_on(up::run(settings, hops, llm_server::shutdown_signal()))
 }

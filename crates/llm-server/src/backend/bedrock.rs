@@ -32,7 +32,7 @@ impl BedrockBackend {
 
 #[async_trait]
 impl Backend for BedrockBackend {
-    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+    async fn generate(&self, req: contract::GenerateRequest, _caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
         self.client.generate(req).await
     }
 

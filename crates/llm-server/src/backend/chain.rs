@@ -13,6 +13,7 @@ use chrono::Utc;
 use contract::{ChunkKind, ChunkStream, ErrorKind, HopTiming, StreamChunk};
 use futures::StreamExt;
 use prost::Message as _;
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, ModelDescriptor, ModelDetails, PullStream, RunningModel};
@@ -40,6 +41,11 @@ pub struct ChainSettings {
     /// again when the gateway refuses the key (403): a rotated key is picked up without a
     /// restart, and the refused request is sent once more with it.
     pub api_key_file: Option<PathBuf>,
+    /// Send the key a caller authenticated with at this server (`server.api_keys`) to the
+    /// gateway instead of `api_key`, so that the gateway's usage plan for that key applies to
+    /// that client. The gateway must then know the same keys. Callers of a server without keys
+    /// are sent with `api_key`.
+    pub forward_caller_key: bool,
     /// Model names the chain serves, as `/api/tags` and `/v1/models` list them.
     pub models: Vec<String>,
     /// Connecting to the gateway.
@@ -61,6 +67,7 @@ impl Default for ChainSettings {
             gateway_url: "http://127.0.0.1:8080".into(),
             api_key: Secret::default(),
             api_key_file: None,
+            forward_caller_key: true,
             models: vec!["smollm2:135m".into()],
             connect_timeout_ms: 2_000,
             response_timeout_ms: 35_000,
@@ -197,15 +204,19 @@ fn upstream(message: impl Into<String>) -> contract::Error {
 
 #[async_trait]
 impl Backend for ChainBackend {
-    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+    async fn generate(&self, req: contract::GenerateRequest, caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
         let url = format!("{}/v1/generate", self.settings.gateway_url.trim_end_matches('/'));
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
         let stream = req.stream;
         let body = bytes::Bytes::from(req.encode_to_vec());
-        let key = self.api_key();
+        // The caller's own key, when it authenticated with one and the chain is told to pass it
+        // on: the gateway's usage plans then apply per client. Otherwise this server's key.
+        let forwarded = caller.api_key.as_ref().filter(|_| self.settings.forward_caller_key).map(|k| k.expose_secret().to_owned());
+        let key = forwarded.clone().unwrap_or_else(|| self.api_key());
         let mut response = self.send(&url, body.clone(), &traceparent, &key).await?;
-        // A refused key is checked before anything runs, so sending again is safe.
-        if response.status() == reqwest::StatusCode::FORBIDDEN {
+        // A refused key is checked before anything runs, so sending again is safe. A caller's
+        // own key is not replaced by this server's.
+        if response.status() == reqwest::StatusCode::FORBIDDEN && forwarded.is_none() {
             if let Some(rotated) = self.rotated_key(&key) {
                 response = self.send(&url, body, &traceparent, &rotated).await?;
             }

@@ -39,7 +39,7 @@ fn internal(e: impl std::fmt::Display) -> contract::Error {
 
 #[async_trait]
 impl Backend for EmbeddedBackend {
-    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+    async fn generate(&self, req: contract::GenerateRequest, _caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
         self.pool.generate(req, "llm-server").await
     }
 

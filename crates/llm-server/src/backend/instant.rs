@@ -41,7 +41,7 @@ impl InstantBackend {
 
 #[async_trait]
 impl Backend for InstantBackend {
-    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+    async fn generate(&self, req: contract::GenerateRequest, _caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
         self.generator.generate(req)
     }
 

@@ -12,6 +12,8 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use contract::ChunkStream;
+
+pub use crate::security::Caller;
 use futures::Stream;
 
 /// A model as `/api/tags` and `/v1/models` list it.
@@ -70,7 +72,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Streams a generation: deltas then exactly one `done` or `error` chunk. Errors that
     /// happen before any output (unknown model, invalid request, overload) are returned
     /// directly so the API can answer with the right status code.
-    async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error>;
+    /// `caller` is who asked (their API key, for backends that pass it on).
+    async fn generate(&self, req: contract::GenerateRequest, caller: &Caller) -> Result<ChunkStream, contract::Error>;
     /// Makes sure a model is ready (Ollama's "load" request with an empty prompt).
     async fn load(&self, model: &str) -> Result<(), contract::Error>;
     async fn list_models(&self) -> Result<Vec<ModelDescriptor>, contract::Error>;

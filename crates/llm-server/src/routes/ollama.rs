@@ -13,6 +13,7 @@ use futures::StreamExt;
 use telemetry::RequestInfo;
 
 use super::{ndjson, streaming};
+use crate::backend::Caller;
 use crate::edge;
 use crate::error::{body_rejection, ApiError, Protocol};
 use crate::generation::{self, collect, with_server_timing, with_timing_field, Started};
@@ -67,28 +68,28 @@ impl Shape {
     }
 }
 
-pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: types::GenerateRequest = edge::parse(&state.settings, P, &body(b)?)?;
     edge::model(&state.settings, P, &req.model)?;
     let model = req.model.clone();
     let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
     let contract_req = convert::generate_to_contract(req).map_err(err)?;
-    respond(state, info, model, contract_req, unload, Shape::Generate).await
+    respond(state, info, caller, model, contract_req, unload, Shape::Generate).await
 }
 
-pub async fn chat(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn chat(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: types::ChatRequest = edge::parse(&state.settings, P, &body(b)?)?;
     edge::model(&state.settings, P, &req.model)?;
     edge::messages(&state.settings, P, req.messages.len())?;
     let model = req.model.clone();
     let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
     let contract_req = convert::chat_to_contract(req).map_err(err)?;
-    respond(state, info, model, contract_req, unload, Shape::Chat).await
+    respond(state, info, caller, model, contract_req, unload, Shape::Chat).await
 }
 
 /// `unload` is `keep_alive: 0`: the model leaves memory once this request is served (a
 /// generation already started runs to its end), which is also how `ollama stop` works.
-async fn respond(state: Arc<AppState>, info: RequestInfo, model: String, req: Option<contract::GenerateRequest>, unload: bool, shape: Shape) -> Result<Response, ApiError> {
+async fn respond(state: Arc<AppState>, info: RequestInfo, caller: Caller, model: String, req: Option<contract::GenerateRequest>, unload: bool, shape: Shape) -> Result<Response, ApiError> {
     let Some(req) = req else {
         if unload {
             state.backend.unload(&model).await.map_err(err)?;
@@ -98,7 +99,7 @@ async fn respond(state: Arc<AppState>, info: RequestInfo, model: String, req: Op
         return Ok(shape.loaded(&model, "load"));
     };
     let stream_out = req.stream;
-    let Started { stream, started } = generation::start(&state, P, &info, req).await?;
+    let Started { stream, started } = generation::start(&state, P, &info, &caller, req).await?;
     if unload {
         state.backend.unload(&model).await.map_err(err)?;
     }

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use telemetry::RequestInfo;
 
 use super::{sse, streaming};
+use crate::backend::Caller;
 use crate::edge;
 use crate::error::{body_rejection, ApiError, Protocol};
 use crate::generation::{self, collect, with_server_timing, with_timing_field, Started};
@@ -33,7 +34,7 @@ fn done_event() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }
 
-pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: types::ChatCompletionRequest = edge::parse(&state.settings, P, &b.map_err(|r| body_rejection(P, r))?)?;
     edge::model(&state.settings, P, &req.model)?;
     edge::messages(&state.settings, P, req.messages.len())?;
@@ -41,7 +42,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info
     let model = req.model.clone();
     let creq = convert::chat_to_contract(req).map_err(err)?;
     let stream_out = creq.stream;
-    let Started { stream, .. } = generation::start(&state, P, &info, creq).await?;
+    let Started { stream, .. } = generation::start(&state, P, &info, &caller, creq).await?;
     let (id, created) = (id("chatcmpl"), chrono::Utc::now().timestamp());
     if !stream_out {
         let (text, done) = collect(stream).await.map_err(err)?;
@@ -68,14 +69,14 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info
     Ok(streaming(SSE, futures::stream::once(async move { Ok(first) }).chain(events)))
 }
 
-pub async fn completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let req: types::CompletionRequest = edge::parse(&state.settings, P, &b.map_err(|r| body_rejection(P, r))?)?;
     edge::model(&state.settings, P, &req.model)?;
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let model = req.model.clone();
     let creq = convert::completion_to_contract(req).map_err(err)?;
     let stream_out = creq.stream;
-    let Started { stream, .. } = generation::start(&state, P, &info, creq).await?;
+    let Started { stream, .. } = generation::start(&state, P, &info, &caller, creq).await?;
     let (id, created) = (id("cmpl"), chrono::Utc::now().timestamp());
     if !stream_out {
         let (text, done) = collect(stream).await.map_err(err)?;
