@@ -29,10 +29,10 @@ AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 "$B"/st
 wait_up http://127.0.0.1:8081/healthz
 STRATA_GATEWAY__API_KEYS=$STRATA_API_KEY "$B"/strata gateway --listen 0.0.0.0:8080 --config "$C" > "$D"/gw.log 2>&1 & pids+=($!)
 wait_up http://127.0.0.1:8080/
-STRATA_SERVER__CHAIN__API_KEY=$STRATA_API_KEY "$B"/strata serve --backend chain --listen 0.0.0.0:11434 --config "$C" > "$D"/llm.log 2>&1 & pids+=($!)
+STRATA_SERVER__API_KEYS=$STRATA_API_KEY STRATA_SERVER__CHAIN__API_KEY=$STRATA_API_KEY "$B"/strata serve --backend chain --listen 0.0.0.0:11434 --config "$C" > "$D"/llm.log 2>&1 & pids+=($!)
 wait_up http://127.0.0.1:11434/
 echo "--- chat through the chain"
-curl -fsS -m 60 http://127.0.0.1:11434/api/chat -d '{"model":"smollm2:135m","messages":[{"role":"user","content":"Say hi"}],"stream":false,"options":{"num_predict":16}}'; echo
+curl -fsS -m 60 http://127.0.0.1:11434/api/chat -H "Authorization: Bearer $STRATA_API_KEY" -d '{"model":"smollm2:135m","messages":[{"role":"user","content":"Say hi"}],"stream":false,"options":{"num_predict":16}}'; echo
 echo "--- wrong key at the gateway"
 curl -sS -m 10 -o /dev/null -w '%{http_code}\n' http://127.0.0.1:8080/v1/generate -H 'x-api-key: nope' -d '{}'
 health=0
@@ -47,7 +47,7 @@ except Exception:
  sys.exit(1)"; rc=$?; echo "$u -> $rc"; [ "$rc" -eq 0 ] || health=1
 done
 status=$health
-answer=$(curl -fsS -m 60 http://127.0.0.1:11434/api/chat -d '{"model":"smollm2:135m","messages":[{"role":"user","content":"Hi"}],"stream":false,"options":{"num_predict":4}}') || status=1
+answer=$(curl -fsS -m 60 http://127.0.0.1:11434/api/chat -H "Authorization: Bearer $STRATA_API_KEY" -d '{"model":"smollm2:135m","messages":[{"role":"user","content":"Hi"}],"stream":false,"options":{"num_predict":4}}') || status=1
 echo "$answer" | grep -q '"done":true' || status=1
 for p in "${pids[@]}"; do kill "$p"; done; wait
 echo "logs in $D"
