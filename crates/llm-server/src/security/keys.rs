@@ -118,9 +118,11 @@ mod tests {
         h
     }
 
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+
     #[test]
     fn keys_come_from_bearer_or_x_api_key() {
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        let cases: &[(Headers, Option<&str>)] = &[
             (&[("authorization", "Bearer k1")], Some("k1")),
             (&[("authorization", "bearer  k1 ")], Some("k1")),
             (&[("x-api-key", "k2")], Some("k2")),
