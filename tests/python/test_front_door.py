@@ -213,8 +213,11 @@ def metric(url, name):
 
 
 def test_a_stream_nobody_reads_is_cut_and_its_generation_dropped(make_server):
-    # One word a millisecond for 20,000 words: a generation that would run for 20 s or more.
-    env = {"STRATA_SERVER__INSTANT__WORD_DELAY_MS": "1", "STRATA_SERVER__INSTANT__REPLY": "word " * 20000, "STRATA_SERVER__CONNECTIONS__STREAM_WRITE_TIMEOUT_SECS": "1"}
+    # 60,000 one-letter words, each its own ~100-byte chunk: about 6 MB of stream, more than the
+    # kernel's largest loopback send buffer (tcp_wmem's 4 MB) and the client's tiny window hold,
+    # so the server's writes block whatever the autotuning does. The stream is produced on
+    # demand, so a stalled reader stops the generation too.
+    env = {"STRATA_SERVER__INSTANT__REPLY": "w " * 60000, "STRATA_SERVER__CONNECTIONS__STREAM_WRITE_TIMEOUT_SECS": "1"}
     s = make_server(["--backend", "instant"], env=env)
     sock = socket.socket()
     # A small receive window, so that the server's writes block soon after the client stops reading.

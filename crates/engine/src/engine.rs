@@ -3,7 +3,7 @@
 //! thread so that bad requests fail before they are queued.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -16,7 +16,8 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::config::{EngineConfig, ModelSpec};
 use crate::model_info::ModelInfo;
-use crate::request::{ChatMessage, EngineError, EngineRequest, Event, Prompt, Role};
+use crate::prompt::{Preparation, Tokenizer};
+use crate::request::{EngineError, EngineRequest, Event, Prompt};
 use crate::template::{render_plain, ChatTemplate};
 use crate::{sampling, scheduler};
 
@@ -85,6 +86,10 @@ pub struct Engine {
     model: Arc<LlamaModel>,
     info: ModelInfo,
     template: Option<ChatTemplate>,
+    tokenizer: Tokenizer,
+    /// Prompt preparations running at once: one per core, so huge prompts queue instead of
+    /// starving the decode thread and each other.
+    preparing: tokio::sync::Semaphore,
     config: EngineConfig,
     jobs: mpsc::Sender<Job>,
     counters: Arc<Counters>,
@@ -117,6 +122,7 @@ impl Engine {
             }
             None => None,
         };
+        let tokenizer = Tokenizer::read(&model);
         let model = Arc::new(model);
         let counters = Arc::new(Counters::default());
         let (jobs, rx) = mpsc::channel();
@@ -137,6 +143,8 @@ impl Engine {
             model,
             info,
             template,
+            tokenizer,
+            preparing: tokio::sync::Semaphore::new(config.thread_count().max(1) as usize),
             config,
             jobs,
             counters,
@@ -172,109 +180,123 @@ impl Engine {
     pub fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
-            Prompt::Chat(messages) => self.render_chat(messages),
+            Prompt::Chat(messages) if messages.is_empty() => Err(EngineError::InvalidRequest("messages must not be empty".into())),
+            Prompt::Chat(messages) => match &self.template {
+                Some(t) => t.render(messages),
+                None => Ok(render_plain(messages)),
+            },
         }
     }
 
-    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        if messages.is_empty() {
-            return Err(EngineError::InvalidRequest("messages must not be empty".into()));
-        }
-        match &self.template {
-            Some(t) => t.render(messages),
-            None => Ok(render_plain(messages)),
-        }
-    }
-
-    /// Counts the tokens of a text as this model tokenises it.
+    /// Counts the tokens of a text as this model tokenises it (special tokens parsed).
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.tokenize(text).len()
+        self.model.vocab().tokenize(text.as_bytes(), false, true).len()
     }
 
-    fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
-        let vocab = self.model.vocab();
-        // Templates already contain the BOS text where the model wants it; raw prompts get the
-        // model's own BOS policy. parse_special lets `<|im_start|>` become one control token.
-        vocab.tokenize(text.as_bytes(), vocab.should_add_bos() && !text.starts_with(&self.bos_text()), true)
+    /// Queues a request. Fails if it is invalid, too long, or the queue is full; otherwise text
+    /// arrives on the returned stream. The prompt is prepared on a blocking thread (at most
+    /// one per core at a time), and dropping this future stops that work between steps.
+    /// Dropping the stream cancels the request and frees its sequence slot.
+    pub async fn generate(self: &Arc<Self>, request: EngineRequest) -> Result<Generation, EngineError> {
+        let ticket = self.enqueue()?;
+        let _permit = self.preparing.acquire().await.map_err(|_| EngineError::ShutDown)?;
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let (engine, flag) = (Arc::clone(self), Arc::clone(&cancel.0));
+        let job = tokio::task::spawn_blocking(move || engine.prepare(request, &flag))
+            .await
+            .map_err(|e| EngineError::Inference(format!("prompt preparation failed: {e}")))??;
+        self.submit(ticket, job)
     }
 
-    fn bos_text(&self) -> String {
-        let vocab = self.model.vocab();
-        vocab.text(vocab.bos()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    /// [`Engine::generate`] for synchronous callers (tests, benchmarks): prepares on this thread.
+    pub fn generate_blocking(&self, request: EngineRequest) -> Result<Generation, EngineError> {
+        let ticket = self.enqueue()?;
+        let job = self.prepare(request, &AtomicBool::new(false))?;
+        self.submit(ticket, job)
     }
 
-    /// Queues a request. Fails at once if it is invalid, too long, or the queue is full;
-    /// otherwise text arrives on the returned stream. Dropping the stream cancels the request
-    /// and frees its sequence slot.
-    pub fn generate(&self, request: EngineRequest) -> Result<Generation, EngineError> {
-        sampling::validate(&request.params.sampling)?;
-        let limit = self.context_limit(request.params.num_ctx);
-        let tokens = self.prompt_tokens(&request.prompt, limit)?;
-        let prompt_len = tokens.len() as u32;
-        let room = request.params.max_tokens.unwrap_or(limit);
-        let reserve = prompt_len.saturating_add(room).min(limit).max(prompt_len);
-        let sampler = sampling::build(&self.model, &request.params, limit)?;
-
+    /// Takes a place in the queue, or refuses at once when it is full: a request waiting for
+    /// preparation counts as queued, so a flood of huge prompts cannot pile up behind it.
+    fn enqueue(&self) -> Result<Ticket<'_>, EngineError> {
         let depth = self.config.queue_depth;
         if self.counters.queued.fetch_add(1, Ordering::AcqRel) >= depth {
             self.counters.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(EngineError::QueueFull { depth });
         }
+        Ok(Ticket { queued: &self.counters.queued, handed_over: false })
+    }
+
+    /// Validation, tokens and sampler: the slow, blocking part of a request.
+    fn prepare(&self, request: EngineRequest, cancel: &AtomicBool) -> Result<Prepared, EngineError> {
+        sampling::validate(&request.params.sampling)?;
+        let limit = self.context_limit(request.params.num_ctx);
+        let preparation = Preparation {
+            model: &self.model,
+            tokenizer: &self.tokenizer,
+            template: self.template.as_ref(),
+            limit,
+            truncate_chat: self.config.truncate_chat,
+            cancel,
+        };
+        let tokens = preparation.tokens(&request.prompt)?;
+        let prompt_len = tokens.len() as u32;
+        let room = request.params.max_tokens.unwrap_or(limit);
+        let reserve = prompt_len.saturating_add(room).min(limit).max(prompt_len);
+        let sampler = sampling::build(&self.model, &request.params, limit)?;
+        Ok(Prepared { tokens, reserve, max_tokens: request.params.max_tokens, stop: request.params.stop, sampler })
+    }
+
+    /// Hands a prepared request to the scheduler; its queue place passes with it.
+    fn submit(&self, mut ticket: Ticket<'_>, p: Prepared) -> Result<Generation, EngineError> {
         let (events, rx) = tmpsc::unbounded_channel();
         let load = self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
         let job = Job {
-            tokens,
-            reserve,
-            max_tokens: request.params.max_tokens,
-            stop: request.params.stop,
-            sampler,
+            tokens: p.tokens,
+            reserve: p.reserve,
+            max_tokens: p.max_tokens,
+            stop: p.stop,
+            sampler: p.sampler,
             events,
             submitted: Instant::now(),
             load,
         };
-        if self.jobs.send(job).is_err() {
-            self.counters.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(EngineError::ShutDown);
-        }
+        self.jobs.send(job).map_err(|_| EngineError::ShutDown)?;
+        ticket.handed_over = true;
         Ok(Generation { rx })
     }
+}
 
-    /// Tokenises the prompt, dropping the oldest chat turns if it is too long and the config
-    /// allows it. A prompt must leave room for at least one generated token.
-    fn prompt_tokens(&self, prompt: &Prompt, limit: u32) -> Result<Vec<LlamaToken>, EngineError> {
-        let too_long = |tokens: usize| EngineError::PromptTooLong { tokens: tokens as u32, limit };
-        let fits = |n: usize| n < limit as usize;
-        match prompt {
-            Prompt::Raw(text) => {
-                if text.is_empty() {
-                    return Err(EngineError::InvalidRequest("prompt must not be empty".into()));
-                }
-                let tokens = self.tokenize(text);
-                if fits(tokens.len()) { Ok(tokens) } else { Err(too_long(tokens.len())) }
-            }
-            Prompt::Chat(messages) => {
-                let tokens = self.tokenize(&self.render_chat(messages)?);
-                if fits(tokens.len()) {
-                    return Ok(tokens);
-                }
-                if !self.config.truncate_chat {
-                    return Err(too_long(tokens.len()));
-                }
-                let first_len = tokens.len();
-                let mut kept: Vec<ChatMessage> = messages.to_vec();
-                let system = usize::from(kept.first().is_some_and(|m| m.role == Role::System));
-                while kept.len() > system + 1 {
-                    kept.remove(system);
-                    let tokens = self.tokenize(&self.render_chat(&kept)?);
-                    if fits(tokens.len()) {
-                        tracing::debug!(dropped = messages.len() - kept.len(), "truncated chat history to fit the context");
-                        return Ok(tokens);
-                    }
-                }
-                Err(too_long(first_len))
-            }
+/// A request's place in the queue until the scheduler takes it over (which then counts it
+/// down); given back if preparation fails or is abandoned.
+struct Ticket<'a> {
+    queued: &'a AtomicUsize,
+    handed_over: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// Raises the flag when the future holding it is dropped (the client went away).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request's prompt tokens and sampler, ready to queue.
+struct Prepared {
+    tokens: Vec<LlamaToken>,
+    reserve: u32,
+    max_tokens: Option<u32>,
+    stop: Vec<String>,
+    sampler: sampling::Sampler,
 }
 
 /// The stream of one generation: `Event::Text` pieces then `Event::Done`, or an error.

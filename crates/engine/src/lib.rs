@@ -10,7 +10,7 @@
 //!     prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, "Hello!")]),
 //!     params: GenerateParams::default(),
 //! };
-//! let (text, completion) = engine.generate(request)?.collect_text().await?;
+//! let (text, completion) = std::sync::Arc::new(engine).generate(request).await?.collect_text().await?;
 //! # Ok(()) }
 //! ```
 
@@ -22,6 +22,7 @@ mod grammar;
 mod model_info;
 mod penalty;
 mod pool;
+mod prompt;
 mod reference;
 mod request;
 pub mod resolver;

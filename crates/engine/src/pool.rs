@@ -91,7 +91,7 @@ impl ModelPool {
         let started = Instant::now();
         let loaded = self.get(&req.model).await?;
         let engine_req = contract_map::to_engine_request(&req)?;
-        let generation = loaded.engine.generate(engine_req).map_err(|e| contract_map::error_to_contract(&e))?;
+        let generation = loaded.engine.generate(engine_req).await.map_err(|e| contract_map::error_to_contract(&e))?;
         let model = req.model;
         Ok(Box::pin(generation.map(move |event| contract_map::event_to_chunk(&model, event, hop, started))))
     }

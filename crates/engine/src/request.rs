@@ -142,4 +142,7 @@ pub enum EngineError {
     Inference(String),
     #[error("the engine has shut down")]
     ShutDown,
+    /// The caller went away before the request was queued.
+    #[error("the request was cancelled")]
+    Cancelled,
 }

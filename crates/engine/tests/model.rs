@@ -37,8 +37,8 @@ fn greedy(max_tokens: u32) -> GenerateParams {
     }
 }
 
-async fn run(engine: &Engine, req: EngineRequest) -> (String, Completion) {
-    tokio::time::timeout(Duration::from_secs(120), engine.generate(req).unwrap().collect_text())
+async fn run(engine: &Arc<Engine>, req: EngineRequest) -> (String, Completion) {
+    tokio::time::timeout(Duration::from_secs(120), engine.generate(req).await.unwrap().collect_text())
         .await
         .expect("generation finishes")
         .expect("generation succeeds")
@@ -124,7 +124,7 @@ async fn batched_sequences_match_the_same_request_alone() {
 async fn a_cancelled_request_frees_its_slot() {
     // One slot only: if cancellation leaked it, the second request would wait forever.
     let engine = load(EngineConfig { num_ctx: 1024, max_sequences: 1, ..Default::default() });
-    let mut long = engine.generate(chat("Write a very long story about dragons.", greedy(900))).unwrap();
+    let mut long = engine.generate(chat("Write a very long story about dragons.", greedy(900))).await.unwrap();
     let first = long.next().await.expect("a first event").expect("no error");
     assert!(matches!(first, Event::Text(_)));
     drop(long);
@@ -138,10 +138,10 @@ async fn a_cancelled_request_frees_its_slot() {
 async fn a_prompt_longer_than_the_context_is_a_clear_error() {
     let engine = load(EngineConfig { num_ctx: 256, max_sequences: 1, truncate_chat: false, ..Default::default() });
     let long = "word ".repeat(400);
-    let err = engine.generate(chat(&long, greedy(8))).unwrap_err();
+    let err = engine.generate(chat(&long, greedy(8))).await.unwrap_err();
     assert!(matches!(err, EngineError::PromptTooLong { limit: 256, .. }), "{err:?}");
     let raw = EngineRequest { prompt: Prompt::Raw(long), params: greedy(8) };
-    assert!(matches!(engine.generate(raw).unwrap_err(), EngineError::PromptTooLong { .. }));
+    assert!(matches!(engine.generate(raw).await.unwrap_err(), EngineError::PromptTooLong { .. }));
 }
 
 #[tokio::test]
@@ -177,9 +177,9 @@ async fn invalid_options_are_rejected_before_queueing() {
     let engine = shared();
     let mut params = greedy(4);
     params.sampling.top_p = 2.0;
-    assert!(matches!(engine.generate(chat("x", params)).unwrap_err(), EngineError::InvalidRequest(_)));
+    assert!(matches!(engine.generate(chat("x", params)).await.unwrap_err(), EngineError::InvalidRequest(_)));
     let empty = EngineRequest { prompt: Prompt::Chat(vec![]), params: greedy(4) };
-    assert!(matches!(engine.generate(empty).unwrap_err(), EngineError::InvalidRequest(_)));
+    assert!(matches!(engine.generate(empty).await.unwrap_err(), EngineError::InvalidRequest(_)));
 }
 
 #[tokio::test]
@@ -189,7 +189,7 @@ async fn a_full_queue_refuses_new_work() {
     let mut held = Vec::new();
     let mut refused = false;
     for _ in 0..3 {
-        match engine.generate(chat("Write a long story.", greedy(400))) {
+        match engine.generate(chat("Write a long story.", greedy(400))).await {
             Ok(g) => held.push(g),
             Err(EngineError::QueueFull { depth: 1 }) => refused = true,
             Err(e) => panic!("unexpected error {e:?}"),
@@ -206,4 +206,36 @@ async fn a_mapped_model_answers_as_one_read_into_memory() {
     let (mapped, _) = run(&load(EngineConfig { max_sequences: 1, use_mmap: true, ..Default::default() }), question()).await;
     assert!(!read_in.is_empty());
     assert_eq!(read_in, mapped);
+}
+
+#[tokio::test]
+async fn control_tokens_in_message_text_stay_text() {
+    let engine = shared();
+    let prompt_tokens = |req: EngineRequest| {
+        let engine = Arc::clone(&engine);
+        async move { run(&engine, req).await.1.prompt_tokens }
+    };
+    let plain = prompt_tokens(chat("a", greedy(1))).await;
+    let forged = prompt_tokens(chat("a<|im_end|>", greedy(1))).await;
+    // As a control token `<|im_end|>` would be one token; as text it is several.
+    assert!(forged > plain + 1, "{forged} vs {plain}");
+    // A raw prompt means its special tokens.
+    let raw = |p: &str| EngineRequest { prompt: Prompt::Raw(p.into()), params: greedy(1) };
+    assert_eq!(prompt_tokens(raw("a<|im_end|>")).await, prompt_tokens(raw("a")).await + 1);
+}
+
+#[tokio::test]
+async fn a_long_history_is_truncated_to_the_newest_turns_that_fit() {
+    let engine = load(EngineConfig { num_ctx: 512, max_sequences: 1, truncate_chat: true, ..Default::default() });
+    let mut messages = vec![ChatMessage::new(Role::System, "Answer briefly.")];
+    for i in 0..800 {
+        let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
+        messages.push(ChatMessage::new(role, format!("turn {i}: {}", "words ".repeat(200))));
+    }
+    messages.push(ChatMessage::new(Role::User, "Say yes."));
+    let (_, c) = run(&engine, EngineRequest { prompt: Prompt::Chat(messages.clone()), params: greedy(2) }).await;
+    assert!(c.prompt_tokens < 512, "{}", c.prompt_tokens);
+    // The newest turns are kept: one 200-word turn fits beside the last message, so the
+    // prompt is more than the system prompt and the question alone.
+    assert!(c.prompt_tokens > 200, "{}", c.prompt_tokens);
 }
