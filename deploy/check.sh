@@ -64,7 +64,8 @@ data = template["Resources"]["MainServiceLaunchTemplate"]["Properties"]["LaunchT
 body = data["UserData"]["Fn::Base64"]["Fn::Sub"][0]
 sample = {"BinaryS3Uri": "s3://bucket/strata", "BinaryUrl": "", "MainServicePort": "8081",
           "StrataFunction": "strata-StrataFunction-0123", "AWS::Region": "us-east-1",
-          "StreamingTimeoutMs": "300000", "LogGroup": "/strata/strata/main-service"}
+          "StreamingTimeoutMs": "300000", "LogGroup": "/strata/strata/main-service",
+          "GatewaySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:strata-gw-AbCdEf"}
 open(sys.argv[2], "w").write(re.sub(r"\$\{([^}!]+)\}", lambda m: sample[m.group(1)], body))
 PY
 shellcheck deploy/check.sh deploy/compose-smoke.sh "$userdata"

@@ -16,18 +16,18 @@ sed -e 's#http://\(gateway\|main-service\|lambda-service\|bedrock-emulator\):#ht
     -e "s#/var/cache/strata/models#$HOME/.cache/strata/models#" \
     -e "s#/usr/local/bin/bootstrap#$B/bootstrap#" deploy/compose.strata.toml > "$D"/strata.toml
 grep -n "127.0.0.1\|path =\|cache_dir" "$D"/strata.toml
-export STRATA_API_KEY=test-key-123
+export STRATA_API_KEY=test-key-123 STRATA_INTERNAL_SECRET=test-internal-secret-456
 C="$D"/strata.toml
 pids=()
 "$B"/strata model pull smollm2:135m --config "$C" > "$D"/pull.log 2>&1; echo "model-pull exit $?"
 wait_up() { for _ in $(seq 1 120); do curl -s -o /dev/null "$1" && return 0; sleep 0.5; done; echo "not up: $1"; return 1; }
 "$B"/strata bedrock-emulator --listen 0.0.0.0:8090 --config "$C" > "$D"/be.log 2>&1 & pids+=($!)
 wait_up http://127.0.0.1:8090/
-AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 "$B"/strata lambda-service --listen 0.0.0.0:9001 --config "$C" > "$D"/ls.log 2>&1 & pids+=($!)
+STRATA_LAMBDA_SERVICE__CALLER_ACCESS_KEY_ID=strata-main-service STRATA_LAMBDA_SERVICE__CALLER_SECRET_ACCESS_KEY=$STRATA_INTERNAL_SECRET "$B"/strata lambda-service --listen 0.0.0.0:9001 --config "$C" > "$D"/ls.log 2>&1 & pids+=($!)
 wait_up http://127.0.0.1:9001/2015-03-31/functions/
-AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 "$B"/strata main-service --listen 0.0.0.0:8081 --config "$C" > "$D"/ms.log 2>&1 & pids+=($!)
+AWS_ACCESS_KEY_ID=strata-main-service AWS_SECRET_ACCESS_KEY=$STRATA_INTERNAL_SECRET AWS_REGION=us-east-1 STRATA_MAIN_SERVICE__GATEWAY_SECRET=$STRATA_INTERNAL_SECRET "$B"/strata main-service --listen 0.0.0.0:8081 --config "$C" > "$D"/ms.log 2>&1 & pids+=($!)
 wait_up http://127.0.0.1:8081/healthz
-STRATA_GATEWAY__API_KEYS=$STRATA_API_KEY "$B"/strata gateway --listen 0.0.0.0:8080 --config "$C" > "$D"/gw.log 2>&1 & pids+=($!)
+STRATA_GATEWAY__API_KEYS=$STRATA_API_KEY STRATA_GATEWAY__INTEGRATION_SECRET=$STRATA_INTERNAL_SECRET "$B"/strata gateway --listen 0.0.0.0:8080 --config "$C" > "$D"/gw.log 2>&1 & pids+=($!)
 wait_up http://127.0.0.1:8080/
 STRATA_SERVER__API_KEYS=$STRATA_API_KEY STRATA_SERVER__CHAIN__API_KEY=$STRATA_API_KEY "$B"/strata serve --backend chain --listen 0.0.0.0:11434 --config "$C" > "$D"/llm.log 2>&1 & pids+=($!)
 wait_up http://127.0.0.1:11434/
@@ -35,6 +35,10 @@ echo "--- chat through the chain"
 curl -fsS -m 60 http://127.0.0.1:11434/api/chat -H "Authorization: Bearer $STRATA_API_KEY" -d '{"model":"smollm2:135m","messages":[{"role":"user","content":"Say hi"}],"stream":false,"options":{"num_predict":16}}'; echo
 echo "--- wrong key at the gateway"
 curl -sS -m 10 -o /dev/null -w '%{http_code}\n' http://127.0.0.1:8080/v1/generate -H 'x-api-key: nope' -d '{}'
+echo "--- MainService and the Lambda service without their caller's secret (403 each)"
+inner=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/v1/generate -d '{}')
+lambda=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:9001/2015-03-31/functions/strata/invocations -d '{}')
+echo "main-service $inner, lambda-service $lambda"
 health=0
 echo "--- healthcheck probes (Dockerfile HEALTHCHECK command)"
 for u in http://127.0.0.1:8090/ http://127.0.0.1:9001/2015-03-31/functions/ http://127.0.0.1:8081/healthz http://127.0.0.1:8080/ http://127.0.0.1:11434/; do
@@ -47,6 +51,7 @@ except Exception:
  sys.exit(1)"; rc=$?; echo "$u -> $rc"; [ "$rc" -eq 0 ] || health=1
 done
 status=$health
+[ "$inner" = 403 ] && [ "$lambda" = 403 ] || status=1
 answer=$(curl -fsS -m 60 http://127.0.0.1:11434/api/chat -H "Authorization: Bearer $STRATA_API_KEY" -d '{"model":"smollm2:135m","messages":[{"role":"user","content":"Hi"}],"stream":false,"options":{"num_predict":4}}') || status=1
 echo "$answer" | grep -q '"done":true' || status=1
 for p in "${pids[@]}"; do kill "$p"; done; wait

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::csv_cell::escape;
 use crate::output::{Record, StopReason};
 use crate::text::jaccard;
 
@@ -27,6 +28,19 @@ pub struct ConversationMetrics {
     /// Mean, over answers after the first, of the highest word-set similarity to an earlier answer.
     pub repetition: f64,
     pub mean_latency_ms: f64,
+}
+
+impl ConversationMetrics {
+    /// The row as written to `conversations.csv`: texts kept from running as formulas.
+    fn csv_safe(&self) -> ConversationMetrics {
+        ConversationMetrics {
+            template: escape(&self.template).into_owned(),
+            seed: escape(&self.seed).into_owned(),
+            file: escape(&self.file).into_owned(),
+            stop_reason: escape(&self.stop_reason).into_owned(),
+            ..self.clone()
+        }
+    }
 }
 
 fn tokens(s: &str) -> Vec<String> {
@@ -158,7 +172,7 @@ pub fn write_report(dir: &Path, templates: &[String], template_texts: &BTreeMap<
     let agg = aggregate(templates, rows);
     let mut w = csv::Writer::from_path(dir.join("conversations.csv"))?;
     for r in rows {
-        w.serialize(r)?;
+        w.serialize(r.csv_safe())?;
     }
     w.flush()?;
     let mut w = csv::Writer::from_path(dir.join("templates.csv"))?;
@@ -166,7 +180,7 @@ pub fn write_report(dir: &Path, templates: &[String], template_texts: &BTreeMap<
     for a in &agg {
         let reasons = a.stop_reasons.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";");
         w.write_record([
-            a.template.clone(),
+            escape(&a.template).into_owned(),
             a.conversations.to_string(),
             format!("{:.2}", a.mean_turns),
             format!("{:.1}", a.mean_answer_words),
@@ -174,7 +188,7 @@ pub fn write_report(dir: &Path, templates: &[String], template_texts: &BTreeMap<
             format!("{:.3}", a.distinct_2),
             format!("{:.3}", a.repetition),
             format!("{:.0}", a.mean_latency_ms),
-            reasons,
+            escape(&reasons).into_owned(),
         ])?;
     }
     w.flush()?;
@@ -249,5 +263,18 @@ mod tests {
         assert!(svg.contains("<svg") && svg.contains("respond"));
         let rows: Vec<csv::StringRecord> = csv::Reader::from_path(dir.path().join("conversations.csv")).unwrap().records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn report_csv_texts_never_become_formulas() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rec = crate::output::tests::sample();
+        rec.summary.seed = "=1+1".into();
+        let rows = vec![measure("+t", Path::new("a.jsonl"), &rec)];
+        write_report(dir.path(), &["+t".to_string()], &BTreeMap::new(), &rows, "# Report\n").unwrap();
+        let conversations: Vec<csv::StringRecord> = csv::Reader::from_path(dir.path().join("conversations.csv")).unwrap().records().map(Result::unwrap).collect();
+        assert_eq!((&conversations[0][0], &conversations[0][1]), ("'+t", "'=1+1"));
+        let templates: Vec<csv::StringRecord> = csv::Reader::from_path(dir.path().join("templates.csv")).unwrap().records().map(Result::unwrap).collect();
+        assert_eq!(&templates[0][0], "'+t");
     }
 }

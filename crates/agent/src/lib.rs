@@ -11,6 +11,7 @@
 pub mod client;
 pub mod compare;
 pub mod conversation;
+pub mod csv_cell;
 pub mod interrupt;
 pub mod output;
 pub mod settings;

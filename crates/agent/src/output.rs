@@ -10,6 +10,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::csv_cell::{escape, unescape};
+
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -181,7 +183,8 @@ enum JsonLine {
     Summary(Summary),
 }
 
-/// A CSV row: a turn with `server_timing` flattened to `name=ms;name=ms`.
+/// A CSV row: a turn with `server_timing` flattened to `name=ms;name=ms`, its texts kept from
+/// running as spreadsheet formulas (`csv_cell`).
 #[derive(Serialize, Deserialize)]
 struct CsvRow {
     index: u32,
@@ -202,9 +205,9 @@ impl From<&Turn> for CsvRow {
     fn from(t: &Turn) -> CsvRow {
         CsvRow {
             index: t.index,
-            question: t.question.clone(),
-            answer: t.answer.clone(),
-            template: t.template.clone(),
+            question: escape(&t.question).into_owned(),
+            answer: escape(&t.answer).into_owned(),
+            template: escape(&t.template).into_owned(),
             started_at: t.started_at,
             latency_ms: t.latency_ms,
             ttft_ms: t.ttft_ms,
@@ -212,19 +215,19 @@ impl From<&Turn> for CsvRow {
             tokens_out: t.tokens_out,
             tokens_per_sec: t.tokens_per_sec,
             follow_up_latency_ms: t.follow_up_latency_ms,
-            server_timing: t.server_timing.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";"),
+            server_timing: escape(&t.server_timing.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")).into_owned(),
         }
     }
 }
 
 impl From<CsvRow> for Turn {
     fn from(r: CsvRow) -> Turn {
-        let server_timing = r.server_timing.split(';').filter_map(|e| e.split_once('=')).filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?))).collect();
+        let server_timing = unescape(&r.server_timing).split(';').filter_map(|e| e.split_once('=')).filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?))).collect();
         Turn {
             index: r.index,
-            question: r.question,
-            answer: r.answer,
-            template: r.template,
+            question: unescape(&r.question).to_owned(),
+            answer: unescape(&r.answer).to_owned(),
+            template: unescape(&r.template).to_owned(),
             started_at: r.started_at,
             latency_ms: r.latency_ms,
             ttft_ms: r.ttft_ms,
@@ -411,6 +414,21 @@ pub(crate) mod tests {
         assert_eq!(lines[3]["type"], "summary");
         assert_eq!(lines[3]["stop_reason"], "turn_limit");
         assert_eq!(lines[0]["server_timing"]["llm-server"], 12.5);
+    }
+
+    #[test]
+    fn csv_texts_never_become_formulas_and_read_back_unchanged() {
+        let mut r = sample();
+        r.turns[0].question = "=cmd|' /C calc'!A0".into();
+        r.turns[0].answer = "@SUM(1+1)".into();
+        r.turns[1].answer = "-1+2".into();
+        let csv = r.render(Format::Csv).unwrap();
+        let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(&csv[..]).records().map(Result::unwrap).collect();
+        assert_eq!((&rows[0][1], &rows[0][2], &rows[1][2]), ("'=cmd|' /C calc'!A0", "'@SUM(1+1)", "'-1+2"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.csv");
+        r.write(&path, Format::Csv).unwrap();
+        assert_eq!(Record::read(&path, Format::Csv).unwrap(), r);
     }
 
     #[test]

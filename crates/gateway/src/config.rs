@@ -29,6 +29,12 @@ pub struct GatewaySettings {
     /// How often `api_keys_file` is checked for changes (milliseconds); a changed file replaces
     /// its keys without a restart. An unreadable or empty file keeps the previous keys. 0 = never.
     pub api_keys_reload_ms: u64,
+    /// Sent in `x-strata-gateway-secret` with every integration request (what an integration
+    /// request header mapping with a static value does on API Gateway), so that MainService
+    /// (`main_service.gateway_secret`) can tell the gateway from anyone else on its network.
+    /// A client's own `x-strata-gateway-secret` is never passed on. Empty: not sent. Prefer
+    /// `STRATA_GATEWAY__INTEGRATION_SECRET` to the file.
+    pub integration_secret: api_keys::SharedSecret,
     /// Usage plans by name: throttling (rate, burst) and quota per API key.
     pub usage_plans: BTreeMap<String, UsagePlan>,
     /// The usage plan of keys not listed in `key_plans`; must name an entry of `usage_plans`.
@@ -115,6 +121,7 @@ impl Default for GatewaySettings {
             api_keys: Vec::new(),
             api_keys_file: None,
             api_keys_reload_ms: 5_000,
+            integration_secret: api_keys::SharedSecret::default(),
             usage_plans,
             default_usage_plan: DEFAULT_PLAN.to_owned(),
             key_plans: BTreeMap::new(),

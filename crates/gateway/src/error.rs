@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayError {
+    /// A path with dot-segments or a raw `\` (see `request_path`), refused before routing.
+    InvalidPath,
     /// No resource/method matches (MISSING_AUTHENTICATION_TOKEN).
     MissingAuthenticationToken,
     /// Missing or unknown `x-api-key` (INVALID_API_KEY).
@@ -29,6 +31,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(self) -> StatusCode {
         match self {
+            GatewayError::InvalidPath => StatusCode::BAD_REQUEST,
             GatewayError::MissingAuthenticationToken | GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests(_) | GatewayError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::RequestTooLong => StatusCode::PAYLOAD_TOO_LARGE,
@@ -41,6 +44,7 @@ impl GatewayError {
     /// The body, byte for byte as API Gateway writes it (the two 5xx ones have a space after the colon).
     pub fn body(self) -> &'static str {
         match self {
+            GatewayError::InvalidPath => r#"{"message":"Invalid request path"}"#,
             GatewayError::MissingAuthenticationToken => r#"{"message":"Missing Authentication Token"}"#,
             GatewayError::Forbidden => r#"{"message":"Forbidden"}"#,
             GatewayError::TooManyRequests(_) => r#"{"message":"Too Many Requests"}"#,
@@ -54,6 +58,7 @@ impl GatewayError {
 
     pub fn error_type(self) -> Option<&'static str> {
         match self {
+            GatewayError::InvalidPath => Some("BadRequestException"),
             GatewayError::MissingAuthenticationToken => Some("MissingAuthenticationTokenException"),
             GatewayError::Forbidden => Some("ForbiddenException"),
             GatewayError::TooManyRequests(_) => Some("TooManyRequestsException"),

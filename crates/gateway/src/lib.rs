@@ -7,6 +7,7 @@ pub mod access;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod request_path;
 pub mod route_table;
 pub mod startup;
 pub mod usage;

@@ -1,4 +1,4 @@
-//! The one handler: route, API key, payload limit, usage plan, then the HTTP proxy integration
+//! The one handler: path check, route, API key, payload limit, usage plan, then the HTTP proxy integration
 //! with both bodies streamed through unbuffered.
 
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use api_keys::GATEWAY_SECRET_HEADER;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
@@ -18,6 +19,7 @@ use telemetry::TraceContext;
 
 use crate::access::{AccessLog, LoggedBody};
 use crate::error::GatewayError;
+use crate::request_path::RequestPath;
 use crate::startup::AppState;
 use crate::usage::Refusal;
 
@@ -67,7 +69,11 @@ pub async fn handle(State(state): State<Arc<AppState>>, ConnectInfo(peer): Conne
 
 async fn proxy(state: &AppState, log: &mut AccessLog, peer: SocketAddr, trace: &TraceContext, req: Request) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
-    let matched = state.routes.find(&parts.method, parts.uri.path(), parts.uri.query()).ok_or(GatewayError::MissingAuthenticationToken)?;
+    let path = RequestPath::parse(parts.uri.path()).map_err(|refusal| {
+        tracing::info!(request_id = %log.request_id, trace_id = %log.trace_id, reason = %refusal, "request path refused");
+        GatewayError::InvalidPath
+    })?;
+    let matched = state.routes.find(&parts.method, &path, parts.uri.query()).ok_or(GatewayError::MissingAuthenticationToken)?;
     log.resource_path = matched.route.resource_path.clone();
 
     let key_id = if matched.route.api_key_required {
@@ -92,7 +98,7 @@ async fn proxy(state: &AppState, log: &mut AccessLog, peer: SocketAddr, trace: &
         })?;
     }
 
-    let headers = upstream_headers(&parts.headers, peer, trace);
+    let headers = upstream_headers(&parts.headers, peer, trace, &state.integration_secret);
     let mut request = state.client.request(parts.method, matched.upstream).headers(headers);
     let over_limit = Arc::new(AtomicBool::new(false));
     let has_body = declared.map_or(parts.headers.contains_key(header::TRANSFER_ENCODING), |n| n > 0);
@@ -141,11 +147,15 @@ fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: &[&str]) {
 }
 
 /// The client's headers as the integration sees them: no hop-by-hop ones, no `x-api-key`, no
-/// `Host` (the integration's own is used), `X-Forwarded-For` extended with the caller, and
-/// `traceparent` naming this hop as the parent.
-fn upstream_headers(from: &HeaderMap, peer: SocketAddr, trace: &TraceContext) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(from.len() + 3);
-    copy_end_to_end(from, &mut out, &["x-api-key", "host", "traceparent", "x-forwarded-for", "expect"]);
+/// `Host` (the integration's own is used), no client-sent gateway secret, `X-Forwarded-For`
+/// extended with the caller, `traceparent` naming this hop as the parent, and the gateway's
+/// own secret (`secret`, when set).
+fn upstream_headers(from: &HeaderMap, peer: SocketAddr, trace: &TraceContext, secret: &Option<HeaderValue>) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(from.len() + 4);
+    copy_end_to_end(from, &mut out, &["x-api-key", "host", "traceparent", "x-forwarded-for", "expect", GATEWAY_SECRET_HEADER]);
+    if let Some(v) = secret {
+        out.insert(HeaderName::from_static(GATEWAY_SECRET_HEADER), v.clone());
+    }
     let xff = match from.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{}, {}", prev.trim(), peer.ip()),
         _ => peer.ip().to_string(),

@@ -5,6 +5,7 @@ use axum::http::Method;
 use reqwest::Url;
 
 use crate::config::RouteSettings;
+use crate::request_path::RequestPath;
 
 const GREEDY: &str = "/{proxy+}";
 
@@ -74,7 +75,8 @@ impl Route {
         }
     }
 
-    /// The integration URL for `path` (and the original query string).
+    /// The integration URL for `path` (and the original query string). `path` has no
+    /// dot-segments, so `set_path` keeps it as it is: the routed path is the forwarded one.
     fn upstream(&self, path: &str, query: Option<&str>) -> Url {
         let forwarded = match &self.path {
             PathMatch::Exact(_) => path,
@@ -94,7 +96,8 @@ impl RouteTable {
         Ok(RouteTable { routes: settings.iter().map(Route::parse).collect::<Result<_, _>>()? })
     }
 
-    pub fn find(&self, method: &Method, path: &str, query: Option<&str>) -> Option<Matched<'_>> {
+    pub fn find(&self, method: &Method, path: &RequestPath, query: Option<&str>) -> Option<Matched<'_>> {
+        let path = path.as_str();
         let route = self.routes.iter().filter_map(|r| r.score(method, path).map(|s| (s, r))).max_by_key(|(s, _)| *s).map(|(_, r)| r)?;
         Some(Matched { route, upstream: route.upstream(path, query) })
     }
@@ -106,6 +109,10 @@ mod tests {
 
     fn route(method: &str, path: &str, url: &str) -> RouteSettings {
         RouteSettings { method: method.into(), path: path.into(), url: url.into(), api_key_required: true }
+    }
+
+    fn path(p: &str) -> RequestPath {
+        RequestPath::parse(p).unwrap()
     }
 
     #[test]
@@ -129,13 +136,13 @@ mod tests {
             ("GET", "/apix", None, Some("http://root:1/apix")),
         ];
         for (m, p, q, want) in cases {
-            let got = t.find(&Method::from_bytes(m.as_bytes()).unwrap(), p, q).map(|m| m.upstream.to_string());
+            let got = t.find(&Method::from_bytes(m.as_bytes()).unwrap(), &path(p), q).map(|m| m.upstream.to_string());
             assert_eq!(got.as_deref(), want, "{m} {p}");
         }
         let only = RouteTable::new(&[route("GET", "/health", "http://h:1")]).unwrap();
-        assert!(only.find(&Method::POST, "/health", None).is_none());
-        assert!(only.find(&Method::GET, "/health/", None).is_none());
-        assert!(only.find(&Method::GET, "/health", None).is_some());
+        assert!(only.find(&Method::POST, &path("/health"), None).is_none());
+        assert!(only.find(&Method::GET, &path("/health/"), None).is_none());
+        assert!(only.find(&Method::GET, &path("/health"), None).is_some());
     }
 
     #[test]

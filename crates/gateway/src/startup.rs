@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
 use axum::Router;
 use api_keys::KeySource;
 use tokio::net::TcpListener;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub keys: Arc<KeySource>,
     pub usage: UsageTracker,
     pub client: reqwest::Client,
+    /// `integration_secret` as a header value, marked sensitive (kept out of debug output).
+    pub integration_secret: Option<HeaderValue>,
 }
 
 impl AppState {
@@ -51,7 +54,15 @@ impl AppState {
             .connect_timeout(Duration::from_millis(settings.integration_timeout_ms.max(1)))
             .build()
             .map_err(|e| io::Error::other(format!("building the HTTP client: {e}")))?;
-        Ok(AppState { routes, keys: Arc::new(keys), usage: UsageTracker::default(), client, settings })
+        let integration_secret = match settings.integration_secret.expose() {
+            "" => None,
+            s => {
+                let mut v = HeaderValue::from_str(s).map_err(|_| invalid("integration_secret must be printable ASCII".to_owned()))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(AppState { routes, keys: Arc::new(keys), usage: UsageTracker::default(), client, integration_secret, settings })
     }
 
     pub fn plan_for(&self, key_id: &str) -> &UsagePlan {

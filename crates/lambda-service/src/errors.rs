@@ -44,6 +44,20 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameterValueException", message)
     }
 
+    /// An unsigned request to a service that checks signatures.
+    pub fn missing_authentication_token() -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "MissingAuthenticationTokenException", "Missing Authentication Token")
+    }
+
+    /// A signature by an access key the service does not know.
+    pub fn unrecognized_client() -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "UnrecognizedClientException", "The security token included in the request is invalid.")
+    }
+
+    pub fn invalid_signature(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "InvalidSignatureException", message)
+    }
+
     pub fn unknown_operation() -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "UnknownOperationException", "Unknown operation")
     }

@@ -16,6 +16,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FunctionSettings;
+use crate::function_env;
 use crate::invocation::{FunctionFailure, Invocation, Outcome, Sink};
 use crate::runtime_api;
 
@@ -206,23 +207,10 @@ impl Instance {
         let path = &shared.settings.path;
         let mut cmd = Command::new(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            cmd.current_dir(dir).env("LAMBDA_TASK_ROOT", dir);
+            cmd.current_dir(dir);
         }
-        // The service's own environment is the function's (AWS_REGION, credentials, endpoint
-        // overrides reach it as the standard SDK variables); Lambda's variables on top, then
-        // the function's own from config.
-        cmd.env("AWS_LAMBDA_RUNTIME_API", self.runtime_api.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", &shared.name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", shared.settings.memory_mb.to_string())
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", shared.name))
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("local/[$LATEST]{}", self.index))
-            .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
-            .env("_HANDLER", path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
-        if std::env::var_os("AWS_REGION").is_none() {
-            cmd.env("AWS_REGION", &shared.region).env("AWS_DEFAULT_REGION", &shared.region);
-        }
-        cmd.envs(&shared.settings.env);
+        // A clean environment: only what Lambda would give the function (`function_env`).
+        cmd.env_clear().envs(function_env::environment(shared, self.index, self.runtime_api));
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         // Each environment is a process group of its own, so that ending it ends everything
         // the function started (a wrapper's children too), as AWS ends the whole sandbox.

@@ -11,17 +11,39 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::caller_auth::require_signature;
 use crate::config::LambdaServiceSettings;
 use crate::faults::Faults;
 use crate::function::{Function, Shared};
 use crate::routes;
+use crate::sigv4::Verifier;
 
 pub const HOP: &str = "lambda";
 
 pub struct AppState {
     pub settings: LambdaServiceSettings,
+    /// Checks callers' signatures; `None` when no caller credentials are configured.
+    pub verifier: Option<Verifier>,
     pub functions: BTreeMap<String, Arc<Function>>,
     pub faults: Faults,
+}
+
+/// The caller check the settings ask for, refusing a non-loopback listener without one.
+fn caller_verifier(settings: &LambdaServiceSettings) -> Result<Option<Verifier>, String> {
+    let (id, secret) = (&settings.caller_access_key_id, &settings.caller_secret_access_key);
+    if id.is_empty() != secret.is_empty() {
+        return Err("lambda_service.caller_access_key_id and caller_secret_access_key are set together or not at all".to_owned());
+    }
+    api_keys::require_authentication(
+        "lambda-service",
+        settings.listen,
+        !id.is_empty(),
+        settings.allow_unauthenticated,
+        "Give its callers credentials with `lambda_service.caller_access_key_id` and `caller_secret_access_key` \
+         (STRATA_LAMBDA_SERVICE__CALLER_SECRET_ACCESS_KEY), the same ones MainService signs with (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+        "lambda_service.allow_unauthenticated",
+    )?;
+    Ok((!id.is_empty()).then(|| Verifier { access_key_id: id.clone(), secret_access_key: secret.expose().to_owned(), region: settings.region.clone(), service: "lambda" }))
 }
 
 pub struct Application {
@@ -33,7 +55,9 @@ pub struct Application {
 impl Application {
     /// Binds the service and starts every function's environments.
     pub async fn build(settings: LambdaServiceSettings) -> std::io::Result<Application> {
-        let faults = Faults::new(&settings.faults).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let faults = Faults::new(&settings.faults).map_err(invalid)?;
+        let verifier = caller_verifier(&settings).map_err(invalid)?;
         let listener = telemetry::listen(settings.listen).await?;
         let stop_functions = CancellationToken::new();
         let mut functions = BTreeMap::new();
@@ -57,7 +81,8 @@ impl Application {
             };
             functions.insert(name.clone(), Function::start(shared, stop_functions.clone()).await?);
         }
-        Ok(Application { listener, state: Arc::new(AppState { settings, functions, faults }), stop_functions })
+        tracing::info!(functions = functions.len(), callers_verified = verifier.is_some(), "lambda-service configured");
+        Ok(Application { listener, state: Arc::new(AppState { settings, verifier, functions, faults }), stop_functions })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -109,6 +134,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/2015-03-31/functions", get(routes::list_functions))
         .route("/2015-03-31/functions/{name}", get(routes::get_function))
         .fallback(routes::unknown)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_signature))
         // Payload limits are enforced by the handlers, in Lambda's own error shape.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(header_limit, telemetry::header_limit))

@@ -12,6 +12,12 @@ pub struct MainServiceSettings {
     pub listen: SocketAddr,
     /// Connection timeouts of this listener: header read (slow clients) and idle keep-alive.
     pub connections: telemetry::ConnectionSettings,
+    /// The secret the gateway sends in `x-strata-gateway-secret`; when set, `/v1/` requests
+    /// without it get 403. Prefer `STRATA_MAIN_SERVICE__GATEWAY_SECRET` to the file.
+    pub gateway_secret: api_keys::SharedSecret,
+    /// Serve a non-loopback `listen` address without `gateway_secret` (only when a firewall or
+    /// security group admits nobody but the gateway).
+    pub allow_unauthenticated: bool,
     /// Largest request body in bytes; larger ones get 413.
     pub max_body_bytes: usize,
     /// Largest request header block in bytes (`name: value\r\n` per field); larger ones get 431.
@@ -46,6 +52,8 @@ impl Default for MainServiceSettings {
         MainServiceSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             connections: telemetry::ConnectionSettings::default(),
+            gateway_secret: api_keys::SharedSecret::default(),
+            allow_unauthenticated: false,
             // Lambda's synchronous payload limit.
             max_body_bytes: 6 * 1024 * 1024,
             max_header_bytes: 32 * 1024,
@@ -246,6 +254,9 @@ pub struct SummarizeSettings {
     pub chunk_tokens: u32,
     /// Map invocations running at once for one request.
     pub map_concurrency: usize,
+    /// Most parts (map invocations) one document may be cut into; a longer document is refused
+    /// with 413 before any invocation, so one request cannot fan out into thousands.
+    pub max_parts: usize,
     /// `num_predict` of each partial summary, unless the request sets one.
     pub partial_num_predict: i32,
     /// Prompt of the one invocation for a document that fits in one part (minijinja: `text`, `instructions`).
@@ -261,6 +272,7 @@ impl Default for SummarizeSettings {
         SummarizeSettings {
             chunk_tokens: 1024,
             map_concurrency: 4,
+            max_parts: 64,
             partial_num_predict: 256,
             single_prompt: "Summarize this document.{% if instructions %} {{ instructions }}{% endif %}\n\n{{ text }}".into(),
             map_prompt: "Summarize this part ({{ part }} of {{ parts }}) of a longer document. Keep names, numbers and conclusions.\n\n{{ text }}".into(),

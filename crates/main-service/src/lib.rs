@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod format;
+pub mod gateway_auth;
 pub mod lambda;
 pub mod metrics;
 pub mod routes;

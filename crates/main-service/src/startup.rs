@@ -10,6 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::MainServiceSettings;
+use crate::gateway_auth::require_gateway;
 use crate::lambda::Invoker;
 use crate::metrics::{count_requests, Metrics};
 use crate::routes;
@@ -23,10 +24,13 @@ pub struct AppState {
 }
 
 /// Refuses settings the service cannot work with: templates that do not parse, a zero
-/// token ratio.
+/// token ratio, a summary limit that refuses every document.
 pub fn check(settings: &MainServiceSettings) -> Result<(), String> {
     if !(settings.chars_per_token.is_finite() && settings.chars_per_token > 0.0) {
         return Err(format!("chars_per_token must be positive, not {}", settings.chars_per_token));
+    }
+    if settings.summarize.max_parts == 0 {
+        return Err("summarize.max_parts must be at least 1".to_owned());
     }
     let env = minijinja::Environment::new();
     let s = &settings.summarize;
@@ -48,15 +52,27 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: MainServiceSettings) -> io::Result<Application> {
         check(&settings).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        api_keys::require_authentication(
+            HOP,
+            settings.listen,
+            !settings.gateway_secret.is_empty(),
+            settings.allow_unauthenticated,
+            "Give it the gateway's secret with `main_service.gateway_secret` (STRATA_MAIN_SERVICE__GATEWAY_SECRET) and the same value to the gateway as `gateway.integration_secret` (STRATA_GATEWAY__INTEGRATION_SECRET)",
+            "main_service.allow_unauthenticated",
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = telemetry::listen(settings.listen).await?;
+        let gateway_secret = Arc::new((!settings.gateway_secret.is_empty()).then(|| settings.gateway_secret.verifier()));
         let metrics = Arc::new(Metrics::default());
         let invoker = Invoker::new(settings.lambda.clone(), Arc::clone(&metrics)).await;
-        tracing::info!(function = %settings.lambda.function_name, models = settings.models.len(), allowed_models = settings.allowed_models.len(), "main-service configured");
+        tracing::info!(function = %settings.lambda.function_name, models = settings.models.len(), allowed_models = settings.allowed_models.len(), gateway_secret = !settings.gateway_secret.is_empty(), "main-service configured");
         let header_limit = telemetry::HeaderLimit { max_bytes: settings.max_header_bytes, refuse: crate::error::header_refusal };
         let state = Arc::new(AppState { settings, invoker, metrics: Arc::clone(&metrics) });
-        let router = Router::new()
+        let v1 = Router::new()
             .route("/v1/generate", post(routes::generate::generate))
             .route("/v1/summarize", post(routes::summarize::summarize))
+            .route_layer(axum::middleware::from_fn_with_state(gateway_secret, require_gateway));
+        let router = v1
             .route("/healthz", get(routes::health::healthz))
             .route("/metrics", get(routes::health::metrics))
             .route_layer(axum::middleware::from_fn_with_state(metrics, count_requests))

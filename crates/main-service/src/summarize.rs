@@ -119,6 +119,12 @@ fn add_usage(resp: &mut GenerateResponse, extra: Usage) {
     u.completion_tokens += extra.completion_tokens;
 }
 
+/// 413 for a document that would take more than `max_parts` map invocations.
+fn too_many_parts(parts: usize, max_parts: usize) -> ServiceError {
+    let message = format!("the document is too long to summarize: it makes {parts} parts, and the limit is {max_parts} (summarize.max_parts)");
+    ServiceError::new(contract::ErrorKind::InvalidRequest, message).with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+}
+
 /// Summarizes the document. The answer's usage counts every invocation made for it.
 pub async fn summarize(state: &AppState, req: &ValidatedSummarize, trace: TraceContext) -> Result<Answer, ServiceError> {
     let req = req.get();
@@ -126,6 +132,9 @@ pub async fn summarize(state: &AppState, req: &ValidatedSummarize, trace: TraceC
     let s = &settings.summarize;
     let mut job = Job { state, req, trace, usage: Usage::default() };
     let parts = parts(settings, &req.model, &req.document);
+    if parts.len() > s.max_parts {
+        return Err(too_many_parts(parts.len(), s.max_parts));
+    }
     let trace_id = job.trace.traceparent.split('-').nth(1).unwrap_or("").to_owned();
     tracing::info!(trace_id = %trace_id, model = %req.model, parts = parts.len(), "summarizing");
 

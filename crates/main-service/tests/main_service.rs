@@ -292,6 +292,36 @@ async fn summaries_too_long_to_combine_at_once_are_combined_in_groups() {
 }
 
 #[tokio::test]
+async fn a_document_beyond_max_parts_is_refused_with_413_before_any_invocation() {
+    let c = chain(Options::default(), |s| {
+        s.default_model.context_tokens = 256;
+        s.default_model.answer_reserve_tokens = 64;
+        s.summarize.chunk_tokens = 100;
+        s.summarize.max_parts = 3;
+    })
+    .await;
+    // ~4000 characters at 400 characters a part: about ten parts.
+    let long = (0..60).map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n")).collect::<String>();
+    let resp = c.post_json("/v1/summarize", &json!({"model": MODEL_ID, "document": long})).await;
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "INVALID_REQUEST");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the limit is 3") && message.contains("summarize.max_parts"), "{message}");
+    assert_eq!(c.metric("main_service_summarize_invocations_total{phase=\"map\"}").await, 0);
+    assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}").await, 0);
+    assert_eq!(c.metric("main_service_requests_total{route=\"/v1/summarize\",status=\"413\"}").await, 1);
+
+    // Within the limit, every map invocation is counted.
+    let short = (0..12).map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n")).collect::<String>();
+    let resp = c.post_json("/v1/summarize", &json!({"model": MODEL_ID, "document": short})).await;
+    assert_eq!(resp.status(), 200);
+    let maps = c.metric("main_service_summarize_invocations_total{phase=\"map\"}").await;
+    assert!((2..=3).contains(&maps), "{maps}");
+    assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}").await, maps + 1);
+}
+
+#[tokio::test]
 async fn health_and_metrics() {
     let c = chain(Options::default(), |_| {}).await;
     let resp = c.client.get(format!("{}/healthz", c.url)).send().await.unwrap();

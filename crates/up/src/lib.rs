@@ -3,6 +3,7 @@
 //! SIGINT/SIGTERM stops them all, outermost first, leaving no process behind (children also
 //! die with this process if it is killed outright).
 
+pub mod inner_secrets;
 pub mod private;
 
 use std::net::TcpListener;

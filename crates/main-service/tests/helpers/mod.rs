@@ -50,8 +50,8 @@ fn bootstrap() -> PathBuf {
     path
 }
 
-/// Static test credentials for the SDK's default chain (MainService's and the function's),
-/// set once before anything reads them.
+/// Static test credentials for MainService's SDK default chain, set once before anything
+/// reads them.
 fn credentials() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -73,9 +73,11 @@ pub async fn chain(opts: Options, configure: impl FnOnce(&mut MainServiceSetting
     tokio::spawn(emulator.run_until_stopped(std::future::pending()));
 
     let mut f = FunctionSettings { path: bootstrap(), concurrency: opts.concurrency, queue_depth: opts.queue_depth, timeout_ms: 30_000, ..Default::default() };
-    for (k, v) in [("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.as_str()), ("AWS_REGION", "us-east-1"), ("STRATA_BEDROCK_MAX_ATTEMPTS", "1")] {
+    for (k, v) in [("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.as_str()), ("STRATA_BEDROCK_MAX_ATTEMPTS", "1")] {
         f.env.insert(k.into(), v.into());
     }
+    // The function signs its Bedrock calls with its role's credentials, as on AWS.
+    f.role_credentials = lambda_service::RoleCredentials { access_key_id: "AKIDFUNCTION".into(), secret_access_key: api_keys::SharedSecret::new("function-secret"), ..Default::default() };
     let mut functions = BTreeMap::new();
     functions.insert("strata".to_string(), f);
     let lambda = lambda_service::Application::build(LambdaServiceSettings { listen: "127.0.0.1:0".parse().unwrap(), functions, ..Default::default() }).await.unwrap();
