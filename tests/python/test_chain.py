@@ -217,13 +217,17 @@ def test_usage_plans_and_integration_timeouts_reach_the_ollama_client(make_serve
 
 
 def test_summarize_a_document_many_times_the_context_is_a_map_reduce(chain):
-    main = hops(chain)["main-service"][0]
+    main, main_pid = hops(chain)["main-service"]
+    # MainService answers only its gateway, which `up` gave a secret: the test acts as the gateway.
+    with open(f"/proc/{main_pid}/environ", "rb") as f:
+        env = dict(item.split("=", 1) for item in f.read().decode(errors="replace").split("\0") if "=" in item)
+    as_gateway = {"x-strata-gateway-secret": env["STRATA_MAIN_SERVICE__GATEWAY_SECRET"]}
     paragraph = ("The lighthouse on the northern cape was built in 1871 from granite quarried on the island. "
                  "Its keepers logged every ship, every storm and every repair in a leather book. ")
     # About 3.5 context windows of 2048 tokens.
     document = "\n\n".join(f"Chapter {i}. " + paragraph * 4 for i in range(40))
     with httpx.stream("POST", main + "/v1/summarize", json={"model": MODEL, "document": document, "stream": True,
-                                                          "options": {"numPredict": 48, "temperature": 0}}, timeout=300) as r:
+                                                          "options": {"numPredict": 48, "temperature": 0}}, headers=as_gateway, timeout=300) as r:
         assert r.status_code == 200, r.read()
         lines = [json.loads(line) for line in r.iter_lines() if line]
     text = "".join(c["kind"]["delta"]["content"] for c in lines if "delta" in c["kind"])

@@ -301,3 +301,32 @@ def test_up_on_a_public_address_is_keyed_by_default(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_a_huge_chat_being_prepared_leaves_the_server_answering(make_server):
+    # Once, a 7 MB chat of 800 long turns held the server's one worker thread for minutes while
+    # it was templated, tokenized and truncated. Preparation now runs on a blocking thread, and
+    # a client that goes away stops it.
+    s = make_server(["--model", MODEL], env={"STRATA_RUNTIME__WORKER_THREADS": "1"})
+    turn = " ".join(f"word{i % 997} tale" for i in range(1000))
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": turn} for i in range(799)]
+    body = json.dumps({"model": MODEL, "messages": messages, "stream": False}).encode()
+    assert 9_000_000 < len(body) < 10_485_760, len(body)
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    # The request holds its queue place from the start of its preparation.
+    wait_for(lambda: metric(s.url, "strata_queue_depth") == 1, "the chat never reached the engine", timeout=30)
+    # Answers keep coming while the preparation runs: on a frozen worker the first of them
+    # would come only after it, when the queue place is gone.
+    answered = 0
+    while metric(s.url, "strata_queue_depth") == 1 and answered < 20:
+        assert httpx.get(s.url + "/api/version", timeout=10).status_code == 200
+        answered += 1
+    assert answered == 20, f"only {answered} answers while the chat was prepared"
+    assert metric(s.url, "strata_active_sequences") == 0
+    # The client leaves; its preparation stops instead of running on to a generation nobody reads.
+    sock.close()
+    wait_for(lambda: metric(s.url, "strata_queue_depth") == 0, "the abandoned preparation kept its queue place", timeout=60)
+    assert metric(s.url, 'strata_tokens_total{kind="prompt"}') == 0
+    r = httpx.post(s.url + "/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": False, "options": {"num_predict": 4}}, timeout=60)
+    assert r.status_code == 200, r.text

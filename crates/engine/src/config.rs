@@ -39,6 +39,10 @@ pub struct EngineConfig {
     /// mapped originals stayed resident beside the repacked copy, about 100 MB more per
     /// process; read in, each weight is held once.
     pub use_mmap: bool,
+    /// Models kept in memory at once (Ollama's `OLLAMA_MAX_LOADED_MODELS`, 3 on a CPU). A new
+    /// model evicts the least recently used idle one; when all are in use it is refused as
+    /// overloaded (503). At least 1.
+    pub max_loaded_models: usize,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +56,7 @@ impl Default for EngineConfig {
             kv_cache_type: KvCacheType::Q8_0,
             truncate_chat: true,
             use_mmap: false,
+            max_loaded_models: 3,
         }
     }
 }

@@ -87,11 +87,14 @@ pub struct Engine {
     info: ModelInfo,
     template: Option<ChatTemplate>,
     tokenizer: Tokenizer,
-    /// Prompt preparations running at once: one per core, so huge prompts queue instead of
-    /// starving the decode thread and each other.
+    /// Prompt preparations running at once: one per core but one, so huge prompts queue
+    /// instead of starving the async workers, the decode thread and each other.
     preparing: tokio::sync::Semaphore,
     config: EngineConfig,
     jobs: mpsc::Sender<Job>,
+    /// Joined on drop, so the model's context is freed before the engine is gone (a process
+    /// that exits while the thread still frees it crashes in llama.cpp's teardown).
+    scheduler: Option<std::thread::JoinHandle<()>>,
     counters: Arc<Counters>,
     pending_load: std::sync::Mutex<Option<Duration>>,
 }
@@ -99,6 +102,16 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("model", &self.info.name).finish()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the job channel lets the scheduler finish what it runs and exit.
+        self.jobs = mpsc::channel().0;
+        if let Some(thread) = self.scheduler.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -131,7 +144,7 @@ impl Engine {
         let thread_counters = Arc::clone(&counters);
         let thread_config = config.clone();
         let name = spec.name.clone();
-        std::thread::Builder::new()
+        let scheduler = std::thread::Builder::new()
             .name(format!("engine:{name}"))
             .spawn(move || scheduler::run(backend, &thread_model, &thread_config, rx, &thread_counters, ready_tx))
             .map_err(|e| LoadError::Context { name: name.clone(), reason: e.to_string() })?;
@@ -144,9 +157,12 @@ impl Engine {
             info,
             template,
             tokenizer,
-            preparing: tokio::sync::Semaphore::new(config.thread_count().max(1) as usize),
+            // One core is left to the hop's async workers, so they keep answering while
+            // huge prompts are prepared (on one or two cores: one preparation at a time).
+            preparing: tokio::sync::Semaphore::new((config.thread_count() - 1).max(1) as usize),
             config,
             jobs,
+            scheduler: Some(scheduler),
             counters,
             pending_load: std::sync::Mutex::new(Some(started.elapsed())),
         })
@@ -195,7 +211,7 @@ impl Engine {
 
     /// Queues a request. Fails if it is invalid, too long, or the queue is full; otherwise text
     /// arrives on the returned stream. The prompt is prepared on a blocking thread (at most
-    /// one per core at a time), and dropping this future stops that work between steps.
+    /// one per core but one at a time), and dropping this future stops that work between steps.
     /// Dropping the stream cancels the request and frees its sequence slot.
     pub async fn generate(self: &Arc<Self>, request: EngineRequest) -> Result<Generation, EngineError> {
         let ticket = self.enqueue()?;

@@ -36,7 +36,7 @@ pub use catalog::{CatalogEntry, CATALOG, DEFAULT_MODEL};
 pub use config::{EngineConfig, KvCacheType, ModelSpec};
 pub use engine::{Engine, EngineStats, Generation, LoadError};
 pub use model_info::ModelInfo;
-pub use pool::{resolve_error, Loaded, ModelPool};
+pub use pool::{resolve_error, Lease, Loaded, ModelPool};
 pub use reference::{model_footprint, reference_rates, ModelFootprint, ReferenceRates};
 pub use request::{ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, Prompt, Role, SamplingParams};
 pub use resolver::{LocalModel, PullProgress, ResolveError, Resolved, Resolver, ResolverConfig};

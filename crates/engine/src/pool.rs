@@ -1,13 +1,21 @@
 //! Loaded models by name. A model is resolved and loaded on first use (the load runs on a
 //! blocking thread and its time is charged to that request, as Ollama reports it); concurrent
 //! first requests for one model share a single load.
+//!
+//! Every user of a model holds a [`Lease`] on it for as long as it needs the model (a
+//! generation, for its whole stream), so there is only ever one copy of a model in memory: an
+//! unload (`keep_alive: 0`) while leases are out marks the model to leave when the last one
+//! ends, and requests meanwhile keep using the same copy. At most `max_loaded_models` models
+//! are in memory: a new one evicts the least recently used idle model, or is refused as
+//! overloaded when every loaded model is in use.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use contract::{ChunkStream, ErrorKind};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
 use crate::config::{EngineConfig, ModelSpec};
 use crate::engine::Engine;
@@ -23,15 +31,69 @@ pub struct Loaded {
     pub loaded_at: SystemTime,
 }
 
+/// One model's place in the pool, from the first request for it until it is unloaded.
+struct Slot {
+    /// Filled once by the first request's load; shared by requests that arrive during it.
+    cell: Arc<OnceCell<Loaded>>,
+    /// Leases out on this model: it is in use while this is not zero.
+    leases: usize,
+    /// `keep_alive: 0` arrived while it was in use: unload when the last lease ends.
+    unload_when_idle: bool,
+    last_used: Instant,
+}
+
+type Table = Arc<Mutex<BTreeMap<String, Slot>>>;
+
+fn lock(table: &Table) -> MutexGuard<'_, BTreeMap<String, Slot>> {
+    // Every critical section leaves the table consistent, so a panic elsewhere cannot have
+    // left it half-updated.
+    table.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A model held in memory for as long as this lives.
+pub struct Lease {
+    loaded: Loaded,
+    _hold: Hold,
+}
+
+impl Deref for Lease {
+    type Target = Loaded;
+    fn deref(&self) -> &Loaded {
+        &self.loaded
+    }
+}
+
+/// The count a lease adds to its slot, given back on drop (also when the load fails).
+struct Hold {
+    name: String,
+    table: Table,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut models = lock(&self.table);
+        let Some(slot) = models.get_mut(&self.name) else { return };
+        slot.leases = slot.leases.saturating_sub(1);
+        slot.last_used = Instant::now();
+        // A model marked for unloading goes with its last user; a load that failed leaves
+        // nothing behind.
+        if slot.leases == 0 && (slot.unload_when_idle || !slot.cell.initialized()) {
+            if let Some(slot) = models.remove(&self.name) {
+                retire(slot);
+            }
+        }
+    }
+}
+
 pub struct ModelPool {
     resolver: Resolver,
     config: EngineConfig,
-    models: Mutex<BTreeMap<String, Arc<OnceCell<Loaded>>>>,
+    models: Table,
 }
 
 impl ModelPool {
     pub fn new(resolver: Resolver, config: EngineConfig) -> Self {
-        ModelPool { resolver, config, models: Mutex::new(BTreeMap::new()) }
+        ModelPool { resolver, config, models: Table::default() }
     }
 
     pub fn resolver(&self) -> &Resolver {
@@ -42,59 +104,126 @@ impl ModelPool {
         &self.config
     }
 
-    /// The loaded model, loading it first if needed. Unknown or unpulled models are
-    /// `ModelNotFound` with Ollama's wording.
-    pub async fn get(&self, name: &str) -> Result<Loaded, contract::Error> {
-        let resolved = self.resolver.resolve(name).map_err(resolve_error)?;
-        let cell = {
-            let mut models = self.models.lock().await;
-            Arc::clone(models.entry(resolved.name.clone()).or_default())
+    /// The loaded model, loading it first if needed, held until the lease is dropped. Unknown
+    /// or unpulled models are `ModelNotFound` with Ollama's wording; a new model when
+    /// `max_loaded_models` are loaded and all in use is `Overloaded`.
+    pub async fn get(&self, name: &str) -> Result<Lease, contract::Error> {
+        // Resolving may hash the model file (after a change), which is no work for an async thread.
+        let resolver = self.resolver.clone();
+        let requested = name.to_owned();
+        let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&requested))
+            .await
+            .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model lookup task failed: {e}")))?
+            .map_err(resolve_error)?;
+        let (cell, hold) = {
+            let mut models = lock(&self.models);
+            if !models.contains_key(&resolved.name) {
+                make_room(&mut models, self.config.max_loaded_models.max(1))?;
+            }
+            let slot = models.entry(resolved.name.clone()).or_insert_with(|| Slot { cell: Arc::default(), leases: 0, unload_when_idle: false, last_used: Instant::now() });
+            slot.leases += 1;
+            // A request that does not ask to unload keeps the model, as Ollama's keep_alive does.
+            slot.unload_when_idle = false;
+            slot.last_used = Instant::now();
+            (Arc::clone(&slot.cell), Hold { name: resolved.name.clone(), table: Arc::clone(&self.models) })
         };
         let config = self.config.clone();
-        cell.get_or_try_init(|| async move {
-            let spec = ModelSpec { name: resolved.name.clone(), path: resolved.path.clone() };
-            let engine = tokio::task::spawn_blocking(move || Engine::load(spec, config))
-                .await
-                .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model load task failed: {e}")))?
-                .map_err(|e| contract::Error::new(ErrorKind::Internal, e.to_string()))?;
-            tracing::info!(model = %resolved.name, path = %resolved.path.display(), "model loaded");
-            Ok(Loaded { engine: Arc::new(engine), digest: resolved.digest, loaded_at: SystemTime::now() })
-        })
-        .await
-        .cloned()
+        let loaded = cell
+            .get_or_try_init(|| async move {
+                let spec = ModelSpec { name: resolved.name.clone(), path: resolved.path.clone() };
+                let engine = tokio::task::spawn_blocking(move || Engine::load(spec, config))
+                    .await
+                    .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model load task failed: {e}")))?
+                    .map_err(|e| contract::Error::new(ErrorKind::Internal, e.to_string()))?;
+                tracing::info!(model = %resolved.name, path = %resolved.path.display(), "model loaded");
+                Ok(Loaded { engine: Arc::new(engine), digest: resolved.digest, loaded_at: SystemTime::now() })
+            })
+            .await?
+            .clone();
+        Ok(Lease { loaded, _hold: hold })
     }
 
-    /// Load across loaded models, without waiting (for metrics scrapes): `None` if the model
-    /// table is busy at this instant.
+    /// Load across loaded models, without waiting (for metrics scrapes).
     pub fn try_stats(&self) -> Option<Vec<crate::EngineStats>> {
         let models = self.models.try_lock().ok()?;
-        Some(models.values().filter_map(|c| c.get()).map(|l| l.engine.stats()).collect())
+        Some(models.values().filter_map(|s| s.cell.get()).map(|l| l.engine.stats()).collect())
     }
 
-    /// Drops a model from memory. Generations already running on it finish first: the
-    /// scheduler thread drains its sequences, then exits when the last handle is gone.
+    /// Takes a model out of memory (Ollama's `keep_alive: 0`): at once when nothing uses it,
+    /// otherwise when its last lease ends. Generations already running on it finish first, and
+    /// requests that arrive meanwhile use the same copy rather than loading another.
     pub async fn unload(&self, name: &str) -> Result<(), contract::Error> {
-        let resolved = self.resolver.resolve(name).map_err(resolve_error)?;
-        self.models.lock().await.remove(&resolved.name);
+        let resolver = self.resolver.clone();
+        let requested = name.to_owned();
+        let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&requested))
+            .await
+            .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model lookup task failed: {e}")))?
+            .map_err(resolve_error)?;
+        let mut models = lock(&self.models);
+        match models.get_mut(&resolved.name) {
+            Some(slot) if slot.leases > 0 => slot.unload_when_idle = true,
+            Some(_) => {
+                if let Some(slot) = models.remove(&resolved.name) {
+                    retire(slot);
+                }
+            }
+            None => {}
+        }
         Ok(())
     }
 
     /// Models currently in memory.
     pub async fn loaded(&self) -> Vec<Loaded> {
-        let models = self.models.lock().await;
-        models.values().filter_map(|c| c.get().cloned()).collect()
+        lock(&self.models).values().filter_map(|s| s.cell.get().cloned()).collect()
     }
 
     /// Generates through the contract: the stream every embedded-model hop serves. `hop`
-    /// names this hop in the timings.
+    /// names this hop in the timings. The stream holds the model until it ends or is dropped.
     pub async fn generate(&self, req: contract::GenerateRequest, hop: &'static str) -> Result<ChunkStream, contract::Error> {
         let started = Instant::now();
-        let loaded = self.get(&req.model).await?;
+        let lease = self.get(&req.model).await?;
         let engine_req = contract_map::to_engine_request(&req)?;
-        let generation = loaded.engine.generate(engine_req).await.map_err(|e| contract_map::error_to_contract(&e))?;
+        let generation = lease.engine.generate(engine_req).await.map_err(|e| contract_map::error_to_contract(&e))?;
         let model = req.model;
-        Ok(Box::pin(generation.map(move |event| contract_map::event_to_chunk(&model, event, hop, started))))
+        Ok(Box::pin(generation.map(move |event| {
+            let _held = &lease;
+            contract_map::event_to_chunk(&model, event, hop, started)
+        })))
     }
+}
+
+/// Lets go of a model that left the pool. Dropping its engine waits for the engine's thread to
+/// free the model's context, which is no work for an async thread.
+fn retire(slot: Slot) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(slot));
+        }
+        Err(_) => drop(slot),
+    }
+}
+
+/// Makes room for one more model: evicts the least recently used model nobody is using, or
+/// refuses when every loaded model is in use.
+fn make_room(models: &mut BTreeMap<String, Slot>, max_loaded: usize) -> Result<(), contract::Error> {
+    while models.len() >= max_loaded {
+        let idle = models.iter().filter(|(_, s)| s.leases == 0).min_by_key(|(_, s)| s.last_used).map(|(name, _)| name.clone());
+        match idle {
+            Some(name) => {
+                tracing::info!(model = %name, "unloading the least recently used model to make room");
+                if let Some(slot) = models.remove(&name) {
+                    retire(slot);
+                }
+            }
+            None => {
+                return Err(contract::Error::new(
+                    ErrorKind::Overloaded,
+                    format!("{} models are loaded and all in use (engine.max_loaded_models); try again later", models.len()),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn resolve_error(e: ResolveError) -> contract::Error {

@@ -3,11 +3,12 @@
 //! Files land in the cache by write-to-temp, fsync, rename, so a crash never leaves a partial
 //! model under the final name; a cached file that no longer matches its checksum is fetched again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -85,12 +86,15 @@ pub enum PullProgress {
 pub struct Resolver {
     config: ResolverConfig,
     cache_dir: PathBuf,
+    /// The stamps this process has vouched for, kept even when they could not be written
+    /// (a read-only cache), so that a model is hashed once per change, not on every request.
+    verified: Arc<Mutex<HashMap<PathBuf, String>>>,
 }
 
 impl Resolver {
     pub fn new(config: ResolverConfig) -> Self {
         let cache_dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
-        Resolver { config, cache_dir }
+        Resolver { config, cache_dir, verified: Arc::default() }
     }
 
     pub fn cache_dir(&self) -> &Path {
@@ -128,7 +132,9 @@ impl Resolver {
     /// model pull` does this, so an explicit pull also finds damage that kept both.
     pub fn forget_verification(&self, name: &str) {
         if let Some(entry) = normalize(name).ok().and_then(|n| catalog::lookup(&n)) {
-            let _ = fs::remove_file(Self::stamp_path(&self.cache_dir.join(entry.file_name)));
+            let path = self.cache_dir.join(entry.file_name);
+            self.remembered().remove(&path);
+            let _ = fs::remove_file(Self::stamp_path(&path));
         }
     }
 
@@ -237,9 +243,15 @@ impl Resolver {
 
     fn write_stamp(&self, entry: &CatalogEntry, path: &Path) -> Result<(), ResolveError> {
         if let Some(stamp) = Self::stamp_for(path, entry.sha256) {
+            self.remembered().insert(path.to_owned(), stamp.clone());
             write_atomic(&Self::stamp_path(path), stamp.as_bytes())?;
         }
         Ok(())
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, String>> {
+        // The map holds only finished inserts, so a panic elsewhere cannot leave it half-done.
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn is_intact(&self, entry: &CatalogEntry, path: &Path) -> bool {
@@ -248,12 +260,17 @@ impl Resolver {
             return false;
         }
         let expected = Self::stamp_for(path, entry.sha256);
+        if expected.is_some() && self.remembered().get(path) == expected.as_ref() {
+            return true;
+        }
         if expected.is_some() && fs::read_to_string(Self::stamp_path(path)).ok() == expected {
             return true;
         }
         match sha256_file(path) {
             Ok(sha) if sha == entry.sha256 => {
-                let _ = self.write_stamp(entry, path);
+                if let Err(e) = self.write_stamp(entry, path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not record the model's checksum beside it; this process remembers it instead");
+                }
                 true
             }
             _ => {
@@ -396,6 +413,25 @@ mod tests {
         assert!(r.resolve(catalog::DEFAULT_MODEL).is_ok(), "the stamp is trusted");
         r.forget_verification("smollm2:135m");
         assert!(matches!(r.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))), "the hash finds the damage");
+    }
+
+    #[test]
+    fn a_stamp_that_cannot_be_written_is_remembered_by_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = catalog::lookup(catalog::DEFAULT_MODEL).unwrap();
+        let path = dir.path().join(entry.file_name);
+        File::create(&path).unwrap().set_len(entry.size).unwrap();
+        // A non-empty directory where the stamp file would go: the write fails, as in a
+        // read-only cache (which root, running the tests, would not notice).
+        let stamp = Resolver::stamp_path(&path);
+        fs::create_dir(&stamp).unwrap();
+        fs::write(stamp.join("x"), b"x").unwrap();
+        let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
+        assert!(r.write_stamp(entry, &path).is_err());
+        assert!(r.resolve(catalog::DEFAULT_MODEL).is_ok(), "this process vouched for the file");
+        assert!(r.clone().resolve(catalog::DEFAULT_MODEL).is_ok(), "clones share what it vouched for");
+        let fresh = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
+        assert!(matches!(fresh.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))), "a new process hashes again");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! message count and model-name characters, each configurable in `[server]` and answered in the
 //! protocol's own error shape. (Body size is axum's `DefaultBodyLimit`, see `startup.rs`.)
 
+use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,11 +20,25 @@ pub fn protocol_of(path: &str) -> Protocol {
     if path.starts_with("/v1/") { Protocol::OpenAi } else { Protocol::Ollama }
 }
 
+/// Bodies at least this large are checked and parsed on a blocking thread: a 10 MB chat takes
+/// tens of milliseconds to parse, which an async worker (often the only one) must not spend.
+const PARSE_OFF_THREAD_BYTES: usize = 64 * 1024;
+
 /// Parses a JSON body after checking how deep it nests (serde_json's own stop at 128 levels
 /// would otherwise be the only limit, and recursion is what a deep body attacks).
-pub fn parse<T: serde::de::DeserializeOwned>(settings: &ServerSettings, protocol: Protocol, body: &[u8]) -> Result<T, ApiError> {
-    if contract::edge::json_nests_deeper_than(body, settings.max_json_depth) {
-        return Err(invalid(protocol, format!("invalid request body: JSON nests deeper than {} levels", settings.max_json_depth)));
+pub async fn parse<T: serde::de::DeserializeOwned + Send + 'static>(settings: &ServerSettings, protocol: Protocol, body: Bytes) -> Result<T, ApiError> {
+    let max_depth = settings.max_json_depth;
+    if body.len() < PARSE_OFF_THREAD_BYTES {
+        return parse_now(max_depth, protocol, &body);
+    }
+    tokio::task::spawn_blocking(move || parse_now(max_depth, protocol, &body))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::with_status(protocol, StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal, format!("parsing the request failed: {e}"))))
+}
+
+fn parse_now<T: serde::de::DeserializeOwned>(max_depth: usize, protocol: Protocol, body: &[u8]) -> Result<T, ApiError> {
+    if contract::edge::json_nests_deeper_than(body, max_depth) {
+        return Err(invalid(protocol, format!("invalid request body: JSON nests deeper than {max_depth} levels")));
     }
     parse_json(protocol, body)
 }

@@ -111,6 +111,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     for (k, v) in LOCAL_CREDENTIALS {
         function.env.entry(k.into()).or_insert_with(|| v.into());
     }
+    // The emulator answers only the function: unless its authentication was configured, it
+    // checks a Bedrock API key fresh for this run, which the function sends as Bedrock's
+    // SDKs do (AWS_BEARER_TOKEN_BEDROCK). Both live in the run's configuration file (0600).
+    if config.bedrock_emulator.auth == bedrock_emulator::AuthMode::Any && config.bedrock_emulator.api_keys.is_empty() && config.bedrock_emulator.api_keys_file.is_none() {
+        let key = up::private::secret()?;
+        config.bedrock_emulator.auth = bedrock_emulator::AuthMode::Keys;
+        config.bedrock_emulator.api_keys = vec![key.clone()];
+        function.env.insert("AWS_BEARER_TOKEN_BEDROCK".into(), key);
+    }
 
     let run_dir = args.run_dir.unwrap_or_else(default_run_dir);
     up::private::create_dir(&run_dir)?;
@@ -153,13 +162,21 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         args.extend(["--config".to_owned(), config_arg.clone()]);
         up::Hop { name: name.into(), program, args, env, listener: Arc::clone(listener), health_path: health.into() }
     };
-    let mut main_env = local_aws.clone();
+    // Each inner hop accepts only the hop in front of it, with secrets fresh for this run.
+    let inner = up::inner_secrets::InnerSecrets::generate()?;
+    let mut lambda_env = local_aws.clone();
+    lambda_env.extend(inner.lambda_service_env());
+    // MainService signs its Lambda calls with its own credentials instead of the local ones.
+    let mut main_env: Vec<(String, String)> = local_aws.iter().filter(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY").cloned().collect();
     main_env.push(("AWS_ENDPOINT_URL_LAMBDA".into(), url(lambda)));
+    main_env.extend(inner.main_service_env());
+    let mut gateway_env = vec![("STRATA_GATEWAY__API_KEYS".into(), gateway_keys.join(","))];
+    gateway_env.extend(inner.gateway_env());
     let hops = vec![
-        hop("bedrock-emulator", Command::Strata("bedrock-emulator"), &emulator_l, "/", local_aws.clone()),
-        hop("lambda-service", Command::Strata("lambda-service"), &lambda_l, "/2015-03-31/functions/", local_aws),
+        hop("bedrock-emulator", Command::Strata("bedrock-emulator"), &emulator_l, "/", local_aws),
+        hop("lambda-service", Command::Strata("lambda-service"), &lambda_l, "/2015-03-31/functions/", lambda_env),
         hop("main-service", Command::Program(main_service), &main_l, "/healthz", main_env),
-        hop("gateway", Command::Strata("gateway"), &gateway_l, "/", vec![("STRATA_GATEWAY__API_KEYS".into(), gateway_keys.join(","))]),
+        hop("gateway", Command::Strata("gateway"), &gateway_l, "/", gateway_env),
         hop("llm-server", Command::Strata("serve"), &server, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
     ];
     let settings = up::UpSettings { run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };

@@ -69,7 +69,7 @@ impl Shape {
 }
 
 pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::GenerateRequest = edge::parse(&state.settings, P, &body(b)?)?;
+    let req: types::GenerateRequest = edge::parse(&state.settings, P, body(b)?).await?;
     edge::model(&state.settings, P, &req.model)?;
     let model = req.model.clone();
     let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
@@ -78,7 +78,7 @@ pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Exten
 }
 
 pub async fn chat(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::ChatRequest = edge::parse(&state.settings, P, &body(b)?)?;
+    let req: types::ChatRequest = edge::parse(&state.settings, P, body(b)?).await?;
     edge::model(&state.settings, P, &req.model)?;
     edge::messages(&state.settings, P, req.messages.len())?;
     let model = req.model.clone();
@@ -129,7 +129,7 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Result<Json<types::Proces
 }
 
 pub async fn show(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Json<types::ShowResponse>, ApiError> {
-    let req: types::ShowRequest = edge::parse(&state.settings, P, &body(b)?)?;
+    let req: types::ShowRequest = edge::parse(&state.settings, P, body(b)?).await?;
     let model = if req.model.is_empty() { req.name } else { req.model };
     edge::model(&state.settings, P, &model)?;
     if model.is_empty() {
@@ -140,7 +140,7 @@ pub async fn show(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesReje
 }
 
 pub async fn pull(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::PullRequest = edge::parse(&state.settings, P, &body(b)?)?;
+    let req: types::PullRequest = edge::parse(&state.settings, P, body(b)?).await?;
     let model = if req.model.is_empty() { req.name } else { req.model };
     edge::model(&state.settings, P, &model)?;
     if model.is_empty() {

@@ -35,7 +35,7 @@ fn done_event() -> Bytes {
 }
 
 pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::ChatCompletionRequest = edge::parse(&state.settings, P, &b.map_err(|r| body_rejection(P, r))?)?;
+    let req: types::ChatCompletionRequest = edge::parse(&state.settings, P, b.map_err(|r| body_rejection(P, r))?).await?;
     edge::model(&state.settings, P, &req.model)?;
     edge::messages(&state.settings, P, req.messages.len())?;
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
@@ -70,7 +70,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info
 }
 
 pub async fn completions(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: types::CompletionRequest = edge::parse(&state.settings, P, &b.map_err(|r| body_rejection(P, r))?)?;
+    let req: types::CompletionRequest = edge::parse(&state.settings, P, b.map_err(|r| body_rejection(P, r))?).await?;
     edge::model(&state.settings, P, &req.model)?;
     let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let model = req.model.clone();
