@@ -25,11 +25,24 @@ def bootstrap():
     return str(path)
 
 
+def function_config(directory, path, env, **settings):
+    """lambda-service's configuration of the function `strata`. A function sees only its own
+    configuration, as on AWS (none of the service's environment), so the emulator's address
+    goes in its `env` and the credentials it calls Bedrock with are its role's."""
+    lines = ["[lambda_service.functions.strata]", f'path = "{path}"', *(f"{k} = {v}" for k, v in settings.items()),
+             "", "[lambda_service.functions.strata.role_credentials]",
+             f'access_key_id = "{CREDS["aws_access_key_id"]}"', f'secret_access_key = "{CREDS["aws_secret_access_key"]}"',
+             "", "[lambda_service.functions.strata.env]", *(f'{k} = "{v}"' for k, v in env.items())]
+    config = pathlib.Path(directory) / "lambda-service.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return str(config)
+
+
 @pytest.fixture(scope="module")
-def lambda_url(make_server_module):
+def lambda_url(make_server_module, tmp_path_factory):
     emulator = make_server_module(["--generator", "embedded"], command="bedrock-emulator")
-    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url, "AWS_REGION": "us-east-1", **{k.upper(): v for k, v in CREDS.items() if k.startswith("aws_")}}
-    service = make_server_module(["--function", f"strata={bootstrap()}"], env=env, command="lambda-service")
+    config = function_config(tmp_path_factory.mktemp("lambda"), bootstrap(), {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url})
+    service = make_server_module(["--config", config], command="lambda-service")
     return service.url
 
 
@@ -148,7 +161,7 @@ def test_cargo_lambdas_emulator_gets_the_same_payload_shape(make_server, instant
         function = subprocess.Popen([bootstrap()], env=env, stdout=log, stderr=subprocess.STDOUT)
         e = event("generate.json", stream=False)
         theirs = client(f"http://127.0.0.1:{port}").invoke(FunctionName="_", Payload=json.dumps(e))
-        ours_service = make_server(["--function", f"strata={bootstrap()}"], env=aws_env, command="lambda-service")
+        ours_service = make_server(["--config", function_config(tmp_path, bootstrap(), {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": instant_emulator.url})], command="lambda-service")
         ours = client(ours_service.url).invoke(FunctionName="strata", Payload=json.dumps(e))
         assert theirs["StatusCode"] == ours["StatusCode"] == 200
         assert "FunctionError" not in theirs and "FunctionError" not in ours
@@ -163,11 +176,11 @@ def test_cargo_lambdas_emulator_gets_the_same_payload_shape(make_server, instant
                 p.wait()
 
 
-def test_stopping_the_service_kills_waiting_environments_without_a_panic(make_server, instant_emulator):
+def test_stopping_the_service_kills_waiting_environments_without_a_panic(make_server, instant_emulator, tmp_path):
     """Environments long-polling `/next` when the service stops are killed, as on AWS: none
     is answered with something other than an event first (the Rust runtime panics on that)."""
-    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": instant_emulator.url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "test-secret"}
-    service = make_server(["--function", f"strata={bootstrap()}"], env=env, command="lambda-service")
+    config = function_config(tmp_path, bootstrap(), {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": instant_emulator.url})
+    service = make_server(["--config", config], command="lambda-service")
     r = client(service.url).invoke(FunctionName="strata", Payload=json.dumps(event("generate.json", stream=False)))
     assert r["StatusCode"] == 200 and "FunctionError" not in r
     # Every environment has asked for its next event by now (the one that answered asked again).
@@ -197,11 +210,9 @@ def test_a_timeout_or_a_stop_ends_everything_the_environment_started(make_server
     wrapper = tmp_path / "bootstrap"
     wrapper.write_text('#!/bin/sh\n"$STRATA_TEST_BOOTSTRAP" &\necho $! >> "$STRATA_TEST_PIDS"\nwait\n')
     wrapper.chmod(0o755)
-    config = tmp_path / "strata.toml"
-    config.write_text(f'[lambda_service.functions.strata]\npath = "{wrapper}"\nconcurrency = 1\ntimeout_ms = 300\n')
-    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIDTEST",
-           "AWS_SECRET_ACCESS_KEY": "test-secret", "STRATA_TEST_BOOTSTRAP": bootstrap(), "STRATA_TEST_PIDS": str(pids)}
-    service = make_server(["--config", str(config)], env=env, command="lambda-service")
+    env = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": emulator.url, "STRATA_TEST_BOOTSTRAP": bootstrap(), "STRATA_TEST_PIDS": str(pids)}
+    config = function_config(tmp_path, wrapper, env, concurrency=1, timeout_ms=300)
+    service = make_server(["--config", config], command="lambda-service")
 
     r = client(service.url).invoke(FunctionName="strata", Payload=json.dumps(event("generate.json", stream=False)))
     assert r["FunctionError"] == "Unhandled"

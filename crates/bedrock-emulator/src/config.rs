@@ -46,6 +46,9 @@ pub struct EmulatorSettings {
     /// How often `api_keys_file` is checked for changes (milliseconds); a changed file replaces
     /// its keys without a restart. An unreadable or empty file keeps the previous keys. 0 = never.
     pub api_keys_reload_ms: u64,
+    /// Serve a non-loopback `listen` address without `auth = "keys"`: only where nobody but
+    /// the emulator's callers can reach it (a private container network).
+    pub allow_unauthenticated: bool,
     /// Requests in progress at once; beyond this, ThrottlingException (429).
     pub max_concurrent_requests: usize,
     /// Largest request body; larger ones get ValidationException (413... as Bedrock: 400).
@@ -71,6 +74,7 @@ impl Default for EmulatorSettings {
             api_keys: Vec::new(),
             api_keys_file: None,
             api_keys_reload_ms: 5000,
+            allow_unauthenticated: false,
             max_concurrent_requests: 16,
             max_body_bytes: 10 * 1024 * 1024,
             max_header_bytes: 32 * 1024,

@@ -41,6 +41,16 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: EmulatorSettings, generator: Arc<dyn Generator>) -> std::io::Result<Application> {
+        // `auth = "any"` checks that a credential is present, not that it is valid.
+        api_keys::require_authentication(
+            "bedrock-emulator",
+            settings.listen,
+            settings.auth == AuthMode::Keys,
+            settings.allow_unauthenticated,
+            "Give it Bedrock API keys with `bedrock_emulator.auth = \"keys\"` and `api_keys` (its callers send one as AWS_BEARER_TOKEN_BEDROCK)",
+            "bedrock_emulator.allow_unauthenticated",
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = telemetry::listen(settings.listen).await?;
         let faults = Faults::new(&settings.faults).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let keys = Arc::new(KeySource::load(settings.api_keys.clone(), settings.api_keys_file.clone())?);

@@ -13,6 +13,7 @@ mod overhead;
 mod procs;
 mod relay;
 mod report;
+mod responsiveness;
 mod server;
 mod soak;
 mod suites;

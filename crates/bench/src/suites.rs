@@ -28,13 +28,15 @@ pub enum Suite {
     /// Software overhead with the model taken out: strata serve (bedrock backend), the whole
     /// chain and the LiteLLM proxy against an instant Bedrock emulator, at rising open-loop rates.
     Overhead,
+    /// `/api/version` latency while a 10 MB chat is prepared, against idle.
+    Responsiveness,
     /// The whole chain under sustained load for a bounded time; its targets are enforced.
     /// Not part of the default run: it takes as long as it is told to.
     Soak,
 }
 
 impl Suite {
-    pub const ALL: [Suite; 6] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain, Suite::Overhead];
+    pub const ALL: [Suite; 7] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain, Suite::Overhead, Suite::Responsiveness];
 
     pub fn parse(s: &str) -> Option<Suite> {
         match s {
@@ -44,6 +46,7 @@ impl Suite {
             "lambda" => Some(Suite::Lambda),
             "chain" => Some(Suite::Chain),
             "overhead" => Some(Suite::Overhead),
+            "responsiveness" => Some(Suite::Responsiveness),
             "soak" => Some(Suite::Soak),
             _ => None,
         }
@@ -92,6 +95,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             Suite::Lambda => crate::lambda_path::lambda(&opts).await?,
             Suite::Chain => crate::chain::chain(&opts).await?,
             Suite::Overhead => crate::overhead::overhead(&opts).await?,
+            Suite::Responsiveness => crate::responsiveness::responsiveness(&opts).await?,
             Suite::Soak => crate::soak::soak(&opts, &opts.soak).await?,
         };
         println!("{}", section.markdown());
