@@ -104,17 +104,22 @@ impl ModelPool {
         &self.config
     }
 
+    /// Resolves a model name on a blocking thread: resolving may hash the model file (after a
+    /// change), which is no work for an async thread.
+    async fn resolve(&self, name: &str) -> Result<crate::resolver::Resolved, contract::Error> {
+        let resolver = self.resolver.clone();
+        let requested = name.to_owned();
+        tokio::task::spawn_blocking(move || resolver.resolve(&requested))
+            .await
+            .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model lookup task failed: {e}")))?
+            .map_err(resolve_error)
+    }
+
     /// The loaded model, loading it first if needed, held until the lease is dropped. Unknown
     /// or unpulled models are `ModelNotFound` with Ollama's wording; a new model when
     /// `max_loaded_models` are loaded and all in use is `Overloaded`.
     pub async fn get(&self, name: &str) -> Result<Lease, contract::Error> {
-        // Resolving may hash the model file (after a change), which is no work for an async thread.
-        let resolver = self.resolver.clone();
-        let requested = name.to_owned();
-        let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&requested))
-            .await
-            .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model lookup task failed: {e}")))?
-            .map_err(resolve_error)?;
+        let resolved = self.resolve(name).await?;
         let (cell, hold) = {
             let mut models = lock(&self.models);
             if !models.contains_key(&resolved.name) {
@@ -153,12 +158,7 @@ impl ModelPool {
     /// otherwise when its last lease ends. Generations already running on it finish first, and
     /// requests that arrive meanwhile use the same copy rather than loading another.
     pub async fn unload(&self, name: &str) -> Result<(), contract::Error> {
-        let resolver = self.resolver.clone();
-        let requested = name.to_owned();
-        let resolved = tokio::task::spawn_blocking(move || resolver.resolve(&requested))
-            .await
-            .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model lookup task failed: {e}")))?
-            .map_err(resolve_error)?;
+        let resolved = self.resolve(name).await?;
         let mut models = lock(&self.models);
         match models.get_mut(&resolved.name) {
             Some(slot) if slot.leases > 0 => slot.unload_when_idle = true,
