@@ -43,6 +43,11 @@ pub struct EngineConfig {
     /// model evicts the least recently used idle one; when all are in use it is refused as
     /// overloaded (503). At least 1.
     pub max_loaded_models: usize,
+    /// Bytes of generated text a stream may hold waiting for its reader. A client that stops
+    /// reading is cut by the server's write timeout; this caps what piles up meanwhile (and
+    /// for any caller that stops polling), whatever the context size. Past it the generation
+    /// stops with an error and its slot is freed. At least 1.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +62,7 @@ impl Default for EngineConfig {
             truncate_chat: true,
             use_mmap: false,
             max_loaded_models: 3,
+            max_buffered_bytes: 1 << 20,
         }
     }
 }

@@ -68,7 +68,10 @@ pub fn error_to_contract(e: &EngineError) -> contract::Error {
         EngineError::QueueFull { .. } => ErrorKind::Overloaded,
         EngineError::PromptTooLong { .. } => ErrorKind::ContextLength,
         EngineError::InvalidRequest(_) | EngineError::Template(_) => ErrorKind::InvalidRequest,
-        EngineError::Inference(_) | EngineError::ShutDown | EngineError::Cancelled => ErrorKind::Internal,
+        EngineError::Inference(_)
+        | EngineError::ShutDown
+        | EngineError::Cancelled
+        | EngineError::ReaderBehind { .. } => ErrorKind::Internal,
     };
     contract::Error::new(kind, e.to_string())
 }

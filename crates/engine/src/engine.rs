@@ -12,7 +12,6 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::mpsc as tmpsc;
 
 use crate::config::{EngineConfig, ModelSpec};
 use crate::model_info::ModelInfo;
@@ -75,7 +74,7 @@ pub(crate) struct Job {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub sampler: sampling::Sampler,
-    pub events: tmpsc::UnboundedSender<Result<Event, EngineError>>,
+    pub events: crate::outbox::Outbox,
     pub submitted: Instant,
     /// Model load time charged to the first request after load, as Ollama does.
     pub load: Duration,
@@ -264,7 +263,7 @@ impl Engine {
 
     /// Hands a prepared request to the scheduler; its queue place passes with it.
     fn submit(&self, mut ticket: Ticket<'_>, p: Prepared) -> Result<Generation, EngineError> {
-        let (events, rx) = tmpsc::unbounded_channel();
+        let (events, rx) = crate::outbox::channel(self.config.max_buffered_bytes);
         let load = self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
         let job = Job {
             tokens: p.tokens,
@@ -318,7 +317,7 @@ struct Prepared {
 /// The stream of one generation: `Event::Text` pieces then `Event::Done`, or an error.
 #[derive(Debug)]
 pub struct Generation {
-    rx: tmpsc::UnboundedReceiver<Result<Event, EngineError>>,
+    rx: crate::outbox::Inbox,
 }
 
 impl Generation {

@@ -20,6 +20,7 @@ pub mod contract_map;
 mod engine;
 mod grammar;
 mod model_info;
+mod outbox;
 mod penalty;
 mod pool;
 mod prompt;

@@ -145,4 +145,8 @@ pub enum EngineError {
     /// The caller went away before the request was queued.
     #[error("the request was cancelled")]
     Cancelled,
+    /// The reader fell so far behind that the text waiting for it passed the cap; the
+    /// generation was stopped rather than buffered without bound.
+    #[error("generation stopped: more than {limit} bytes of output were waiting for a reader that did not keep up")]
+    ReaderBehind { limit: usize },
 }

@@ -16,10 +16,9 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::mpsc::UnboundedSender;
-
 use crate::config::{EngineConfig, KvCacheType};
 use crate::engine::{Counters, Job};
+use crate::outbox::{Outbox, ReaderBehind};
 use crate::request::{Completion, EngineError, Event, FinishReason};
 use crate::sampling::Sampler;
 use crate::stop::{StopMatcher, StopOutcome};
@@ -28,7 +27,7 @@ use crate::utf8::Utf8Stream;
 /// One request occupying a sequence slot.
 struct Sequence {
     id: i32,
-    events: UnboundedSender<Result<Event, EngineError>>,
+    events: Outbox,
     sampler: Sampler,
     prompt: Vec<LlamaToken>,
     /// Prompt tokens already sent to the model.
@@ -71,11 +70,10 @@ impl Sequence {
         }
     }
 
-    fn send_text(&self, text: String) {
-        if !text.is_empty() {
-            // A closed receiver is noticed at the next step's cancellation check.
-            let _ = self.events.send(Ok(Event::Text(text)));
-        }
+    /// A closed receiver is noticed at the next step's cancellation check; a reader too far
+    /// behind stops the sequence.
+    fn send_text(&self, text: String) -> Result<(), ReaderBehind> {
+        self.events.text(text)
     }
 
     fn completion(&self, reason: FinishReason) -> Completion {
@@ -296,15 +294,19 @@ impl<'m> Scheduler<'m> {
             seq.generated += 1;
             let bytes = self.model.vocab().token_to_piece(token, false, None);
             let text = seq.utf8.push(&bytes);
-            match seq.stop.push(&text) {
-                StopOutcome::Continue(out) => seq.send_text(out),
-                StopOutcome::Stopped(out) => {
-                    seq.send_text(out);
-                    // Nothing after a stop string may reach the client.
-                    seq.utf8 = Utf8Stream::default();
-                    self.exit(ctx, i, Exit::Finished(FinishReason::StopSequence));
-                    continue;
-                }
+            let (out, stopped) = match seq.stop.push(&text) {
+                StopOutcome::Continue(out) => (out, false),
+                StopOutcome::Stopped(out) => (out, true),
+            };
+            if let Err(ReaderBehind { limit }) = seq.send_text(out) {
+                self.exit(ctx, i, Exit::Failed(EngineError::ReaderBehind { limit }));
+                continue;
+            }
+            if stopped {
+                // Nothing after a stop string may reach the client.
+                seq.utf8 = Utf8Stream::default();
+                self.exit(ctx, i, Exit::Finished(FinishReason::StopSequence));
+                continue;
             }
             let at_limit = seq.max_tokens.is_some_and(|m| seq.generated >= m) || seq.n_past >= seq.reserve;
             if at_limit {
@@ -330,12 +332,12 @@ impl<'m> Scheduler<'m> {
                     StopOutcome::Continue(t) | StopOutcome::Stopped(t) => t,
                 };
                 rest.push_str(&seq.stop.flush());
-                seq.send_text(rest);
-                let _ = seq.events.send(Ok(Event::Done(seq.completion(reason))));
+                match seq.send_text(rest) {
+                    Ok(()) => seq.events.finish(Ok(Event::Done(seq.completion(reason)))),
+                    Err(ReaderBehind { limit }) => seq.events.finish(Err(EngineError::ReaderBehind { limit })),
+                }
             }
-            Exit::Failed(e) => {
-                let _ = seq.events.send(Err(e));
-            }
+            Exit::Failed(e) => seq.events.finish(Err(e)),
             Exit::Cancelled => tracing::debug!(seq = seq.id, "client went away; sequence cancelled"),
         }
     }

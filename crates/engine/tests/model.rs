@@ -239,3 +239,24 @@ async fn a_long_history_is_truncated_to_the_newest_turns_that_fit() {
     // prompt is more than the system prompt and the question alone.
     assert!(c.prompt_tokens > 200, "{}", c.prompt_tokens);
 }
+
+#[tokio::test]
+async fn a_reader_that_falls_behind_stops_its_generation_at_the_byte_cap() {
+    // One slot: the second request is admitted only once the first has left it, so when the
+    // second is done the first has certainly been stopped, without reading it or sleeping.
+    let engine = load(EngineConfig { max_sequences: 1, max_buffered_bytes: 16, ..Default::default() });
+    let mut unread = engine.generate(chat("Write a long story about a dragon.", greedy(400))).await.unwrap();
+    let (_, after) = run(&engine, chat("Hi", greedy(1))).await;
+    assert_eq!(after.completion_tokens, 1);
+
+    let mut received = String::new();
+    let end = loop {
+        match unread.next().await.expect("the stream ends with an event") {
+            Ok(Event::Text(t)) => received.push_str(&t),
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Err(EngineError::ReaderBehind { limit: 16 })), "{end:?}");
+    assert!(!received.is_empty() && received.len() <= 16, "{received:?}");
+    assert_eq!(engine.stats().active, 0);
+}
