@@ -156,6 +156,8 @@ pub fn stop_reason(r: DoneReason) -> &'static str {
     match r {
         DoneReason::Length => "max_tokens",
         DoneReason::StopSequence => "stop_sequence",
+        DoneReason::ToolUse => "tool_use",
+        DoneReason::ContentFiltered => "content_filtered",
         DoneReason::Stop | DoneReason::Unspecified => "end_turn",
     }
 }

@@ -16,6 +16,7 @@ fn invalid(m: impl Into<String>) -> contract::Error {
 /// Bedrock wants user/assistant turns starting with the user; system text goes apart.
 /// Consecutive messages of one role are joined, as Bedrock rejects them otherwise.
 pub fn to_converse_parts(req: &contract::GenerateRequest) -> Result<ConverseParts, contract::Error> {
+    refuse_unsupported(req)?;
     let mut system: Vec<String> = req.system.iter().cloned().collect();
     let mut turns: Vec<(ConversationRole, String)> = Vec::new();
     if let Some(raw) = &req.raw_prompt {
@@ -29,6 +30,7 @@ pub fn to_converse_parts(req: &contract::GenerateRequest) -> Result<ConversePart
             }
             contract::Role::User => ConversationRole::User,
             contract::Role::Assistant => ConversationRole::Assistant,
+            contract::Role::Tool => return Err(invalid("tool results are not supported on the Bedrock path yet")),
             contract::Role::Unspecified => return Err(invalid("a message has no role")),
         };
         match turns.last_mut() {
@@ -54,6 +56,26 @@ pub fn to_converse_parts(req: &contract::GenerateRequest) -> Result<ConversePart
         .set_stop_sequences((!o.stop.is_empty()).then_some(o.stop))
         .build();
     Ok(ConverseParts { messages, system: system.into_iter().map(SystemContentBlock::Text).collect(), inference })
+}
+
+/// What the Bedrock path cannot carry yet is refused, never dropped: a client that sent tools
+/// or a schema must not get prose back as if they had been honoured.
+fn refuse_unsupported(req: &contract::GenerateRequest) -> Result<(), contract::Error> {
+    let field = if !req.tools.is_empty() {
+        Some("tools")
+    } else if req.response_schema_json.is_some() {
+        Some("a response JSON schema")
+    } else if req.format() == contract::ResponseFormat::Json {
+        Some("JSON output (format)")
+    } else if req.messages.iter().any(|m| !m.blocks.is_empty()) {
+        Some("tool calls and tool results in messages")
+    } else {
+        None
+    };
+    match field {
+        Some(f) => Err(invalid(format!("{f}: not supported on the Bedrock path yet (the embedded backend supports it)"))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

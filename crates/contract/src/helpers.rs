@@ -7,7 +7,7 @@ use crate::{
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Message { role: role as i32, content: content.into() }
+        Message { role: role as i32, content: content.into(), blocks: Vec::new() }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
@@ -28,6 +28,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
     pub fn from_name(name: &str) -> Option<Self> {
@@ -35,17 +36,56 @@ impl Role {
             "system" => Some(Role::System),
             "user" => Some(Role::User),
             "assistant" => Some(Role::Assistant),
+            "tool" => Some(Role::Tool),
             _ => None,
         }
     }
 }
 
+impl Message {
+    /// The tool calls this message carries.
+    pub fn tool_uses(&self) -> impl Iterator<Item = &crate::ToolUse> {
+        self.blocks.iter().filter_map(|b| match &b.block {
+            Some(crate::content_block::Block::ToolUse(u)) => Some(u),
+            _ => None,
+        })
+    }
+
+    /// The tool results this message carries.
+    pub fn tool_results(&self) -> impl Iterator<Item = &crate::ToolResult> {
+        self.blocks.iter().filter_map(|b| match &b.block {
+            Some(crate::content_block::Block::ToolResult(r)) => Some(r),
+            _ => None,
+        })
+    }
+}
+
+impl crate::ContentBlock {
+    pub fn tool_use(u: crate::ToolUse) -> Self {
+        crate::ContentBlock { block: Some(crate::content_block::Block::ToolUse(u)) }
+    }
+    pub fn tool_result(r: crate::ToolResult) -> Self {
+        crate::ContentBlock { block: Some(crate::content_block::Block::ToolResult(r)) }
+    }
+}
+
 impl DoneReason {
-    /// The name Ollama (`done_reason`) and OpenAI (`finish_reason`) use.
+    /// Ollama's `done_reason` (Ollama says "stop" after tool calls too).
     pub fn as_name(self) -> &'static str {
+        match self {
+            DoneReason::Unspecified | DoneReason::Stop | DoneReason::StopSequence | DoneReason::ToolUse => "stop",
+            DoneReason::Length => "length",
+            DoneReason::ContentFiltered => "content_filter",
+        }
+    }
+
+    /// OpenAI's `finish_reason`.
+    pub fn as_openai(self) -> &'static str {
         match self {
             DoneReason::Unspecified | DoneReason::Stop | DoneReason::StopSequence => "stop",
             DoneReason::Length => "length",
+            DoneReason::ToolUse => "tool_calls",
+            DoneReason::ContentFiltered => "content_filter",
         }
     }
 }
@@ -80,7 +120,10 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl StreamChunk {
     pub fn delta(content: impl Into<String>) -> Self {
-        StreamChunk { kind: Some(Kind::Delta(Delta { content: content.into() })) }
+        StreamChunk { kind: Some(Kind::Delta(Delta { content: content.into(), tool_use: None })) }
+    }
+    pub fn tool_use_delta(delta: crate::ToolUseDelta) -> Self {
+        StreamChunk { kind: Some(Kind::Delta(Delta { content: String::new(), tool_use: Some(delta) })) }
     }
     pub fn done(response: GenerateResponse) -> Self {
         StreamChunk { kind: Some(Kind::Done(response)) }

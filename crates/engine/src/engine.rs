@@ -2,6 +2,7 @@
 //! token streams. Prompt rendering, tokenisation and sampler set-up happen on the caller's
 //! thread so that bad requests fail before they are queued.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -16,9 +17,10 @@ use llama_cpp_2::token::LlamaToken;
 use crate::config::{EngineConfig, ModelSpec};
 use crate::model_info::ModelInfo;
 use crate::prompt::{Preparation, Tokenizer};
-use crate::request::{EngineError, EngineRequest, Event, Prompt};
+use crate::request::{EngineError, EngineRequest, Event, OutputFormat, Prompt};
 use crate::template::{render_plain, ChatTemplate};
-use crate::{sampling, scheduler};
+use crate::tools::{self, Reply};
+use crate::{grammar, sampling, scheduler, schema};
 
 /// llama.cpp's global state may be initialised once per process, whatever the number of models.
 pub(crate) fn backend() -> Result<&'static LlamaBackend, LoadError> {
@@ -196,10 +198,13 @@ impl Engine {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
             Prompt::Chat(messages) if messages.is_empty() => Err(EngineError::InvalidRequest("messages must not be empty".into())),
-            Prompt::Chat(messages) => match &self.template {
-                Some(t) => t.render(messages),
-                None => Ok(render_plain(messages)),
-            },
+            Prompt::Chat(messages) => {
+                let messages = tools::messages_for_template(messages, None);
+                match &self.template {
+                    Some(t) => t.render(&messages),
+                    None => Ok(render_plain(&messages)),
+                }
+            }
         }
     }
 
@@ -244,6 +249,22 @@ impl Engine {
     /// Validation, tokens and sampler: the slow, blocking part of a request.
     fn prepare(&self, request: EngineRequest, cancel: &AtomicBool) -> Result<Prepared, EngineError> {
         sampling::validate(&request.params.sampling)?;
+        let tools = request.params.tools.as_ref();
+        let grammar = match (tools, &request.params.format) {
+            (Some(t), format) => Some(tools::grammar(t, format)?),
+            (None, OutputFormat::Text) => None,
+            (None, OutputFormat::Json) => Some(grammar::JSON_OBJECT.to_owned()),
+            (None, OutputFormat::Schema(s)) => {
+                Some(schema::grammar(s).map_err(|e| EngineError::InvalidRequest(format!("format: {e}")))?)
+            }
+        };
+        let prompt = match request.prompt {
+            Prompt::Chat(messages) => Prompt::Chat(tools::messages_for_template(&messages, tools)),
+            Prompt::Raw(_) if tools.is_some() => {
+                return Err(EngineError::InvalidRequest("tools need a chat, not a raw prompt".into()));
+            }
+            raw @ Prompt::Raw(_) => raw,
+        };
         let limit = self.context_limit(request.params.num_ctx);
         let preparation = Preparation {
             model: &self.model,
@@ -253,12 +274,19 @@ impl Engine {
             truncate_chat: self.config.truncate_chat,
             cancel,
         };
-        let tokens = preparation.tokens(&request.prompt)?;
+        let tokens = preparation.tokens(&prompt)?;
         let prompt_len = tokens.len() as u32;
         let room = request.params.max_tokens.unwrap_or(limit);
         let reserve = prompt_len.saturating_add(room).min(limit).max(prompt_len);
-        let sampler = sampling::build(&self.model, &request.params, limit)?;
-        Ok(Prepared { tokens, reserve, max_tokens: request.params.max_tokens, stop: request.params.stop, sampler })
+        let sampler = sampling::build(&self.model, &request.params.sampling, grammar.as_deref(), limit)?;
+        Ok(Prepared {
+            tokens,
+            reserve,
+            max_tokens: request.params.max_tokens,
+            stop: request.params.stop,
+            sampler,
+            with_tools: tools.is_some(),
+        })
     }
 
     /// Hands a prepared request to the scheduler; its queue place passes with it.
@@ -277,7 +305,7 @@ impl Engine {
         };
         self.jobs.send(job).map_err(|_| EngineError::ShutDown)?;
         ticket.handed_over = true;
-        Ok(Generation { rx })
+        Ok(Generation { rx, tool_answer: p.with_tools.then(String::new), ready: VecDeque::new() })
     }
 }
 
@@ -312,30 +340,81 @@ struct Prepared {
     max_tokens: Option<u32>,
     stop: Vec<String>,
     sampler: sampling::Sampler,
+    with_tools: bool,
 }
 
-/// The stream of one generation: `Event::Text` pieces then `Event::Done`, or an error.
+/// The stream of one generation: `Event::Text` pieces (or, when tools were offered, either
+/// the answer's text or its `Event::ToolCall`s) then `Event::Done`, or an error.
 #[derive(Debug)]
 pub struct Generation {
     rx: crate::outbox::Inbox,
+    /// With tools, the constrained JSON answer is gathered here and read at the end.
+    tool_answer: Option<String>,
+    /// Events ready to hand out.
+    ready: VecDeque<Result<Event, EngineError>>,
 }
 
 impl Generation {
     pub async fn next(&mut self) -> Option<Result<Event, EngineError>> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// For synchronous callers (tests, benchmarks).
     pub fn blocking_next(&mut self) -> Option<Result<Event, EngineError>> {
-        self.rx.blocking_recv()
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            let item = self.rx.blocking_recv()?;
+            self.absorb(item);
+        }
     }
 
-    /// Collects the whole generation: the text and the completion record.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, EngineError>>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(item)) => self.absorb(item),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Passes events on, or with tools gathers the answer and turns it into text or calls.
+    fn absorb(&mut self, item: Result<Event, EngineError>) {
+        let Some(answer) = self.tool_answer.as_mut() else {
+            self.ready.push_back(item);
+            return;
+        };
+        match item {
+            Ok(Event::Text(t)) => answer.push_str(&t),
+            Ok(Event::Done(mut completion)) => {
+                match tools::parse(answer, tools::call_id) {
+                    Some(Reply::Calls(calls)) => {
+                        completion.reason = crate::FinishReason::ToolUse;
+                        self.ready.extend(calls.into_iter().map(|c| Ok(Event::ToolCall(c))));
+                    }
+                    Some(Reply::Text(text)) => self.ready.push_back(Ok(Event::Text(text))),
+                    // Cut short (a length limit): what there is, as it is.
+                    None => self.ready.push_back(Ok(Event::Text(std::mem::take(answer)))),
+                }
+                self.ready.push_back(Ok(Event::Done(completion)));
+            }
+            other => self.ready.push_back(other),
+        }
+    }
+
+    /// Collects the whole generation: the text and the completion record (tool calls are
+    /// dropped: use [`Generation::next`] to see them).
     pub async fn collect_text(mut self) -> Result<(String, crate::Completion), EngineError> {
         let mut text = String::new();
         while let Some(event) = self.next().await {
             match event? {
                 Event::Text(t) => text.push_str(&t),
+                Event::ToolCall(_) => {}
                 Event::Done(c) => return Ok((text, c)),
             }
         }
@@ -346,6 +425,6 @@ impl Generation {
 impl futures_core::Stream for Generation {
     type Item = Result<Event, EngineError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.poll_event(cx)
     }
 }

@@ -29,8 +29,10 @@ mod request;
 pub mod resolver;
 mod sampling;
 mod scheduler;
+pub mod schema;
 mod stop;
 mod template;
+mod tools;
 mod utf8;
 
 pub use catalog::{CatalogEntry, CATALOG, DEFAULT_MODEL};
@@ -39,7 +41,10 @@ pub use engine::{Engine, EngineStats, Generation, LoadError};
 pub use model_info::ModelInfo;
 pub use pool::{resolve_error, Lease, Loaded, ModelPool};
 pub use reference::{model_footprint, reference_rates, ModelFootprint, ReferenceRates};
-pub use request::{ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, Prompt, Role, SamplingParams};
+pub use request::{
+    ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, OutputFormat, Prompt, Role, SamplingParams, ToolCall,
+    ToolChoice, ToolSpec, Tools,
+};
 pub use resolver::{LocalModel, PullProgress, ResolveError, Resolved, Resolver, ResolverConfig};
 pub use stop::{StopMatcher, StopOutcome};
 pub use template::ChatTemplate;

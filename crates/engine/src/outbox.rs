@@ -76,11 +76,6 @@ impl Inbox {
         }
     }
 
-    pub async fn recv(&mut self) -> Option<Item> {
-        let item = self.rx.recv().await;
-        self.account(&item);
-        item
-    }
 
     pub fn blocking_recv(&mut self) -> Option<Item> {
         let item = self.rx.blocking_recv();

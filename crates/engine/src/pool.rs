@@ -185,9 +185,10 @@ impl ModelPool {
         let engine_req = contract_map::to_engine_request(&req)?;
         let generation = lease.engine.generate(engine_req).await.map_err(|e| contract_map::error_to_contract(&e))?;
         let model = req.model;
+        let mut calls = 0;
         Ok(Box::pin(generation.map(move |event| {
             let _held = &lease;
-            contract_map::event_to_chunk(&model, event, hop, started)
+            contract_map::event_to_chunk(&model, event, hop, started, &mut calls)
         })))
     }
 }

@@ -8,6 +8,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering an assistant's tool call.
+    Tool,
 }
 
 impl Role {
@@ -16,20 +18,74 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// Tools an assistant message called (its `content` may be empty then).
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role::Tool`: which tool answered.
+    pub tool_name: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into() }
+        ChatMessage { role, content: content.into(), tool_calls: Vec::new(), tool_name: None }
     }
+}
+
+/// A tool the model may call: its arguments must match `parameters` (a JSON schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// Whether and which tools the model must call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    /// The model answers or calls tools, as it sees fit.
+    #[default]
+    Auto,
+    /// The model must call at least one tool.
+    Required,
+    /// The model must call this tool.
+    Named(String),
+}
+
+/// The tools offered to one request. `None` in [`GenerateParams`] means no tools (OpenAI's
+/// `tool_choice: "none"` included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tools {
+    pub specs: Vec<ToolSpec>,
+    pub choice: ToolChoice,
+    /// Several calls in one answer (OpenAI's `parallel_tool_calls`, on by default).
+    pub parallel: bool,
+}
+
+/// A call the model made: `arguments` match the tool's schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+/// What shape the answer text must have.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    /// One JSON object.
+    Json,
+    /// A JSON value matching this schema.
+    Schema(serde_json::Value),
 }
 
 /// The text the model continues.
@@ -86,8 +142,10 @@ pub struct GenerateParams {
     pub num_ctx: Option<u32>,
     /// Generation stops before any of these strings; they are not returned.
     pub stop: Vec<String>,
-    /// Constrain the output to one JSON value (llama.cpp grammar).
-    pub json: bool,
+    /// Constrain the output to JSON, or to a schema (llama.cpp grammar).
+    pub format: OutputFormat,
+    /// Tools the model may call; its answer is then constrained to a call or a reply.
+    pub tools: Option<Tools>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +163,8 @@ pub enum FinishReason {
     StopSequence,
     /// `max_tokens` or the context window was reached.
     Length,
+    /// The model called tools (the `Event::ToolCall`s before `Done`).
+    ToolUse,
 }
 
 /// Counts and durations of one finished generation, all measured.
@@ -125,6 +185,7 @@ pub struct Completion {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Text(String),
+    ToolCall(ToolCall),
     Done(Completion),
 }
 

@@ -9,9 +9,8 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::grammar;
 use crate::penalty::RepeatPenalty;
-use crate::request::{EngineError, GenerateParams, SamplingParams};
+use crate::request::{EngineError, SamplingParams};
 
 /// One request's sampling state: the repetition penalty's window and llama.cpp's chain.
 pub(crate) struct Sampler {
@@ -71,13 +70,13 @@ pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
     Ok(())
 }
 
-pub(crate) fn build(model: &LlamaModel, params: &GenerateParams, n_ctx: u32) -> Result<Sampler, EngineError> {
-    let grammar = if params.json {
-        Some(LlamaSampler::grammar(model, grammar::JSON_OBJECT, "root").map_err(|e| EngineError::Inference(format!("json grammar: {e}")))?)
-    } else {
-        None
+/// The sampler chain, constrained by `grammar` (GBNF with a `root` rule) when given.
+pub(crate) fn build(model: &LlamaModel, sampling: &SamplingParams, grammar: Option<&str>, n_ctx: u32) -> Result<Sampler, EngineError> {
+    let grammar = match grammar {
+        Some(g) => Some(LlamaSampler::grammar(model, g, "root").map_err(|e| EngineError::Inference(format!("output grammar: {e}")))?),
+        None => None,
     };
-    Ok(with_grammar(grammar, &params.sampling, n_ctx))
+    Ok(with_grammar(grammar, sampling, n_ctx))
 }
 
 fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -> Sampler {

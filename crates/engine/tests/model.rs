@@ -163,7 +163,7 @@ async fn chat_truncation_keeps_the_system_prompt_and_last_message() {
 async fn json_format_yields_valid_json() {
     let engine = shared();
     let mut params = greedy(60);
-    params.json = true;
+    params.format = OutputFormat::Json;
     let (text, c) = run(&engine, chat("Describe a cat as JSON with keys name and age.", params)).await;
     if c.reason == FinishReason::Stop {
         serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
@@ -259,4 +259,63 @@ async fn a_reader_that_falls_behind_stops_its_generation_at_the_byte_cap() {
     assert!(matches!(end, Err(EngineError::ReaderBehind { limit: 16 })), "{end:?}");
     assert!(!received.is_empty() && received.len() <= 16, "{received:?}");
     assert_eq!(engine.stats().active, 0);
+}
+
+fn weather_tools(choice: ToolChoice) -> Tools {
+    Tools {
+        specs: vec![ToolSpec {
+            name: "get_weather".into(),
+            description: "Get the current weather in a city".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}}, "required": ["city"]}),
+        }],
+        choice,
+        parallel: false,
+    }
+}
+
+#[tokio::test]
+async fn a_required_tool_call_comes_back_as_a_call_matching_the_schema() {
+    let engine = shared();
+    let mut params = greedy(60);
+    params.tools = Some(weather_tools(ToolChoice::Required));
+    let mut generation = engine.generate(chat("What is the weather in Paris?", params)).await.unwrap();
+    let mut calls = Vec::new();
+    let mut text = String::new();
+    let completion = loop {
+        match generation.next().await.expect("an event").expect("no error") {
+            Event::Text(t) => text.push_str(&t),
+            Event::ToolCall(c) => calls.push(c),
+            Event::Done(c) => break c,
+        }
+    };
+    assert_eq!(completion.reason, FinishReason::ToolUse, "text: {text:?}");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].name, "get_weather");
+    assert!(calls[0].arguments["city"].is_string(), "{:?}", calls[0].arguments);
+    assert!(calls[0].id.starts_with("call_"));
+    assert!(text.is_empty());
+}
+
+#[tokio::test]
+async fn a_schema_format_yields_json_matching_it() {
+    let engine = shared();
+    let mut params = greedy(80);
+    params.format = OutputFormat::Schema(serde_json::json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 30}, "age": {"type": "integer"}, "pet": {"enum": ["cat", "dog"]}},
+        "required": ["name", "age", "pet"]
+    }));
+    let (text, _) = run(&engine, chat("Invent a person with a pet.", params)).await;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(v["name"].is_string() && v["age"].is_i64(), "{v}");
+    assert!(v["pet"] == "cat" || v["pet"] == "dog", "{v}");
+}
+
+#[tokio::test]
+async fn an_unsupported_schema_keyword_is_refused_by_name() {
+    let engine = shared();
+    let mut params = greedy(8);
+    params.format = OutputFormat::Schema(serde_json::json!({"type": "string", "pattern": "^a$"}));
+    let e = engine.generate(chat("hi", params)).await.unwrap_err();
+    assert!(matches!(&e, EngineError::InvalidRequest(m) if m.contains("\"pattern\"")), "{e}");
 }

@@ -51,8 +51,21 @@ impl InstantGenerator {
         }
     }
 
-    /// The reply cut by `num_predict` (counted in words) and the first stop string.
-    fn answer(&self, req: &contract::GenerateRequest) -> (Vec<String>, contract::DoneReason) {
+    /// The reply cut by `num_predict` (counted in words) and the first stop string; with a
+    /// JSON format, an example value of the schema (or `{}`) instead.
+    fn answer(&self, req: &contract::GenerateRequest) -> Result<(Vec<Piece>, contract::DoneReason), contract::Error> {
+        if let Some(schema) = &req.response_schema_json {
+            let schema: serde_json::Value = serde_json::from_str(schema).map_err(|e| invalid(format!("the response schema is not valid JSON: {e}")))?;
+            return Ok((vec![Piece::Text(example(&schema).to_string())], contract::DoneReason::Stop));
+        }
+        if req.format() == contract::ResponseFormat::Json {
+            return Ok((vec![Piece::Text("{}".into())], contract::DoneReason::Stop));
+        }
+        let (words, reason) = self.words(req);
+        Ok((words.into_iter().map(Piece::Text).collect(), reason))
+    }
+
+    fn words(&self, req: &contract::GenerateRequest) -> (Vec<String>, contract::DoneReason) {
         let options = req.options.clone().unwrap_or_default();
         let mut words: Vec<String> = self.config.reply.split_inclusive(' ').map(str::to_owned).collect();
         let mut reason = contract::DoneReason::Stop;
@@ -84,12 +97,21 @@ impl InstantGenerator {
     pub fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
         let started = Instant::now();
         self.check(&req.model)?;
-        let (words, reason) = self.answer(&req);
+        let (words, reason) = match tool_call(&req)? {
+            Some(call) => (call_pieces(call), contract::DoneReason::ToolUse),
+            None => self.answer(&req)?,
+        };
         let prompt_tokens: usize = req.messages.iter().map(|m| m.content.split_whitespace().count()).sum::<usize>()
             + req.raw_prompt.as_deref().map_or(0, |p| p.split_whitespace().count());
         let completion_tokens = words.len() as u32;
         let model = req.model.clone();
-        let mut chunks: Vec<StreamChunk> = words.into_iter().map(StreamChunk::delta).collect();
+        let mut chunks: Vec<StreamChunk> = words
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text(t) => StreamChunk::delta(t),
+                Piece::Call(d) => StreamChunk::tool_use_delta(d),
+            })
+            .collect();
         let total = started.elapsed().as_nanos() as u64;
         chunks.push(StreamChunk::done(GenerateResponse {
             model,
@@ -106,6 +128,86 @@ impl InstantGenerator {
             tokio::time::sleep(delay).await;
             c
         })))
+    }
+}
+
+/// One streamed piece of an instant answer.
+enum Piece {
+    Text(String),
+    Call(contract::ToolUseDelta),
+}
+
+/// A call streams as its start (id and name) then its arguments, as Bedrock streams it.
+fn call_pieces(call: contract::ToolUse) -> Vec<Piece> {
+    vec![
+        Piece::Call(contract::ToolUseDelta { index: 0, id: call.id, name: call.name, input_json: String::new() }),
+        Piece::Call(contract::ToolUseDelta { index: 0, input_json: call.input_json, ..Default::default() }),
+    ]
+}
+
+fn invalid(m: String) -> contract::Error {
+    contract::Error::new(ErrorKind::InvalidRequest, m)
+}
+
+/// With tools offered (and not refused by `tool_choice: none`), the instant answer is a call:
+/// to the named tool, or the first one, with the simplest arguments its schema accepts.
+fn tool_call(req: &contract::GenerateRequest) -> Result<Option<contract::ToolUse>, contract::Error> {
+    use contract::tool_choice::Mode;
+    let choice = req.tool_choice.clone().unwrap_or_default();
+    if req.tools.is_empty() || choice.mode() == Mode::None {
+        return Ok(None);
+    }
+    let tool = match choice.mode() {
+        Mode::Tool => req.tools.iter().find(|t| t.name == choice.name).ok_or_else(|| invalid(format!("tool_choice names \"{}\", which is not among the tools", choice.name)))?,
+        _ => &req.tools[0],
+    };
+    let schema: serde_json::Value = if tool.input_schema_json.is_empty() {
+        serde_json::json!({"type": "object"})
+    } else {
+        serde_json::from_str(&tool.input_schema_json).map_err(|e| invalid(format!("the schema of tool \"{}\" is not valid JSON: {e}", tool.name)))?
+    };
+    Ok(Some(contract::ToolUse { id: "call_instant_0".into(), name: tool.name.clone(), input_json: example(&schema).to_string() }))
+}
+
+/// The simplest value a schema accepts (required properties filled in, first enum value...).
+fn example(schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if let Some(first) = ["anyOf", "oneOf"].iter().find_map(|k| schema.get(*k).and_then(Value::as_array).and_then(|a| a.first())) {
+        return example(first);
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts.first().and_then(Value::as_str).unwrap_or("object"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "null",
+    };
+    match kind {
+        "object" => {
+            let required: Vec<&str> = schema.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let mut out = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, v) in props {
+                    if required.contains(&k.as_str()) {
+                        out.insert(k.clone(), example(v));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let n = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
+            Value::Array(vec![example(schema.get("items").unwrap_or(&Value::Null)); n])
+        }
+        "string" => json!(""),
+        "integer" | "number" => json!(0),
+        "boolean" => json!(false),
+        _ => Value::Null,
     }
 }
 
@@ -133,7 +235,7 @@ mod tests {
             (None, &["o t"], "one tw", contract::DoneReason::StopSequence),
         ];
         for (n, stop, want, reason) in cases {
-            let (words, r) = b.answer(&req(*n, stop));
+            let (words, r) = b.words(&req(*n, stop));
             assert_eq!((words.concat().as_str(), r), (*want, *reason), "{n:?} {stop:?}");
         }
     }

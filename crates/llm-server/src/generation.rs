@@ -133,20 +133,67 @@ impl Drop for Guard {
     }
 }
 
-/// Reads a whole generation for a non-streaming answer: the text and the final record, or
-/// the error that ended it.
+/// Tool calls assembled from their streamed pieces, in the order they started.
+#[derive(Debug, Default)]
+pub struct ToolCalls {
+    calls: Vec<(u32, contract::ToolUse)>,
+}
+
+impl ToolCalls {
+    pub fn push(&mut self, d: contract::ToolUseDelta) {
+        match self.calls.iter_mut().find(|(i, _)| *i == d.index) {
+            Some((_, call)) => {
+                if call.id.is_empty() {
+                    call.id = d.id;
+                }
+                if call.name.is_empty() {
+                    call.name = d.name;
+                }
+                call.input_json.push_str(&d.input_json);
+            }
+            None => self.calls.push((d.index, contract::ToolUse { id: d.id, name: d.name, input_json: d.input_json })),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    pub fn take(&mut self) -> Vec<contract::ToolUse> {
+        std::mem::take(&mut self.calls).into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+/// Puts streamed tool calls into the final message, where complete answers carry them.
+pub fn attach_tool_calls(done: &mut GenerateResponse, calls: Vec<contract::ToolUse>) {
+    if calls.is_empty() {
+        return;
+    }
+    let message = done.message.get_or_insert_with(|| contract::Message::assistant(""));
+    message.blocks.extend(calls.into_iter().map(contract::ContentBlock::tool_use));
+}
+
+/// Reads a whole generation for a non-streaming answer: the text and the final record (its
+/// message carrying any tool calls), or the error that ended it.
 pub async fn collect(mut stream: ChunkStream) -> Result<(String, GenerateResponse), contract::Error> {
     let mut text = String::new();
+    let mut calls = ToolCalls::default();
     while let Some(chunk) = stream.next().await {
         match chunk.kind {
-            Some(ChunkKind::Delta(d)) => text.push_str(&d.content),
-            Some(ChunkKind::Done(done)) => {
+            Some(ChunkKind::Delta(d)) => {
+                text.push_str(&d.content);
+                if let Some(t) = d.tool_use {
+                    calls.push(t);
+                }
+            }
+            Some(ChunkKind::Done(mut done)) => {
                 // A backend may deliver the whole answer in the final message instead of deltas.
                 if text.is_empty() {
                     if let Some(m) = &done.message {
                         text.push_str(&m.content);
                     }
                 }
+                attach_tool_calls(&mut done, calls.take());
                 return Ok((text, done));
             }
             Some(ChunkKind::Error(e)) => return Err(e),

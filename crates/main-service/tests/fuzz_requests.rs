@@ -43,7 +43,7 @@ fn check(r: Result<GenerateRequest, ServiceError>) -> Result<(), TestCaseError> 
 }
 
 fn request() -> impl Strategy<Value = GenerateRequest> {
-    let message = (-2i32..6, ".{0,40}").prop_map(|(role, content)| Message { role, content });
+    let message = (-2i32..6, ".{0,40}").prop_map(|(role, content)| Message { role, content, blocks: vec![] });
     let options = (proptest::option::of(any::<f32>()), proptest::option::of(any::<i32>()), proptest::option::of(any::<i32>()), prop::collection::vec(".{0,4}", 0..3)).prop_map(
         |(temperature, top_k, num_predict, stop)| Options { temperature, top_k, num_predict, stop, ..Default::default() },
     );

@@ -98,6 +98,9 @@ impl Backend for EmbeddedBackend {
             parameters,
             model_info,
             context_length: info.context_length,
+            // Every model gets tools: through its template where it has them, else through
+            // the engine's generic, grammar-constrained format.
+            capabilities: vec!["completion", "tools"],
         })
     }
 

@@ -61,6 +61,7 @@ impl Backend for InstantBackend {
             parameters: String::new(),
             model_info: serde_json::Map::new(),
             context_length: 0,
+            capabilities: vec!["completion"],
         })
     }
 

@@ -39,6 +39,8 @@ pub struct ModelDetails {
     pub parameters: String,
     pub model_info: serde_json::Map<String, serde_json::Value>,
     pub context_length: u32,
+    /// What the model can do through this backend, in Ollama's words (`completion`, `tools`).
+    pub capabilities: Vec<&'static str>,
 }
 
 /// A model in memory, for `/api/ps`.

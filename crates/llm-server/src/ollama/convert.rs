@@ -38,23 +38,61 @@ pub fn options_to_contract(o: Option<Options>) -> Result<Option<contract::Option
         seed,
         num_predict: o.num_predict,
         num_ctx,
-        stop: o.stop.unwrap_or_default(),
+        stop: match o.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        },
     }))
 }
 
-/// `format`: `"json"` or a JSON schema object both constrain output to JSON; `""`/null is text.
-pub fn format_to_contract(format: &Option<serde_json::Value>) -> Result<ResponseFormat, contract::Error> {
+/// `format`: `"json"` (any JSON object) or a JSON schema the answer must match; `""`/null is
+/// text. Returns the format and the schema (as JSON text).
+pub fn format_to_contract(format: &Option<serde_json::Value>) -> Result<(ResponseFormat, Option<String>), contract::Error> {
     match format {
-        None | Some(serde_json::Value::Null) => Ok(ResponseFormat::Text),
-        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(ResponseFormat::Text),
-        Some(serde_json::Value::String(s)) if s == "json" => Ok(ResponseFormat::Json),
-        Some(serde_json::Value::Object(_)) => Ok(ResponseFormat::Json),
+        None | Some(serde_json::Value::Null) => Ok((ResponseFormat::Text, None)),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok((ResponseFormat::Text, None)),
+        Some(serde_json::Value::String(s)) if s == "json" => Ok((ResponseFormat::Json, None)),
+        Some(schema @ serde_json::Value::Object(_)) => Ok((ResponseFormat::Json, Some(schema.to_string()))),
         Some(other) => Err(invalid(format!("invalid format: {other}; expected \"json\" or a JSON schema"))),
     }
 }
 
+fn tools_to_contract(tools: Option<Vec<Tool>>) -> Result<Vec<contract::ToolSpec>, contract::Error> {
+    let mut out = Vec::new();
+    for (i, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(invalid(format!("tools[{i}].type \"{}\" is not supported: only \"function\"", t.kind)));
+        }
+        if t.function.name.trim().is_empty() {
+            return Err(invalid(format!("tools[{i}].function.name is required")));
+        }
+        let schema = match t.function.parameters {
+            None | Some(serde_json::Value::Null) => r#"{"type":"object","properties":{}}"#.to_owned(),
+            Some(p @ serde_json::Value::Object(_)) => p.to_string(),
+            Some(other) => return Err(invalid(format!("tools[{i}].function.parameters must be a JSON schema object, not {other}"))),
+        };
+        out.push(contract::ToolSpec { name: t.function.name, description: t.function.description, input_schema_json: schema });
+    }
+    Ok(out)
+}
+
+/// A call in the history: its arguments as JSON object text.
+fn call_to_contract(c: ToolCall, i: usize, j: usize) -> Result<contract::ToolUse, contract::Error> {
+    let args = match c.function.arguments {
+        serde_json::Value::Null => serde_json::json!({}),
+        serde_json::Value::String(s) => serde_json::from_str(&s)
+            .map_err(|e| invalid(format!("messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}")))?,
+        v => v,
+    };
+    if !args.is_object() {
+        return Err(invalid(format!("messages[{i}].tool_calls[{j}].function.arguments must be an object")));
+    }
+    Ok(contract::ToolUse { id: c.id.unwrap_or_default(), name: c.function.name, input_json: args.to_string() })
+}
+
 fn role(name: &str, i: usize) -> Result<contract::Role, contract::Error> {
-    contract::Role::from_name(name).ok_or_else(|| invalid(format!("invalid role \"{name}\" in message {i}: must be system, user or assistant")))
+    contract::Role::from_name(name).ok_or_else(|| invalid(format!("invalid role \"{name}\" in message {i}: must be system, user, assistant or tool")))
 }
 
 fn require_model(model: &str) -> Result<(), contract::Error> {
@@ -90,11 +128,12 @@ pub fn generate_to_contract(r: GenerateRequest) -> Result<Option<contract::Gener
     if r.prompt.is_empty() {
         return Ok(None);
     }
-    let format = format_to_contract(&r.format)? as i32;
+    let (format, response_schema_json) = format_to_contract(&r.format)?;
+    let format = format as i32;
     let options = options_to_contract(r.options)?;
     let stream = r.stream.unwrap_or(true);
     let req = if r.raw {
-        contract::GenerateRequest { model: r.model, raw_prompt: Some(r.prompt), options, stream, format, ..Default::default() }
+        contract::GenerateRequest { model: r.model, raw_prompt: Some(r.prompt), options, stream, format, response_schema_json, ..Default::default() }
     } else {
         contract::GenerateRequest {
             model: r.model,
@@ -103,6 +142,7 @@ pub fn generate_to_contract(r: GenerateRequest) -> Result<Option<contract::Gener
             options,
             stream,
             format,
+            response_schema_json,
             ..Default::default()
         }
     };
@@ -118,14 +158,33 @@ pub fn chat_to_contract(r: ChatRequest) -> Result<Option<contract::GenerateReque
     let mut messages = Vec::with_capacity(r.messages.len());
     for (i, m) in r.messages.into_iter().enumerate() {
         refuse_images(&m.images)?;
-        messages.push(contract::Message::new(role(&m.role, i)?, m.content));
+        let role = role(&m.role, i)?;
+        let mut message = contract::Message::new(role, m.content);
+        for (j, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
+            if role != contract::Role::Assistant {
+                return Err(invalid(format!("messages[{i}]: only assistant messages carry tool_calls")));
+            }
+            message.blocks.push(contract::ContentBlock::tool_use(call_to_contract(c, i, j)?));
+        }
+        if role == contract::Role::Tool {
+            message.blocks.push(contract::ContentBlock::tool_result(contract::ToolResult {
+                tool_use_id: String::new(),
+                content: message.content.clone(),
+                is_error: false,
+                name: m.tool_name.unwrap_or_default(),
+            }));
+        }
+        messages.push(message);
     }
+    let (format, response_schema_json) = format_to_contract(&r.format)?;
     Ok(Some(contract::GenerateRequest {
         model: r.model,
         messages,
         options: options_to_contract(r.options)?,
         stream: r.stream.unwrap_or(true),
-        format: format_to_contract(&r.format)? as i32,
+        format: format as i32,
+        response_schema_json,
+        tools: tools_to_contract(r.tools)?,
         ..Default::default()
     }))
 }
@@ -161,11 +220,38 @@ pub fn generate_final(model: &str, text: String, done: &Final, total_ns: u64, no
     }
 }
 
+/// Ollama's `tool_calls`: arguments as an object.
+pub fn tool_calls(calls: &[contract::ToolUse]) -> Option<Vec<ToolCall>> {
+    (!calls.is_empty()).then(|| {
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ToolCall {
+                id: (!c.id.is_empty()).then(|| c.id.clone()),
+                function: ToolCallFunction {
+                    index: Some(i as u32),
+                    name: c.name.clone(),
+                    arguments: serde_json::from_str(&c.input_json).unwrap_or_else(|_| serde_json::json!({})),
+                },
+            })
+            .collect()
+    })
+}
+
+fn assistant(text: String, calls: Option<Vec<ToolCall>>) -> Message {
+    Message { role: "assistant".into(), content: text, images: None, tool_calls: calls, tool_name: None }
+}
+
+/// A line carrying the answer's tool calls (streamed, they come whole, just before the last line).
+pub fn chat_tool_calls_chunk(model: &str, calls: &[contract::ToolUse], now: DateTime<Utc>) -> ChatResponse {
+    ChatResponse { message: assistant(String::new(), tool_calls(calls)), ..chat_chunk(model, String::new(), now) }
+}
+
 pub fn chat_chunk(model: &str, text: String, now: DateTime<Utc>) -> ChatResponse {
     ChatResponse {
         model: model.into(),
         created_at: timestamp(now),
-        message: Message { role: "assistant".into(), content: text, images: None },
+        message: assistant(text, None),
         done: false,
         done_reason: None,
         metrics: None,
@@ -173,10 +259,11 @@ pub fn chat_chunk(model: &str, text: String, now: DateTime<Utc>) -> ChatResponse
 }
 
 pub fn chat_final(model: &str, text: String, done: &Final, total_ns: u64, now: DateTime<Utc>) -> ChatResponse {
+    let calls: Vec<contract::ToolUse> = done.message.iter().flat_map(|m| m.tool_uses().cloned()).collect();
     ChatResponse {
         model: model.into(),
         created_at: timestamp(now),
-        message: Message { role: "assistant".into(), content: text, images: None },
+        message: assistant(text, tool_calls(&calls)),
         done: true,
         done_reason: Some(done.done_reason().as_name().into()),
         metrics: Some(metrics(done, total_ns)),
@@ -193,7 +280,7 @@ pub fn load_chat(model: &str, reason: &str, now: DateTime<Utc>) -> ChatResponse 
     ChatResponse {
         model: model.into(),
         created_at: timestamp(now),
-        message: Message { role: "assistant".into(), content: String::new(), images: None },
+        message: assistant(String::new(), None),
         done: true,
         done_reason: Some(reason.into()),
         metrics: None,
@@ -243,7 +330,7 @@ pub fn show(d: &BackendDetails) -> ShowResponse {
         template: d.template.clone(),
         details: details(&d.descriptor),
         model_info: d.model_info.clone(),
-        capabilities: vec!["completion".into()],
+        capabilities: d.capabilities.iter().map(|c| (*c).to_owned()).collect(),
         modified_at: timestamp(d.descriptor.modified_at),
     }
 }
@@ -273,6 +360,7 @@ mod tests {
         assert_eq!(r.format(), ResponseFormat::Json);
         let r = gen(json!({"model": "m", "prompt": "hi", "format": {"type": "object"}})).unwrap().unwrap();
         assert_eq!(r.format(), ResponseFormat::Json);
+        assert_eq!(r.response_schema_json.as_deref(), Some(r#"{"type":"object"}"#));
         assert!(gen(json!({"model": "m", "prompt": ""})).unwrap().is_none(), "empty prompt loads");
         assert_eq!(gen(json!({"prompt": "hi"})).unwrap_err().message, "model is required");
         assert_eq!(gen(json!({"model": "m", "prompt": "x", "format": "xml"})).unwrap_err().kind(), ErrorKind::InvalidRequest);
@@ -300,6 +388,8 @@ mod tests {
         assert_eq!((o.temperature, o.seed, o.num_predict, o.num_ctx, o.top_k), (Some(0.0), Some(42), Some(5), Some(512), Some(3)));
         assert_eq!(o.stop, vec!["\n".to_string()]);
         assert_eq!(gen(json!({"model": "m", "prompt": "x", "options": {"seed": -1}})).unwrap().unwrap().options.unwrap().seed, None);
+        let one_stop = gen(json!({"model": "m", "prompt": "x", "options": {"stop": "END"}})).unwrap().unwrap();
+        assert_eq!(one_stop.options.unwrap().stop, vec!["END".to_string()]);
         assert!(gen(json!({"model": "m", "prompt": "x", "options": {"num_ctx": 0}})).is_err());
     }
 
@@ -310,6 +400,41 @@ mod tests {
         assert!(chat(json!({"model": "m", "messages": []})).unwrap().is_none());
         let e = chat(json!({"model": "m", "messages": [{"role": "wizard", "content": "u"}]})).unwrap_err();
         assert!(e.message.contains("invalid role \"wizard\""), "{}", e.message);
+    }
+
+    #[test]
+    fn tools_and_tool_rounds_map() {
+        let r = chat(json!({"model": "m",
+            "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}],
+            "messages": [{"role": "user", "content": "u"},
+                         {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {"x": 1}}}]},
+                         {"role": "tool", "content": "42", "tool_name": "f"}]}))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.tools, vec![contract::ToolSpec { name: "f".into(), description: "d".into(), input_schema_json: r#"{"type":"object"}"#.into() }]);
+        let call: Vec<_> = r.messages[1].tool_uses().collect();
+        assert_eq!((call[0].name.as_str(), call[0].input_json.as_str()), ("f", r#"{"x":1}"#));
+        let result: Vec<_> = r.messages[2].tool_results().collect();
+        assert_eq!((result[0].name.as_str(), result[0].content.as_str()), ("f", "42"));
+        let bad = [
+            json!({"model": "m", "messages": [{"role": "user", "content": "u"}], "tools": [{"type": "retrieval", "function": {"name": "f"}}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "u"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]}),
+            json!({"model": "m", "messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{nope"}}]}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]}]}),
+        ];
+        for b in bad {
+            assert_eq!(chat(b.clone()).unwrap_err().kind(), ErrorKind::InvalidRequest, "{b}");
+        }
+    }
+
+    #[test]
+    fn answers_carry_tool_calls_with_object_arguments() {
+        let mut message = contract::Message::assistant("");
+        message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse { id: "c1".into(), name: "f".into(), input_json: r#"{"x":1}"#.into() }));
+        let done = Final { message: Some(message), done_reason: contract::DoneReason::ToolUse as i32, ..Default::default() };
+        let v = serde_json::to_value(chat_final("m", String::new(), &done, 1, Utc::now())).unwrap();
+        assert_eq!(v["message"]["tool_calls"], json!([{"id": "c1", "function": {"index": 0, "name": "f", "arguments": {"x": 1}}}]));
+        assert_eq!(v["done_reason"], "stop", "Ollama says stop after tool calls");
     }
 
     #[test]

@@ -16,7 +16,54 @@ pub struct Options {
     pub seed: Option<i64>,
     pub num_predict: Option<i32>,
     pub num_ctx: Option<i64>,
-    pub stop: Option<Vec<String>>,
+    pub stop: Option<Stop>,
+}
+
+/// `stop` may be one string or a list (Ollama's OpenAPI document allows both).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A tool offered to the model: `{"type": "function", "function": {...}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: ToolFunction,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolFunction {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Value>,
+}
+
+/// A call the model made (in answers) or made earlier (in the history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub function: ToolCallFunction,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallFunction {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    pub name: String,
+    /// An object (Ollama's shape; a JSON string is also read, as some clients send it).
+    #[serde(default)]
+    pub arguments: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -42,6 +89,11 @@ pub struct Message {
     pub content: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// For `role: "tool"`: which tool's result this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -52,7 +104,7 @@ pub struct ChatRequest {
     pub stream: Option<bool>,
     pub format: Option<serde_json::Value>,
     pub keep_alive: Option<serde_json::Value>,
-    pub tools: Option<serde_json::Value>,
+    pub tools: Option<Vec<Tool>>,
     pub options: Option<Options>,
 }
 

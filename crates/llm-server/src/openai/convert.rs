@@ -63,6 +63,125 @@ fn content_text(c: Option<Content>, i: usize) -> Result<String, contract::Error>
     }
 }
 
+fn messages_to_contract(list: Vec<ChatMessage>) -> Result<Vec<contract::Message>, contract::Error> {
+    // Tool results name only the call they answer; the call says which tool it was.
+    let mut names: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut messages = Vec::with_capacity(list.len());
+    for (i, m) in list.into_iter().enumerate() {
+        // "developer" is the newer name for "system".
+        let role = match m.role.as_str() {
+            "developer" => contract::Role::System,
+            other => contract::Role::from_name(other)
+                .ok_or_else(|| invalid(format!("messages[{i}].role \"{other}\" is not supported (system, developer, user, assistant, tool)")))?,
+        };
+        let mut message = contract::Message::new(role, content_text(m.content, i)?);
+        for (j, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
+            if role != contract::Role::Assistant {
+                return Err(invalid(format!("messages[{i}]: only assistant messages carry tool_calls")));
+            }
+            let args: serde_json::Value = if c.function.arguments.trim().is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::from_str(&c.function.arguments)
+                    .map_err(|e| invalid(format!("messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {e}")))?
+            };
+            names.insert(c.id.clone(), c.function.name.clone());
+            message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse { id: c.id, name: c.function.name, input_json: args.to_string() }));
+        }
+        if role == contract::Role::Tool {
+            let Some(id) = m.tool_call_id.filter(|id| !id.is_empty()) else {
+                return Err(invalid(format!("messages[{i}]: a tool message needs tool_call_id")));
+            };
+            let Some(name) = names.get(&id).cloned() else {
+                return Err(invalid(format!("messages[{i}].tool_call_id \"{id}\" answers no earlier assistant tool call")));
+            };
+            message.blocks.push(contract::ContentBlock::tool_result(contract::ToolResult {
+                tool_use_id: id,
+                content: message.content.clone(),
+                is_error: false,
+                name,
+            }));
+        }
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+fn tools_to_contract(tools: Option<Vec<Tool>>) -> Result<Vec<contract::ToolSpec>, contract::Error> {
+    let mut out = Vec::new();
+    for (i, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(invalid(format!("tools[{i}].type \"{}\" is not supported: only \"function\"", t.kind)));
+        }
+        let name = t.function.name;
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(invalid(format!("tools[{i}].function.name \"{name}\" must be 1-64 letters, digits, underscores or dashes")));
+        }
+        if out.iter().any(|s: &contract::ToolSpec| s.name == name) {
+            return Err(invalid(format!("tools[{i}].function.name \"{name}\" is given twice")));
+        }
+        let schema = match t.function.parameters {
+            None | Some(serde_json::Value::Null) => r#"{"type":"object","properties":{}}"#.to_owned(),
+            Some(p @ serde_json::Value::Object(_)) => p.to_string(),
+            Some(_) => return Err(invalid(format!("tools[{i}].function.parameters must be a JSON schema object"))),
+        };
+        out.push(contract::ToolSpec { name, description: t.function.description.unwrap_or_default(), input_schema_json: schema });
+    }
+    Ok(out)
+}
+
+fn tool_choice_to_contract(choice: Option<ToolChoice>, tools: &[contract::ToolSpec]) -> Result<Option<contract::ToolChoice>, contract::Error> {
+    use contract::tool_choice::Mode;
+    let (mode, name) = match choice {
+        None => return Ok(None),
+        Some(ToolChoice::Mode(m)) => match m.as_str() {
+            "auto" => (Mode::Auto, String::new()),
+            "none" => (Mode::None, String::new()),
+            "required" => (Mode::Any, String::new()),
+            other => return Err(invalid(format!("tool_choice \"{other}\" is not one of auto, none, required"))),
+        },
+        Some(ToolChoice::Named(n)) => {
+            if n.kind != "function" {
+                return Err(invalid(format!("tool_choice.type \"{}\" is not supported: only \"function\"", n.kind)));
+            }
+            (Mode::Tool, n.function.name)
+        }
+    };
+    if mode != Mode::None && mode != Mode::Auto && tools.is_empty() {
+        return Err(invalid("tool_choice requires tools"));
+    }
+    if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
+        return Err(invalid(format!("tool_choice names the function \"{name}\", which is not among the tools")));
+    }
+    Ok(Some(contract::ToolChoice { mode: mode as i32, name }))
+}
+
+/// OpenAI's `tool_calls`: arguments as a JSON string.
+pub fn tool_calls(done: &Final) -> Option<Vec<ToolCall>> {
+    let calls: Vec<ToolCall> = done
+        .message
+        .iter()
+        .flat_map(|m| m.tool_uses())
+        .map(|c| ToolCall { id: c.id.clone(), kind: function_type(), function: FunctionCall { name: c.name.clone(), arguments: c.input_json.clone() } })
+        .collect();
+    (!calls.is_empty()).then_some(calls)
+}
+
+/// A streamed piece of a tool call, as the SDKs assemble them.
+pub fn tool_call_delta(d: contract::ToolUseDelta) -> Delta {
+    let first = !d.id.is_empty() || !d.name.is_empty();
+    Delta {
+        role: None,
+        content: None,
+        tool_calls: Some(vec![ToolCallDelta {
+            index: d.index,
+            id: (!d.id.is_empty()).then_some(d.id),
+            kind: first.then_some("function"),
+            function: FunctionDelta { name: (!d.name.is_empty()).then_some(d.name), arguments: d.input_json },
+        }]),
+    }
+}
+
 pub fn chat_to_contract(r: ChatCompletionRequest) -> Result<contract::GenerateRequest, contract::Error> {
     if r.model.trim().is_empty() {
         return Err(invalid("you must provide a model parameter"));
@@ -71,26 +190,28 @@ pub fn chat_to_contract(r: ChatCompletionRequest) -> Result<contract::GenerateRe
         return Err(invalid("messages must not be empty"));
     }
     only_one_choice(r.n)?;
-    let mut messages = Vec::with_capacity(r.messages.len());
-    for (i, m) in r.messages.into_iter().enumerate() {
-        // "developer" is the newer name for "system".
-        let role = match m.role.as_str() {
-            "developer" => contract::Role::System,
-            other => contract::Role::from_name(other)
-                .ok_or_else(|| invalid(format!("messages[{i}].role \"{other}\" is not supported (system, developer, user, assistant)")))?,
-        };
-        messages.push(contract::Message::new(role, content_text(m.content, i)?));
-    }
-    let format = match r.response_format.as_ref().map(|f| f.kind.as_str()) {
-        None | Some("text") => Format::Text,
-        Some("json_object" | "json_schema") => Format::Json,
-        Some(other) => return Err(invalid(format!("response_format type \"{other}\" is not supported"))),
+    let messages = messages_to_contract(r.messages)?;
+    let (format, response_schema_json) = match r.response_format {
+        None => (Format::Text, None),
+        Some(f) => match (f.kind.as_str(), f.json_schema) {
+            ("text", _) => (Format::Text, None),
+            ("json_object", _) => (Format::Json, None),
+            ("json_schema", Some(JsonSchemaFormat { schema: Some(schema @ serde_json::Value::Object(_)), .. })) => (Format::Json, Some(schema.to_string())),
+            ("json_schema", _) => return Err(invalid("response_format.json_schema.schema is required and must be a JSON schema object")),
+            (other, _) => return Err(invalid(format!("response_format type \"{other}\" is not supported"))),
+        },
     };
+    let tools = tools_to_contract(r.tools)?;
+    let tool_choice = tool_choice_to_contract(r.tool_choice, &tools)?;
     Ok(contract::GenerateRequest {
         model: r.model,
         messages,
         stream: r.stream,
         format: format as i32,
+        response_schema_json,
+        tools,
+        tool_choice,
+        parallel_tool_calls: r.parallel_tool_calls,
         options: Some(contract::Options {
             temperature: r.temperature,
             top_p: r.top_p,
@@ -143,7 +264,7 @@ pub fn usage(done: &Final) -> Usage {
 }
 
 pub fn finish_reason(done: &Final) -> String {
-    done.done_reason().as_name().to_owned()
+    done.done_reason().as_openai().to_owned()
 }
 
 pub fn chat_completion(id: &str, created: i64, model: &str, text: String, done: &Final) -> ChatCompletion {
@@ -153,7 +274,15 @@ pub fn chat_completion(id: &str, created: i64, model: &str, text: String, done: 
         created,
         model: model.into(),
         system_fingerprint: FINGERPRINT,
-        choices: vec![Choice { index: 0, message: AssistantMessage { role: "assistant", content: text }, finish_reason: Some(finish_reason(done)), logprobs: None }],
+        choices: vec![Choice {
+            index: 0,
+            message: match tool_calls(done) {
+                Some(calls) => AssistantMessage { role: "assistant", content: (!text.is_empty()).then_some(text), tool_calls: Some(calls) },
+                None => AssistantMessage { role: "assistant", content: Some(text), tool_calls: None },
+            },
+            finish_reason: Some(finish_reason(done)),
+            logprobs: None,
+        }],
         usage: usage(done),
     }
 }
@@ -236,6 +365,13 @@ mod tests {
             json!({"messages": [{"role": "user", "content": "a"}]}),
             json!({"model": "m", "messages": []}),
             json!({"model": "m", "messages": [{"role": "tool", "content": "a"}]}),
+            json!({"model": "m", "messages": [{"role": "tool", "content": "a", "tool_call_id": "nope"}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "tool_choice": "required"}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "tool_choice": "sometimes", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "tool_choice": {"type": "function", "function": {"name": "g"}}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function", "function": {"name": "bad name"}}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_schema"}}),
+            json!({"model": "m", "messages": [{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{x"}}]}]}),
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
             json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "n": 2}),
             json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "max_tokens": 0}),
@@ -244,6 +380,38 @@ mod tests {
         for c in cases {
             assert_eq!(chat(c.clone()).unwrap_err().kind(), ErrorKind::InvalidRequest, "{c}");
         }
+    }
+
+    #[test]
+    fn tool_rounds_and_schemas_map() {
+        let r = chat(json!({"model": "m",
+            "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}}, "parallel_tool_calls": false,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "strict": true}},
+            "messages": [{"role": "user", "content": "u"},
+                         {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]},
+                         {"role": "tool", "tool_call_id": "c1", "content": "42"}]}))
+        .unwrap();
+        assert_eq!(r.tool_choice, Some(contract::ToolChoice { mode: contract::tool_choice::Mode::Tool as i32, name: "f".into() }));
+        assert_eq!((r.parallel_tool_calls, r.response_schema_json.as_deref()), (Some(false), Some(r#"{"type":"object"}"#)));
+        let result: Vec<_> = r.messages[2].tool_results().collect();
+        assert_eq!((result[0].tool_use_id.as_str(), result[0].name.as_str(), result[0].content.as_str()), ("c1", "f", "42"));
+        let call: Vec<_> = r.messages[1].tool_uses().collect();
+        assert_eq!(call[0].input_json, r#"{"x":1}"#);
+    }
+
+    #[test]
+    fn tool_call_answers_and_deltas() {
+        let mut message = contract::Message::assistant("");
+        message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse { id: "c1".into(), name: "f".into(), input_json: r#"{"x":1}"#.into() }));
+        let done = Final { message: Some(message), done_reason: contract::DoneReason::ToolUse as i32, ..Default::default() };
+        let v = serde_json::to_value(chat_completion("id", 1, "m", String::new(), &done)).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]}));
+        let first = serde_json::to_value(tool_call_delta(contract::ToolUseDelta { index: 0, id: "c1".into(), name: "f".into(), input_json: String::new() })).unwrap();
+        assert_eq!(first, json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}]}));
+        let more = serde_json::to_value(tool_call_delta(contract::ToolUseDelta { index: 0, id: String::new(), name: String::new(), input_json: "{\"x\"".into() })).unwrap();
+        assert_eq!(more, json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\""}}]}));
     }
 
     #[test]

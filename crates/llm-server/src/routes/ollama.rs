@@ -16,7 +16,7 @@ use super::{ndjson, streaming};
 use crate::backend::Caller;
 use crate::edge;
 use crate::error::{body_rejection, ApiError, Protocol};
-use crate::generation::{self, collect, with_server_timing, with_timing_field, Started};
+use crate::generation::{self, collect, with_server_timing, with_timing_field, Started, ToolCalls};
 use crate::ollama::{convert, types};
 use crate::startup::AppState;
 
@@ -107,10 +107,27 @@ async fn respond(state: Arc<AppState>, info: RequestInfo, caller: Caller, model:
         let (text, done) = collect(stream).await.map_err(err)?;
         return Ok(shape.last(&model, text, &done, started.elapsed().as_nanos() as u64));
     }
+    // Ollama sends each tool call whole (arguments as an object): pieces are gathered and
+    // go out in one line just before the last.
+    let mut calls = ToolCalls::default();
     let lines = stream.map(move |chunk| {
         Ok(match chunk.kind {
-            Some(ChunkKind::Delta(d)) => shape.chunk(&model, d.content),
-            Some(ChunkKind::Done(done)) => shape.last_line(&model, &done, started.elapsed().as_nanos() as u64),
+            Some(ChunkKind::Delta(d)) => {
+                if let Some(piece) = d.tool_use {
+                    calls.push(piece);
+                }
+                if d.content.is_empty() { Bytes::new() } else { shape.chunk(&model, d.content) }
+            }
+            Some(ChunkKind::Done(done)) => {
+                let last = shape.last_line(&model, &done, started.elapsed().as_nanos() as u64);
+                if calls.is_empty() {
+                    last
+                } else {
+                    let mut both = ndjson(&convert::chat_tool_calls_chunk(&model, &calls.take(), Utc::now())).to_vec();
+                    both.extend_from_slice(&last);
+                    Bytes::from(both)
+                }
+            }
             Some(ChunkKind::Error(e)) => ndjson(&types::ErrorResponse { error: e.message }),
             None => Bytes::new(),
         })

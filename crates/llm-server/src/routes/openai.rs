@@ -48,10 +48,19 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, Extension(info
         let (text, done) = collect(stream).await.map_err(err)?;
         return Ok(with_server_timing(Json(convert::chat_completion(&id, created, &model, text, &done)).into_response(), &done));
     }
-    let first = sse(&convert::chat_chunk(&id, created, &model, types::Delta { role: Some("assistant"), content: Some(String::new()) }, None));
+    let first = sse(&convert::chat_chunk(&id, created, &model, types::Delta { role: Some("assistant"), content: Some(String::new()), tool_calls: None }, None));
     let events = stream.flat_map(move |chunk| {
         let out: Vec<Bytes> = match chunk.kind {
-            Some(ChunkKind::Delta(d)) => vec![sse(&convert::chat_chunk(&id, created, &model, types::Delta { role: None, content: Some(d.content) }, None))],
+            Some(ChunkKind::Delta(d)) => {
+                let mut v = Vec::with_capacity(1);
+                if !d.content.is_empty() || d.tool_use.is_none() {
+                    v.push(sse(&convert::chat_chunk(&id, created, &model, types::Delta { role: None, content: Some(d.content), tool_calls: None }, None)));
+                }
+                if let Some(piece) = d.tool_use {
+                    v.push(sse(&convert::chat_chunk(&id, created, &model, convert::tool_call_delta(piece), None)));
+                }
+                v
+            }
             Some(ChunkKind::Done(done)) => {
                 let mut v = vec![sse(&with_timing_field(&convert::chat_chunk(&id, created, &model, types::Delta::default(), Some(convert::finish_reason(&done))), &done))];
                 if include_usage {

@@ -215,7 +215,7 @@ mod tests {
             (GenerateRequest { model: " ".into(), ..req() }, vec!["model"]),
             (GenerateRequest { messages: vec![], ..req() }, vec!["messages"]),
             (GenerateRequest { raw_prompt: Some("x".into()), ..req() }, vec!["raw_prompt"]),
-            (GenerateRequest { messages: vec![Message { role: 0, content: "a".into() }, Message { role: 9, content: "b".into() }], ..req() }, vec!["messages[0].role", "messages[1].role"]),
+            (GenerateRequest { messages: vec![Message { role: 0, content: "a".into(), blocks: vec![] }, Message { role: 9, content: "b".into(), blocks: vec![] }], ..req() }, vec!["messages[0].role", "messages[1].role"]),
             (GenerateRequest { messages: vec![Message::user("x".repeat(11))], ..req() }, vec!["messages[0].content"]),
             (GenerateRequest { messages: vec![Message::user("x".repeat(8)), Message::user("x".repeat(8))], ..req() }, vec!["messages"]),
             (GenerateRequest { format: 7, ..req() }, vec!["format"]),
