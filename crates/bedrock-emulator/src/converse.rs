@@ -10,11 +10,97 @@ use crate::error::{AwsError, AwsErrorType};
 #[serde(rename_all = "camelCase")]
 pub struct ContentBlock {
     pub text: Option<String>,
-    // Images, documents and tool use are not supported; their presence is detected.
+    // Images and documents are not supported; their presence is detected.
     pub image: Option<serde_json::Value>,
     pub document: Option<serde_json::Value>,
-    pub tool_use: Option<serde_json::Value>,
-    pub tool_result: Option<serde_json::Value>,
+    pub tool_use: Option<ToolUseBlock>,
+    pub tool_result: Option<ToolResultBlock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolUseBlock {
+    pub tool_use_id: String,
+    pub name: String,
+    pub input: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolResultBlock {
+    pub tool_use_id: String,
+    #[serde(default)]
+    pub content: Vec<ToolResultContent>,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolResultContent {
+    pub text: Option<String>,
+    pub json: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolConfig {
+    #[serde(default)]
+    pub tools: Vec<ToolEntry>,
+    pub tool_choice: Option<ToolChoiceIn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolEntry {
+    pub tool_spec: Option<ToolSpecIn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolSpecIn {
+    pub name: String,
+    pub description: Option<String>,
+    pub input_schema: Option<InputSchema>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InputSchema {
+    pub json: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ToolChoiceIn {
+    pub auto: Option<serde_json::Value>,
+    pub any: Option<serde_json::Value>,
+    pub tool: Option<NamedTool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct NamedTool {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputConfigIn {
+    pub text_format: Option<TextFormat>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TextFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub structure: Option<FormatStructure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FormatStructure {
+    pub json_schema: Option<JsonSchemaIn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct JsonSchemaIn {
+    pub schema: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,17 +132,15 @@ pub struct ConverseRequest {
     pub system: Vec<SystemBlock>,
     pub inference_config: Option<InferenceConfig>,
     pub additional_model_request_fields: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OutText {
-    pub text: String,
+    pub tool_config: Option<ToolConfig>,
+    pub output_config: Option<OutputConfigIn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutMessage {
     pub role: &'static str,
-    pub content: Vec<OutText>,
+    /// `{"text": ...}` and `{"toolUse": {"toolUseId", "name", "input"}}` blocks.
+    pub content: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,11 +175,93 @@ fn invalid(m: impl Into<String>) -> AwsError {
     AwsError::new(AwsErrorType::Validation, m)
 }
 
-fn block_text(b: &ContentBlock, where_: &str) -> Result<String, AwsError> {
-    if b.image.is_some() || b.document.is_some() || b.tool_use.is_some() || b.tool_result.is_some() {
-        return Err(invalid(format!("{where_}: only text content blocks are supported by this model")));
+/// One Converse message as a contract message: text joined, tool blocks kept. `names` maps
+/// tool use ids seen so far to their tool, for the results that answer them.
+fn message_to_contract(m: &Message, role: contract::Role, i: usize, names: &mut Vec<(String, String)>, tools_on: bool) -> Result<contract::Message, AwsError> {
+    let mut out = contract::Message::new(role, "");
+    for (j, b) in m.content.iter().enumerate() {
+        if b.image.is_some() || b.document.is_some() {
+            return Err(invalid(format!("messages.{i}.content.{j}: only text and tool content blocks are supported by this model")));
+        }
+        if (b.tool_use.is_some() || b.tool_result.is_some()) && !tools_on {
+            return Err(invalid("The toolConfig field must be defined when using toolUse and toolResult content blocks."));
+        }
+        if let Some(t) = &b.text {
+            out.content.push_str(t);
+        } else if let Some(u) = &b.tool_use {
+            if role != contract::Role::Assistant {
+                return Err(invalid(format!("messages.{i}.content.{j}: toolUse blocks belong to assistant messages")));
+            }
+            if !u.input.is_object() {
+                return Err(invalid(format!("messages.{i}.content.{j}.toolUse.input: must be a JSON object")));
+            }
+            names.push((u.tool_use_id.clone(), u.name.clone()));
+            out.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse { id: u.tool_use_id.clone(), name: u.name.clone(), input_json: u.input.to_string() }));
+        } else if let Some(r) = &b.tool_result {
+            if role != contract::Role::User {
+                return Err(invalid(format!("messages.{i}.content.{j}: toolResult blocks belong to user messages")));
+            }
+            let Some(name) = names.iter().find(|(id, _)| *id == r.tool_use_id).map(|(_, n)| n.clone()) else {
+                return Err(invalid(format!("messages.{i}.content.{j}.toolResult.toolUseId: '{}' does not match any toolUse block in the previous turn", r.tool_use_id)));
+            };
+            let content: String = r.content.iter().map(|c| c.text.clone().or_else(|| c.json.as_ref().map(|v| v.to_string())).unwrap_or_default()).collect();
+            out.blocks.push(contract::ContentBlock::tool_result(contract::ToolResult {
+                tool_use_id: r.tool_use_id.clone(),
+                content,
+                is_error: r.status.as_deref() == Some("error"),
+                name,
+            }));
+        } else {
+            return Err(invalid(format!("messages.{i}.content.{j}: content block has no text")));
+        }
     }
-    b.text.clone().ok_or_else(|| invalid(format!("{where_}: content block has no text")))
+    Ok(out)
+}
+
+fn tools_to_contract(config: &ToolConfig) -> Result<(Vec<contract::ToolSpec>, Option<contract::ToolChoice>), AwsError> {
+    use contract::tool_choice::Mode;
+    if config.tools.is_empty() {
+        return Err(invalid("toolConfig.tools: must have at least 1 tool"));
+    }
+    let mut specs = Vec::with_capacity(config.tools.len());
+    for (i, t) in config.tools.iter().enumerate() {
+        let Some(spec) = &t.tool_spec else { return Err(invalid(format!("toolConfig.tools.{i}: only toolSpec tools are supported"))) };
+        if spec.name.is_empty() || spec.name.len() > 64 || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(invalid(format!("toolConfig.tools.{i}.toolSpec.name: must match [a-zA-Z0-9_-]{{1,64}}")));
+        }
+        let Some(schema) = spec.input_schema.as_ref().and_then(|s| s.json.as_ref()) else {
+            return Err(invalid(format!("toolConfig.tools.{i}.toolSpec.inputSchema: a json schema is required")));
+        };
+        if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+            return Err(invalid(format!("toolConfig.tools.{i}.toolSpec.inputSchema.json: the schema must be of type object")));
+        }
+        specs.push(contract::ToolSpec { name: spec.name.clone(), description: spec.description.clone().unwrap_or_default(), input_schema_json: schema.to_string() });
+    }
+    let choice = match &config.tool_choice {
+        None => None,
+        Some(ToolChoiceIn { tool: Some(t), .. }) => {
+            if !specs.iter().any(|s| s.name == t.name) {
+                return Err(invalid(format!("toolConfig.toolChoice.tool.name: '{}' is not one of the tools", t.name)));
+            }
+            Some(contract::ToolChoice { mode: Mode::Tool as i32, name: t.name.clone() })
+        }
+        Some(ToolChoiceIn { any: Some(_), .. }) => Some(contract::ToolChoice { mode: Mode::Any as i32, name: String::new() }),
+        Some(ToolChoiceIn { auto: Some(_), .. }) => Some(contract::ToolChoice { mode: Mode::Auto as i32, name: String::new() }),
+        Some(_) => return Err(invalid("toolConfig.toolChoice: one of auto, any or tool is required")),
+    };
+    Ok((specs, choice))
+}
+
+fn schema_to_contract(config: &Option<OutputConfigIn>) -> Result<Option<String>, AwsError> {
+    let Some(format) = config.as_ref().and_then(|c| c.text_format.as_ref()) else { return Ok(None) };
+    if format.kind != "json_schema" {
+        return Err(invalid(format!("outputConfig.textFormat.type: '{}' is not supported", format.kind)));
+    }
+    let Some(schema) = format.structure.as_ref().and_then(|s| s.json_schema.as_ref()) else {
+        return Err(invalid("outputConfig.textFormat.structure.jsonSchema: is required"));
+    };
+    serde_json::from_str::<serde_json::Value>(&schema.schema).map_err(|e| invalid(format!("outputConfig.textFormat.structure.jsonSchema.schema: not valid JSON: {e}")))?;
+    Ok(Some(schema.schema.clone()))
 }
 
 /// Converse request -> contract request for the local model `model`.
@@ -103,7 +269,13 @@ pub fn to_contract(req: ConverseRequest, model: &str, stream: bool) -> Result<co
     if req.messages.is_empty() {
         return Err(invalid("A conversation must start with a user message. Try again with a conversation that starts with a user message."));
     }
+    let (tools, tool_choice) = match &req.tool_config {
+        Some(config) => tools_to_contract(config)?,
+        None => (Vec::new(), None),
+    };
+    let response_schema_json = schema_to_contract(&req.output_config)?;
     let mut messages = Vec::with_capacity(req.messages.len());
+    let mut names = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
         let role = match m.role.as_str() {
             "user" => contract::Role::User,
@@ -113,8 +285,7 @@ pub fn to_contract(req: ConverseRequest, model: &str, stream: bool) -> Result<co
         if m.content.is_empty() {
             return Err(invalid(format!("messages.{i}.content: the content field must not be empty")));
         }
-        let text = m.content.iter().map(|b| block_text(b, &format!("messages.{i}"))).collect::<Result<Vec<_>, _>>()?.join("");
-        messages.push(contract::Message::new(role, text));
+        messages.push(message_to_contract(m, role, i, &mut names, !tools.is_empty())?);
     }
     if messages[0].role() != contract::Role::User {
         return Err(invalid("A conversation must start with a user message. Try again with a conversation that starts with a user message."));
@@ -148,6 +319,10 @@ pub fn to_contract(req: ConverseRequest, model: &str, stream: bool) -> Result<co
             stop: ic.stop_sequences.unwrap_or_default(),
             ..Default::default()
         }),
+        format: if response_schema_json.is_some() { contract::ResponseFormat::Json as i32 } else { 0 },
+        response_schema_json,
+        tools,
+        tool_choice,
         ..Default::default()
     })
 }
@@ -167,9 +342,17 @@ pub fn usage(done: &GenerateResponse) -> TokenUsage {
     TokenUsage { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens }
 }
 
-pub fn response(text: String, done: &GenerateResponse, latency_ms: u64) -> ConverseResponse {
+pub fn response(text: String, calls: &[contract::ToolUse], done: &GenerateResponse, latency_ms: u64) -> ConverseResponse {
+    let mut content = Vec::with_capacity(1 + calls.len());
+    if !text.is_empty() || calls.is_empty() {
+        content.push(serde_json::json!({ "text": text }));
+    }
+    for c in calls {
+        let input: serde_json::Value = serde_json::from_str(&c.input_json).unwrap_or_else(|_| serde_json::json!({}));
+        content.push(serde_json::json!({ "toolUse": { "toolUseId": c.id, "name": c.name, "input": input } }));
+    }
     ConverseResponse {
-        output: Output { message: OutMessage { role: "assistant", content: vec![OutText { text }] } },
+        output: Output { message: OutMessage { role: "assistant", content } },
         stop_reason: stop_reason(done.done_reason()),
         usage: usage(done),
         metrics: Metrics { latency_ms },
@@ -206,6 +389,11 @@ mod tests {
             json!({"messages": [{"role": "system", "content": [{"text": "a"}]}]}),
             json!({"messages": [{"role": "user", "content": []}]}),
             json!({"messages": [{"role": "user", "content": [{"image": {}}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"toolResult": {"toolUseId": "x", "content": [{"text": "1"}]}}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"text": "a"}]}], "toolConfig": {"tools": []}}),
+            json!({"messages": [{"role": "user", "content": [{"text": "a"}]}], "toolConfig": {"tools": [{"toolSpec": {"name": "f", "inputSchema": {"json": {"type": "object"}}}}], "toolChoice": {"tool": {"name": "g"}}}}),
+            json!({"messages": [{"role": "user", "content": [{"text": "a"}]}], "toolConfig": {"tools": [{"toolSpec": {"name": "f"}}]}}),
+            json!({"messages": [{"role": "user", "content": [{"text": "a"}]}], "outputConfig": {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": {"schema": "{"}}}}}),
             json!({"messages": [{"role": "user", "content": [{"text": "a"}]}], "inferenceConfig": {"temperature": 3}}),
             json!({"messages": [{"role": "user", "content": [{"text": "a"}]}], "inferenceConfig": {"maxTokens": 0}}),
         ];
@@ -221,7 +409,7 @@ mod tests {
             usage: Some(contract::Usage { prompt_tokens: 4, completion_tokens: 2 }),
             ..Default::default()
         };
-        let v = serde_json::to_value(response("hi".into(), &done, 12)).unwrap();
+        let v = serde_json::to_value(response("hi".into(), &[], &done, 12)).unwrap();
         assert_eq!(
             v,
             json!({"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}}, "stopReason": "stop_sequence",

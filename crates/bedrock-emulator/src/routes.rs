@@ -62,13 +62,22 @@ pub async fn converse(
     let (req, _permit) = prepare(&state, &info, &model_id, &headers, body, false).await?;
     let mut stream = state.generator.generate(req).await?;
     let mut text = String::new();
+    let mut calls: Vec<contract::ToolUse> = Vec::new();
     while let Some(chunk) = stream.next().await {
         match chunk.kind {
-            Some(ChunkKind::Delta(d)) => text.push_str(&d.content),
+            Some(ChunkKind::Delta(d)) => {
+                text.push_str(&d.content);
+                if let Some(piece) = d.tool_use {
+                    match calls.get_mut(piece.index as usize) {
+                        Some(call) => call.input_json.push_str(&piece.input_json),
+                        None => calls.push(contract::ToolUse { id: piece.id, name: piece.name, input_json: piece.input_json }),
+                    }
+                }
+            }
             Some(ChunkKind::Done(done)) => {
                 let u = done.usage.unwrap_or_default();
                 info.tokens.record(u.prompt_tokens.into(), u.completion_tokens.into());
-                return Ok(Json(converse::response(text, &done, started.elapsed().as_millis() as u64)));
+                return Ok(Json(converse::response(text, &calls, &done, started.elapsed().as_millis() as u64)));
             }
             Some(ChunkKind::Error(e)) => return Err(e.into()),
             None => {}
@@ -89,15 +98,25 @@ pub async fn converse_stream(
     let inner = state.generator.generate(req).await?;
     let tokens = Arc::clone(&info.tokens);
     // The permit lives as long as the stream does.
+    let mut blocks = eventstream::Blocks::default();
     let frames = futures::stream::once(async { eventstream::message_start() }).chain(inner.flat_map(move |chunk| {
         let _held = &permit;
         let out: Vec<Bytes> = match chunk.kind {
-            Some(ChunkKind::Delta(d)) => vec![eventstream::delta(&d.content)],
+            Some(ChunkKind::Delta(d)) => {
+                let mut v = Vec::new();
+                if !d.content.is_empty() || d.tool_use.is_none() {
+                    v.extend(blocks.text(&d.content));
+                }
+                if let Some(piece) = d.tool_use {
+                    v.extend(blocks.tool_use(&piece));
+                }
+                v
+            }
             Some(ChunkKind::Done(done)) => {
                 let usage = converse::usage(&done);
                 tokens.record(usage.input_tokens.into(), usage.output_tokens.into());
                 vec![
-                    eventstream::block_stop(),
+                    blocks.stop(),
                     eventstream::message_stop(converse::stop_reason(done.done_reason())),
                     eventstream::metadata(usage, converse::Metrics { latency_ms: started.elapsed().as_millis() as u64 }),
                 ]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::StalledStreamProtectionConfig;
 use aws_sdk_bedrockruntime::error::SdkError;
-use aws_sdk_bedrockruntime::types::{ContentBlockDelta, ConverseStreamOutput, StopReason};
+use aws_sdk_bedrockruntime::types::{ContentBlock, ContentBlockDelta, ContentBlockStart, ConverseStreamOutput, StopReason};
 use aws_sdk_bedrockruntime::Client;
 use contract::{ChunkStream, DoneReason, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};
 use rand::Rng;
@@ -26,15 +26,17 @@ fn done_reason(r: Option<&StopReason>) -> DoneReason {
     match r {
         Some(StopReason::MaxTokens) => DoneReason::Length,
         Some(StopReason::StopSequence) => DoneReason::StopSequence,
+        Some(StopReason::ToolUse) => DoneReason::ToolUse,
+        Some(StopReason::GuardrailIntervened | StopReason::ContentFiltered) => DoneReason::ContentFiltered,
         _ => DoneReason::Stop,
     }
 }
 
-fn final_chunk(model: &str, text: String, reason: DoneReason, usage: Usage, started: Instant) -> StreamChunk {
+fn final_chunk(model: &str, message: contract::Message, reason: DoneReason, usage: Usage, started: Instant) -> StreamChunk {
     let total = started.elapsed().as_nanos() as u64;
     StreamChunk::done(GenerateResponse {
         model: model.to_owned(),
-        message: Some(contract::Message::assistant(text)),
+        message: Some(message),
         done_reason: reason as i32,
         usage: Some(usage),
         timings: Some(Timings { total_ns: total, hops: vec![HopTiming { hop: "bedrock".into(), dur_ns: total }], ..Default::default() }),
@@ -103,35 +105,65 @@ impl BedrockClient {
     pub async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
         let started = Instant::now();
         let parts = to_converse_parts(&req)?;
+        // Converse has no switch for one call per answer: the calls after the first are
+        // dropped here, so `parallel_tool_calls: false` holds on every model.
+        let one_call = req.parallel_tool_calls == Some(false);
         let model_id = self.model_id(&req.model).to_owned();
         // The W3C trace goes along as a header (see trace.rs).
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone());
         if !req.stream {
             let out = self
                 .with_retries(|| {
-                    let call = self.client.converse().model_id(&model_id).set_messages(Some(parts.messages.clone())).set_system(Some(parts.system.clone())).inference_config(parts.inference.clone()).send();
+                    let call = self
+                        .client
+                        .converse()
+                        .model_id(&model_id)
+                        .set_messages(Some(parts.messages.clone()))
+                        .set_system(Some(parts.system.clone()))
+                        .inference_config(parts.inference.clone())
+                        .set_tool_config(parts.tools.clone())
+                        .set_output_config(parts.output.clone())
+                        .send();
                     async { with_traceparent(traceparent.clone(), call).await.map_err(|e| map_sdk_error(&e)) }
                 })
                 .await?;
-            let text: String = out
-                .output()
-                .and_then(|o| o.as_message().ok())
-                .map(|m| m.content().iter().filter_map(|b| b.as_text().ok()).cloned().collect())
-                .unwrap_or_default();
+            let mut message = contract::Message::assistant("");
+            for block in out.output().and_then(|o| o.as_message().ok()).map(|m| m.content()).unwrap_or_default() {
+                match block {
+                    ContentBlock::Text(t) => message.content.push_str(t),
+                    ContentBlock::ToolUse(_) if one_call && message.tool_uses().next().is_some() => {}
+                    ContentBlock::ToolUse(u) => message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse {
+                        id: u.tool_use_id().to_owned(),
+                        name: u.name().to_owned(),
+                        input_json: crate::document::to_json(u.input()).to_string(),
+                    })),
+                    _ => {}
+                }
+            }
             let usage = out.usage().map_or_else(Usage::default, |u| Usage { prompt_tokens: u.input_tokens() as u32, completion_tokens: u.output_tokens() as u32 });
-            let chunk = final_chunk(&req.model, text, done_reason(Some(out.stop_reason())), usage, started);
+            let chunk = final_chunk(&req.model, message, done_reason(Some(out.stop_reason())), usage, started);
             return Ok(Box::pin(futures::stream::iter([chunk])));
         }
         let out = self
             .with_retries(|| {
-                let call = self.client.converse_stream().model_id(&model_id).set_messages(Some(parts.messages.clone())).set_system(Some(parts.system.clone())).inference_config(parts.inference.clone()).send();
+                let call = self
+                    .client
+                    .converse_stream()
+                    .model_id(&model_id)
+                    .set_messages(Some(parts.messages.clone()))
+                    .set_system(Some(parts.system.clone()))
+                    .inference_config(parts.inference.clone())
+                    .set_tool_config(parts.tools.clone())
+                    .set_output_config(parts.output.clone())
+                    .send();
                 async { with_traceparent(traceparent.clone(), call).await.map_err(|e| map_sdk_error(&e)) }
             })
             .await?;
         let model = req.model.clone();
         let chunk_timeout = Duration::from_secs(self.settings.chunk_timeout_secs);
-        let state = (out.stream, DoneReason::Stop, Usage::default(), false);
-        let stream = futures::stream::unfold(state, move |(mut events, mut reason, mut usage, finished)| {
+        // Tool calls are numbered in the order they start; Bedrock numbers all content blocks.
+        let state = (out.stream, DoneReason::Stop, Usage::default(), false, ToolIndex::default());
+        let stream = futures::stream::unfold(state, move |(mut events, mut reason, mut usage, finished, mut tools)| {
             let model = model.clone();
             async move {
                 if finished {
@@ -140,14 +172,30 @@ impl BedrockClient {
                 loop {
                     let Ok(event) = tokio::time::timeout(chunk_timeout, events.recv()).await else {
                         let e = contract::Error::new(ErrorKind::Timeout, format!("Bedrock sent nothing for {} s: timed out waiting for the next event", chunk_timeout.as_secs()));
-                        return Some((StreamChunk::error(e), (events, reason, usage, true)));
+                        return Some((StreamChunk::error(e), (events, reason, usage, true, tools)));
                     };
                     match event {
-                        Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => {
-                            if let Some(ContentBlockDelta::Text(t)) = d.delta() {
-                                return Some((StreamChunk::delta(t.clone()), (events, reason, usage, false)));
+                        Ok(Some(ConverseStreamOutput::ContentBlockStart(s))) => {
+                            if let Some(ContentBlockStart::ToolUse(u)) = s.start() {
+                                let index = tools.start(s.content_block_index());
+                                if one_call && index > 0 {
+                                    continue;
+                                }
+                                let piece = contract::ToolUseDelta { index, id: u.tool_use_id().to_owned(), name: u.name().to_owned(), input_json: String::new() };
+                                return Some((StreamChunk::tool_use_delta(piece), (events, reason, usage, false, tools)));
                             }
                         }
+                        Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => match d.delta() {
+                            Some(ContentBlockDelta::Text(t)) => {
+                                return Some((StreamChunk::delta(t.clone()), (events, reason, usage, false, tools)));
+                            }
+                            Some(ContentBlockDelta::ToolUse(u)) => {
+                                let Some(index) = tools.of(d.content_block_index()).filter(|i| !one_call || *i == 0) else { continue };
+                                let piece = contract::ToolUseDelta { index, input_json: u.input().to_owned(), ..Default::default() };
+                                return Some((StreamChunk::tool_use_delta(piece), (events, reason, usage, false, tools)));
+                            }
+                            _ => {}
+                        },
                         Ok(Some(ConverseStreamOutput::MessageStop(s))) => reason = done_reason(Some(s.stop_reason())),
                         Ok(Some(ConverseStreamOutput::Metadata(m))) => {
                             if let Some(u) = m.usage() {
@@ -156,8 +204,8 @@ impl BedrockClient {
                         }
                         Ok(Some(_)) => {}
                         Ok(None) => {
-                            let done = final_chunk(&model, String::new(), reason, usage, started);
-                            return Some((done, (events, reason, usage, true)));
+                            let done = final_chunk(&model, contract::Message::assistant(""), reason, usage, started);
+                            return Some((done, (events, reason, usage, true, tools)));
                         }
                         Err(e) => {
                             // Bedrock's own errors keep their meaning; anything else broke a
@@ -167,12 +215,29 @@ impl BedrockClient {
                                 _ => contract::Error::new(ErrorKind::Upstream, format!("the Bedrock stream broke: {}", contract::error_chain(&e))),
                             };
                             let err = StreamChunk::error(error);
-                            return Some((err, (events, reason, usage, true)));
+                            return Some((err, (events, reason, usage, true, tools)));
                         }
                     }
                 }
             }
         });
         Ok(Box::pin(stream))
+    }
+}
+
+/// Bedrock's content block index -> our tool call index.
+#[derive(Debug, Default)]
+struct ToolIndex {
+    blocks: Vec<i32>,
+}
+
+impl ToolIndex {
+    fn start(&mut self, block: i32) -> u32 {
+        self.blocks.push(block);
+        (self.blocks.len() - 1) as u32
+    }
+
+    fn of(&self, block: i32) -> Option<u32> {
+        self.blocks.iter().position(|b| *b == block).map(|i| i as u32)
     }
 }

@@ -3,6 +3,7 @@
 //! from the contract, with our own retries (exponential backoff, full jitter) on throttling.
 
 mod client;
+mod document;
 mod errors;
 mod mapping;
 mod settings;

@@ -50,7 +50,7 @@ impl Backend for BedrockBackend {
         let mut model_info = serde_json::Map::new();
         let id = self.client.settings().model_ids.get(model).cloned().unwrap_or_else(|| model.to_owned());
         model_info.insert("bedrock.model_id".into(), id.into());
-        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0, capabilities: vec!["completion"] })
+        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0, capabilities: vec!["completion", "tools"] })
     }
 
     async fn running(&self) -> Result<Vec<RunningModel>, contract::Error> {

@@ -287,7 +287,7 @@ impl Backend for ChainBackend {
         }
         let mut model_info = serde_json::Map::new();
         model_info.insert("strata.chain.gateway".into(), self.settings.gateway_url.clone().into());
-        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0, capabilities: vec!["completion"] })
+        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0, capabilities: vec!["completion", "tools"] })
     }
 
     async fn running(&self) -> Result<Vec<RunningModel>, contract::Error> {
