@@ -30,6 +30,10 @@ pub struct MainServiceSettings {
     pub max_messages: usize,
     /// Deepest nesting of arrays and objects in a JSON request body.
     pub max_json_depth: usize,
+    /// Most tool definitions in one request (OpenAI's own limit is 128).
+    pub max_tools: usize,
+    /// Largest JSON schema in bytes: each tool's parameters and the response schema.
+    pub max_schema_bytes: usize,
     /// Longest model name in bytes (names are also limited to letters, digits and `. _ - : / @`,
     /// with no path segments that are empty, `.` or `..`).
     pub max_model_name_bytes: usize,
@@ -61,6 +65,8 @@ impl Default for MainServiceSettings {
             max_total_bytes: 4 * 1024 * 1024,
             max_messages: 1024,
             max_json_depth: 64,
+            max_tools: 128,
+            max_schema_bytes: 64 * 1024,
             max_model_name_bytes: 256,
             allowed_models: Vec::new(),
             chars_per_token: 4.0,

@@ -51,15 +51,34 @@ impl TryFrom<(GenerateRequest, &MainServiceSettings)> for ValidatedRequest {
             v.fail("messages", format!("{} messages; at most {} are allowed", req.messages.len(), settings.max_messages));
         }
         let mut total = 0usize;
+        let mut calls: Vec<&str> = Vec::new();
         for (i, m) in req.messages.iter().enumerate() {
             match Role::try_from(m.role) {
-                Ok(Role::Unspecified) => v.fail(format!("messages[{i}].role"), "role is required (system, user or assistant)"),
+                Ok(Role::Unspecified) => v.fail(format!("messages[{i}].role"), "role is required (system, user, assistant or tool)"),
                 Err(_) => v.fail(format!("messages[{i}].role"), format!("unknown role {}", m.role)),
                 Ok(_) => {}
             }
             v.size(format!("messages[{i}].content"), &m.content);
             total += m.content.len();
+            for (j, u) in m.tool_uses().enumerate() {
+                let field = format!("messages[{i}].blocks[{j}].tool_use");
+                if m.role() != Role::Assistant {
+                    v.fail(&field, "only assistant messages carry tool calls");
+                }
+                v.json_object(format!("{field}.input_json"), &u.input_json, settings.max_message_bytes);
+                total += u.input_json.len();
+                calls.push(&u.id);
+            }
+            for (j, r) in m.tool_results().enumerate() {
+                let field = format!("messages[{i}].blocks[{j}].tool_result");
+                v.size(format!("{field}.content"), &r.content);
+                total += r.content.len();
+                if !r.tool_use_id.is_empty() && !calls.contains(&r.tool_use_id.as_str()) {
+                    v.fail(format!("{field}.tool_use_id"), format!("\"{}\" answers no earlier tool call", r.tool_use_id));
+                }
+            }
         }
+        v.tools(&req);
         if let Some(p) = &req.raw_prompt {
             v.size("raw_prompt", p);
             total += p.len();
@@ -123,6 +142,54 @@ impl<'a> Checks<'a> {
             self.fail("model", e.to_string());
         } else if !self.settings.allowed_models.is_empty() && !self.settings.allowed_models.iter().any(|m| m == model) {
             self.unknown_model = Some(model.to_owned());
+        }
+    }
+
+    /// JSON text that must be an object of at most `max` bytes.
+    fn json_object(&mut self, field: impl Into<String>, text: &str, max: usize) {
+        let field = field.into();
+        if text.len() > max {
+            self.fail(field, format!("{} bytes; at most {max} are allowed", text.len()));
+            return;
+        }
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) if v.is_object() => {}
+            Ok(_) => self.fail(field, "must be a JSON object"),
+            Err(e) => self.fail(field, format!("is not valid JSON: {e}")),
+        }
+    }
+
+    /// Tool definitions, the tool choice and the response schema.
+    fn tools(&mut self, req: &GenerateRequest) {
+        use contract::tool_choice::Mode;
+        let max = self.settings.max_schema_bytes;
+        if req.tools.len() > self.settings.max_tools {
+            self.fail("tools", format!("{} tools; at most {} are allowed", req.tools.len(), self.settings.max_tools));
+        }
+        for (i, t) in req.tools.iter().enumerate() {
+            let valid_name = !t.name.is_empty() && t.name.len() <= 64 && t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid_name {
+                self.fail(format!("tools[{i}].name"), "must be 1-64 letters, digits, underscores or dashes");
+            } else if req.tools[..i].iter().any(|o| o.name == t.name) {
+                self.fail(format!("tools[{i}].name"), format!("\"{}\" is given twice", t.name));
+            }
+            self.size(format!("tools[{i}].description"), &t.description);
+            if !t.input_schema_json.is_empty() {
+                self.json_object(format!("tools[{i}].input_schema_json"), &t.input_schema_json, max);
+            }
+        }
+        if let Some(choice) = &req.tool_choice {
+            match Mode::try_from(choice.mode) {
+                Err(_) => self.fail("tool_choice.mode", format!("unknown mode {}", choice.mode)),
+                Ok(Mode::Any | Mode::Tool) if req.tools.is_empty() => self.fail("tool_choice", "requires tools"),
+                Ok(Mode::Tool) if !req.tools.iter().any(|t| t.name == choice.name) => {
+                    self.fail("tool_choice.name", format!("\"{}\" is not among the tools", choice.name));
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(schema) = &req.response_schema_json {
+            self.json_object("response_schema_json", schema, max);
         }
     }
 
@@ -222,6 +289,31 @@ mod tests {
             (GenerateRequest { model: "../../etc/passwd".into(), ..req() }, vec!["model"]),
             (GenerateRequest { model: "m\0".into(), ..req() }, vec!["model"]),
             (GenerateRequest { model: "x".repeat(257), ..req() }, vec!["model"]),
+        ];
+        for (r, expected) in cases {
+            assert_eq!(fields(ValidatedRequest::try_from((r.clone(), &s))), expected, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn tools_and_schemas_are_checked_at_the_edge() {
+        use contract::{tool_choice::Mode, ContentBlock, ToolChoice, ToolResult, ToolSpec, ToolUse};
+        let s = MainServiceSettings { max_tools: 2, max_schema_bytes: 40, ..Default::default() };
+        let tool = |name: &str, schema: &str| ToolSpec { name: name.into(), description: String::new(), input_schema_json: schema.into() };
+        let ok = GenerateRequest { tools: vec![tool("f", r#"{"type":"object"}"#)], tool_choice: Some(ToolChoice { mode: Mode::Tool as i32, name: "f".into() }), ..req() };
+        assert!(ValidatedRequest::try_from((ok.clone(), &s)).is_ok());
+        let mut call = Message::assistant("");
+        call.blocks.push(ContentBlock::tool_use(ToolUse { id: "c1".into(), name: "f".into(), input_json: "[1]".into() }));
+        let mut result = Message::new(Role::Tool, "r");
+        result.blocks.push(ContentBlock::tool_result(ToolResult { tool_use_id: "c9".into(), content: "r".into(), is_error: false, name: "f".into() }));
+        let cases: Vec<(GenerateRequest, Vec<&str>)> = vec![
+            (GenerateRequest { tools: vec![tool("a", ""), tool("b", ""), tool("c", "")], tool_choice: None, ..ok.clone() }, vec!["tools"]),
+            (GenerateRequest { tools: vec![tool("a b", ""), tool("f", "{")], tool_choice: None, ..ok.clone() }, vec!["tools[0].name", "tools[1].input_schema_json"]),
+            (GenerateRequest { tools: vec![tool("f", &format!(r#"{{"description":"{}"}}"#, "x".repeat(40)))], ..ok.clone() }, vec!["tools[0].input_schema_json"]),
+            (GenerateRequest { tool_choice: Some(ToolChoice { mode: Mode::Tool as i32, name: "g".into() }), ..ok.clone() }, vec!["tool_choice.name"]),
+            (GenerateRequest { tools: vec![], tool_choice: Some(ToolChoice { mode: Mode::Any as i32, name: String::new() }), ..ok.clone() }, vec!["tool_choice"]),
+            (GenerateRequest { response_schema_json: Some("3".into()), ..ok.clone() }, vec!["response_schema_json"]),
+            (GenerateRequest { messages: vec![Message::user("u"), call, result], ..ok.clone() }, vec!["messages[1].blocks[0].tool_use.input_json", "messages[2].blocks[0].tool_result.tool_use_id"]),
         ];
         for (r, expected) in cases {
             assert_eq!(fields(ValidatedRequest::try_from((r.clone(), &s))), expected, "{r:?}");
