@@ -16,6 +16,7 @@ pub mod openai;
 pub mod routes;
 pub mod security;
 pub mod startup;
+pub mod unsupported;
 
 pub use backend::bedrock::BedrockBackend;
 pub use backend::chain::{ChainBackend, ChainSettings};

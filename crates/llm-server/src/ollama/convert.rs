@@ -6,6 +6,7 @@ use contract::{ErrorKind, GenerateResponse as Final, ResponseFormat};
 
 use super::types::*;
 use crate::backend::{ModelDescriptor, ModelDetails as BackendDetails, RunningModel};
+use crate::unsupported;
 
 fn invalid(msg: impl Into<String>) -> contract::Error {
     contract::Error::new(ErrorKind::InvalidRequest, msg)
@@ -17,6 +18,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 
 pub fn options_to_contract(o: Option<Options>) -> Result<Option<contract::Options>, contract::Error> {
     let Some(o) = o else { return Ok(None) };
+    unsupported::check(&o.extra, unsupported::OLLAMA_OPTIONS_IGNORED, "options.")?;
     let seed = match o.seed {
         None => None,
         // Ollama treats a negative seed as "random".
@@ -124,6 +126,7 @@ pub fn keep_alive_is_zero(v: &Option<serde_json::Value>) -> Result<bool, contrac
 /// `None` means "load the model and answer done" (an empty prompt).
 pub fn generate_to_contract(r: GenerateRequest) -> Result<Option<contract::GenerateRequest>, contract::Error> {
     require_model(&r.model)?;
+    unsupported::check(&r.extra, unsupported::OLLAMA_IGNORED, "")?;
     refuse_images(&r.images)?;
     if r.prompt.is_empty() {
         return Ok(None);
@@ -152,6 +155,7 @@ pub fn generate_to_contract(r: GenerateRequest) -> Result<Option<contract::Gener
 /// `None` means "load the model and answer done" (no messages).
 pub fn chat_to_contract(r: ChatRequest) -> Result<Option<contract::GenerateRequest>, contract::Error> {
     require_model(&r.model)?;
+    unsupported::check(&r.extra, unsupported::OLLAMA_IGNORED, "")?;
     if r.messages.is_empty() {
         return Ok(None);
     }
@@ -381,7 +385,7 @@ mod tests {
     #[test]
     fn options_map() {
         let r = gen(json!({"model": "m", "prompt": "x", "options": {"temperature": 0, "seed": 42, "num_predict": 5, "num_ctx": 512,
-                                                                     "stop": ["\n"], "top_k": 3, "mirostat": 1}}))
+                                                                     "stop": ["\n"], "top_k": 3, "num_thread": 4}}))
         .unwrap()
         .unwrap();
         let o = r.options.unwrap();
@@ -391,6 +395,14 @@ mod tests {
         let one_stop = gen(json!({"model": "m", "prompt": "x", "options": {"stop": "END"}})).unwrap().unwrap();
         assert_eq!(one_stop.options.unwrap().stop, vec!["END".to_string()]);
         assert!(gen(json!({"model": "m", "prompt": "x", "options": {"num_ctx": 0}})).is_err());
+        let e = gen(json!({"model": "m", "prompt": "x", "options": {"mirostat": 1}})).unwrap_err();
+        assert!(e.message.starts_with("options.mirostat is not supported"), "{}", e.message);
+        for field in [json!({"suffix": "end"}), json!({"template": "{{ .Prompt }}"}), json!({"context": [1, 2]}), json!({"think": true})] {
+            let mut body = json!({"model": "m", "prompt": "x"});
+            body.as_object_mut().unwrap().extend(field.as_object().unwrap().clone());
+            assert_eq!(gen(body.clone()).unwrap_err().kind(), ErrorKind::InvalidRequest, "{body}");
+        }
+        assert!(gen(json!({"model": "m", "prompt": "x", "suffix": "", "context": [], "think": false, "truncate": true})).is_ok());
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Options {
     pub num_predict: Option<i32>,
     pub num_ctx: Option<i64>,
     pub stop: Option<Stop>,
+    /// Options strata does not know: see `crate::unsupported`.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `stop` may be one string or a list (Ollama's OpenAPI document allows both).
@@ -71,15 +74,17 @@ pub struct ToolCallFunction {
 pub struct GenerateRequest {
     pub model: String,
     pub prompt: String,
-    pub suffix: Option<String>,
     pub system: Option<String>,
-    pub template: Option<String>,
     pub stream: Option<bool>,
     pub raw: bool,
     pub format: Option<serde_json::Value>,
     pub keep_alive: Option<serde_json::Value>,
     pub images: Option<Vec<String>>,
     pub options: Option<Options>,
+    /// Fields strata does not honour (`suffix`, `template`, `context`, `think`...): see
+    /// `crate::unsupported`.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -106,6 +111,8 @@ pub struct ChatRequest {
     pub keep_alive: Option<serde_json::Value>,
     pub tools: Option<Vec<Tool>>,
     pub options: Option<Options>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The counters on every final object.

@@ -5,6 +5,7 @@ use contract::{ErrorKind, GenerateResponse as Final, ResponseFormat as Format};
 
 use super::types::*;
 use crate::backend::ModelDescriptor;
+use crate::unsupported;
 
 pub const FINGERPRINT: &str = "fp_strata";
 
@@ -190,6 +191,7 @@ pub fn chat_to_contract(r: ChatCompletionRequest) -> Result<contract::GenerateRe
         return Err(invalid("messages must not be empty"));
     }
     only_one_choice(r.n)?;
+    unsupported::check(&r.extra, unsupported::OPENAI_CHAT_IGNORED, "")?;
     let messages = messages_to_contract(r.messages)?;
     let (format, response_schema_json) = match r.response_format {
         None => (Format::Text, None),
@@ -230,6 +232,7 @@ pub fn completion_to_contract(r: CompletionRequest) -> Result<contract::Generate
         return Err(invalid("you must provide a model parameter"));
     }
     only_one_choice(r.n)?;
+    unsupported::check(&r.extra, unsupported::OPENAI_COMPLETIONS_IGNORED, "")?;
     let prompt = match r.prompt {
         Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or_default().to_owned(),
@@ -376,6 +379,9 @@ mod tests {
             json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "n": 2}),
             json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "max_tokens": 0}),
             json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "yaml"}}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "logit_bias": {"1": 5}}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "logprobs": true}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "functions": [{"name": "f"}]}),
         ];
         for c in cases {
             assert_eq!(chat(c.clone()).unwrap_err().kind(), ErrorKind::InvalidRequest, "{c}");

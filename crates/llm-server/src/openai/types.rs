@@ -148,6 +148,9 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<Tool>>,
     pub tool_choice: Option<ToolChoice>,
     pub parallel_tool_calls: Option<bool>,
+    /// Fields strata does not honour: see `crate::unsupported`.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -163,10 +166,10 @@ pub struct CompletionRequest {
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
     pub n: Option<u32>,
-    pub suffix: Option<String>,
-    pub echo: bool,
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
