@@ -15,6 +15,7 @@ mod relay;
 mod report;
 mod responsiveness;
 mod server;
+mod structured;
 mod soak;
 mod suites;
 mod usage;

@@ -30,13 +30,16 @@ pub enum Suite {
     Overhead,
     /// `/api/version` latency while a 10 MB chat is prepared, against idle.
     Responsiveness,
+    /// Generation tok/s of JSON-schema answers and tool calls against plain text.
+    Structured,
     /// The whole chain under sustained load for a bounded time; its targets are enforced.
     /// Not part of the default run: it takes as long as it is told to.
     Soak,
 }
 
 impl Suite {
-    pub const ALL: [Suite; 7] = [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain, Suite::Overhead, Suite::Responsiveness];
+    pub const ALL: [Suite; 8] =
+        [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain, Suite::Overhead, Suite::Responsiveness, Suite::Structured];
 
     pub fn parse(s: &str) -> Option<Suite> {
         match s {
@@ -47,6 +50,7 @@ impl Suite {
             "chain" => Some(Suite::Chain),
             "overhead" => Some(Suite::Overhead),
             "responsiveness" => Some(Suite::Responsiveness),
+            "structured" => Some(Suite::Structured),
             "soak" => Some(Suite::Soak),
             _ => None,
         }
@@ -96,6 +100,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             Suite::Chain => crate::chain::chain(&opts).await?,
             Suite::Overhead => crate::overhead::overhead(&opts).await?,
             Suite::Responsiveness => crate::responsiveness::responsiveness(&opts).await?,
+            Suite::Structured => crate::structured::structured(&opts).await?,
             Suite::Soak => crate::soak::soak(&opts, &opts.soak).await?,
         };
         println!("{}", section.markdown());

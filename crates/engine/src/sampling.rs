@@ -12,10 +12,17 @@ use llama_cpp_2::token::LlamaToken;
 use crate::penalty::RepeatPenalty;
 use crate::request::{EngineError, SamplingParams};
 
-/// One request's sampling state: the repetition penalty's window and llama.cpp's chain.
+/// One request's sampling state: the repetition penalty's window, llama.cpp's chain and, for
+/// constrained output, the grammar.
 pub(crate) struct Sampler {
     penalty: Option<RepeatPenalty>,
     chain: LlamaSampler,
+    /// Checked against the chain's pick first, and applied to the whole vocabulary only when it
+    /// rejects that pick, as llama.cpp's own sampler does: filtering 49k candidates through a
+    /// grammar every token cost more than half the generation speed.
+    grammar: Option<LlamaSampler>,
+    /// One candidate, for that check.
+    pick: LlamaTokenDataArray,
 }
 
 impl Sampler {
@@ -26,6 +33,24 @@ impl Sampler {
     }
 
     fn sample_logits(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) -> LlamaToken {
+        let mut token = self.pick_from(logits, candidates, false);
+        if self.grammar.is_some() && !self.grammar_allows(token, logits) {
+            token = self.pick_from(logits, candidates, true);
+        }
+        if let Some(g) = &mut self.grammar {
+            g.accept(token);
+        }
+        self.chain.accept(token);
+        if let Some(p) = &mut self.penalty {
+            p.accept(token);
+        }
+        token
+    }
+}
+
+impl Sampler {
+    /// The chain's pick over the whole vocabulary, the grammar applied first when `constrained`.
+    fn pick_from(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray, constrained: bool) -> LlamaToken {
         candidates.data.clear();
         candidates.data.extend(logits.iter().zip(0..).map(|(logit, id)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)));
         candidates.selected = None;
@@ -35,14 +60,25 @@ impl Sampler {
         if let Some(p) = &self.penalty {
             p.apply(&mut candidates.data);
         }
+        if constrained {
+            if let Some(g) = &mut self.grammar {
+                candidates.apply_sampler(g);
+            }
+        }
         candidates.apply_sampler(&mut self.chain);
         // Every chain ends in a sampler that selects (greedy or dist).
-        let token = candidates.selected_token().unwrap_or_else(|| candidates.data.first().map_or(LlamaToken(0), LlamaTokenData::id));
-        self.chain.accept(token);
-        if let Some(p) = &mut self.penalty {
-            p.accept(token);
-        }
-        token
+        candidates.selected_token().unwrap_or_else(|| candidates.data.first().map_or(LlamaToken(0), LlamaTokenData::id))
+    }
+
+    fn grammar_allows(&mut self, token: LlamaToken, logits: &[f32]) -> bool {
+        let Some(g) = &mut self.grammar else { return true };
+        let logit = usize::try_from(token.0).ok().and_then(|i| logits.get(i)).copied().unwrap_or(0.0);
+        self.pick.data.clear();
+        self.pick.data.push(LlamaTokenData::new(token, logit, 0.0));
+        self.pick.selected = None;
+        self.pick.sorted = false;
+        self.pick.apply_sampler(g);
+        self.pick.data.first().is_some_and(|d| d.logit().is_finite())
     }
 }
 
@@ -81,7 +117,6 @@ pub(crate) fn build(model: &LlamaModel, sampling: &SamplingParams, grammar: Opti
 
 fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -> Sampler {
     let mut chain = Vec::with_capacity(6);
-    chain.extend(grammar);
     let window = if s.repeat_last_n == -1 { n_ctx as usize } else { usize::try_from(s.repeat_last_n).unwrap_or(0) };
     let penalty = RepeatPenalty::new(s.repeat_penalty, window);
     if s.temperature <= 0.0 {
@@ -99,7 +134,7 @@ fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -
         chain.push(LlamaSampler::temp(s.temperature));
         chain.push(LlamaSampler::dist(s.seed.unwrap_or_else(rand::random)));
     }
-    Sampler { penalty, chain: LlamaSampler::chain_simple(chain) }
+    Sampler { penalty, chain: LlamaSampler::chain_simple(chain), grammar, pick: LlamaTokenDataArray::new(Vec::with_capacity(1), false) }
 }
 
 #[cfg(test)]
