@@ -13,7 +13,7 @@ pub trait Generator: Send + Sync + 'static {
 #[async_trait]
 impl Generator for engine::ModelPool {
     async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
-        engine::ModelPool::generate(self, req, "bedrock").await
+        engine_contract::generate(self, req, "bedrock").await
     }
 }
 

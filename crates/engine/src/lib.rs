@@ -16,7 +16,6 @@
 
 mod catalog;
 mod config;
-pub mod contract_map;
 mod engine;
 mod grammar;
 mod model_info;
@@ -39,7 +38,7 @@ pub use catalog::{CatalogEntry, CATALOG, DEFAULT_MODEL};
 pub use config::{EngineConfig, KvCacheType, ModelSpec};
 pub use engine::{Engine, EngineStats, Generation, LoadError};
 pub use model_info::ModelInfo;
-pub use pool::{resolve_error, Lease, Loaded, ModelPool};
+pub use pool::{Lease, Loaded, ModelPool, PoolError};
 pub use reference::{model_footprint, reference_rates, ModelFootprint, ReferenceRates};
 pub use request::{
     ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, OutputFormat, Prompt, Role, SamplingParams, ToolCall,

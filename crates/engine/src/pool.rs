@@ -14,14 +14,36 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use contract::{ChunkStream, ErrorKind};
 use tokio::sync::OnceCell;
 
 use crate::config::{EngineConfig, ModelSpec};
 use crate::engine::Engine;
 use crate::resolver::{ResolveError, Resolver};
-use crate::contract_map;
-use futures::StreamExt;
+
+/// Why the pool could not hand out a model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// Not pulled, or no such model (Ollama's wording).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidName(String),
+    /// `max_loaded_models` are loaded and all in use.
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ResolveError> for PoolError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::NotPulled(_) | ResolveError::Unknown(_) => PoolError::NotFound(e.to_string()),
+            ResolveError::InvalidName(_) => PoolError::InvalidName(e.to_string()),
+            other => PoolError::Failed(other.to_string()),
+        }
+    }
+}
 
 /// A model in memory.
 #[derive(Debug, Clone)]
@@ -106,19 +128,18 @@ impl ModelPool {
 
     /// Resolves a model name on a blocking thread: resolving may hash the model file (after a
     /// change), which is no work for an async thread.
-    async fn resolve(&self, name: &str) -> Result<crate::resolver::Resolved, contract::Error> {
+    async fn resolve(&self, name: &str) -> Result<crate::resolver::Resolved, PoolError> {
         let resolver = self.resolver.clone();
         let requested = name.to_owned();
-        tokio::task::spawn_blocking(move || resolver.resolve(&requested))
+        Ok(tokio::task::spawn_blocking(move || resolver.resolve(&requested))
             .await
-            .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model lookup task failed: {e}")))?
-            .map_err(resolve_error)
+            .map_err(|e| PoolError::Failed(format!("model lookup task failed: {e}")))??)
     }
 
     /// The loaded model, loading it first if needed, held until the lease is dropped. Unknown
     /// or unpulled models are `ModelNotFound` with Ollama's wording; a new model when
     /// `max_loaded_models` are loaded and all in use is `Overloaded`.
-    pub async fn get(&self, name: &str) -> Result<Lease, contract::Error> {
+    pub async fn get(&self, name: &str) -> Result<Lease, PoolError> {
         let resolved = self.resolve(name).await?;
         let (cell, hold) = {
             let mut models = lock(&self.models);
@@ -138,10 +159,10 @@ impl ModelPool {
                 let spec = ModelSpec { name: resolved.name.clone(), path: resolved.path.clone() };
                 let engine = tokio::task::spawn_blocking(move || Engine::load(spec, config))
                     .await
-                    .map_err(|e| contract::Error::new(ErrorKind::Internal, format!("model load task failed: {e}")))?
-                    .map_err(|e| contract::Error::new(ErrorKind::Internal, e.to_string()))?;
+                    .map_err(|e| PoolError::Failed(format!("model load task failed: {e}")))?
+                    .map_err(|e| PoolError::Failed(e.to_string()))?;
                 tracing::info!(model = %resolved.name, path = %resolved.path.display(), "model loaded");
-                Ok(Loaded { engine: Arc::new(engine), digest: resolved.digest, loaded_at: SystemTime::now() })
+                Ok::<_, PoolError>(Loaded { engine: Arc::new(engine), digest: resolved.digest, loaded_at: SystemTime::now() })
             })
             .await?
             .clone();
@@ -157,7 +178,7 @@ impl ModelPool {
     /// Takes a model out of memory (Ollama's `keep_alive: 0`): at once when nothing uses it,
     /// otherwise when its last lease ends. Generations already running on it finish first, and
     /// requests that arrive meanwhile use the same copy rather than loading another.
-    pub async fn unload(&self, name: &str) -> Result<(), contract::Error> {
+    pub async fn unload(&self, name: &str) -> Result<(), PoolError> {
         let resolved = self.resolve(name).await?;
         let mut models = lock(&self.models);
         match models.get_mut(&resolved.name) {
@@ -176,21 +197,6 @@ impl ModelPool {
     pub async fn loaded(&self) -> Vec<Loaded> {
         lock(&self.models).values().filter_map(|s| s.cell.get().cloned()).collect()
     }
-
-    /// Generates through the contract: the stream every embedded-model hop serves. `hop`
-    /// names this hop in the timings. The stream holds the model until it ends or is dropped.
-    pub async fn generate(&self, req: contract::GenerateRequest, hop: &'static str) -> Result<ChunkStream, contract::Error> {
-        let started = Instant::now();
-        let lease = self.get(&req.model).await?;
-        let engine_req = contract_map::to_engine_request(&req)?;
-        let generation = lease.engine.generate(engine_req).await.map_err(|e| contract_map::error_to_contract(&e))?;
-        let model = req.model;
-        let mut calls = 0;
-        Ok(Box::pin(generation.map(move |event| {
-            let _held = &lease;
-            contract_map::event_to_chunk(&model, event, hop, started, &mut calls)
-        })))
-    }
 }
 
 /// Lets go of a model that left the pool. Dropping its engine waits for the engine's thread to
@@ -206,7 +212,7 @@ fn retire(slot: Slot) {
 
 /// Makes room for one more model: evicts the least recently used model nobody is using, or
 /// refuses when every loaded model is in use.
-fn make_room(models: &mut BTreeMap<String, Slot>, max_loaded: usize) -> Result<(), contract::Error> {
+fn make_room(models: &mut BTreeMap<String, Slot>, max_loaded: usize) -> Result<(), PoolError> {
     while models.len() >= max_loaded {
         let idle = models.iter().filter(|(_, s)| s.leases == 0).min_by_key(|(_, s)| s.last_used).map(|(name, _)| name.clone());
         match idle {
@@ -217,20 +223,12 @@ fn make_room(models: &mut BTreeMap<String, Slot>, max_loaded: usize) -> Result<(
                 }
             }
             None => {
-                return Err(contract::Error::new(
-                    ErrorKind::Overloaded,
-                    format!("{} models are loaded and all in use (engine.max_loaded_models); try again later", models.len()),
-                ))
+                return Err(PoolError::Busy(format!(
+                    "{} models are loaded and all in use (engine.max_loaded_models); try again later",
+                    models.len()
+                )))
             }
         }
     }
     Ok(())
-}
-
-pub fn resolve_error(e: ResolveError) -> contract::Error {
-    match e {
-        ResolveError::NotPulled(_) | ResolveError::Unknown(_) => contract::Error::new(ErrorKind::ModelNotFound, e.to_string()),
-        ResolveError::InvalidName(_) => contract::Error::new(ErrorKind::InvalidRequest, e.to_string()),
-        other => contract::Error::new(ErrorKind::Internal, other.to_string()),
-    }
 }

@@ -40,11 +40,11 @@ fn internal(e: impl std::fmt::Display) -> contract::Error {
 #[async_trait]
 impl Backend for EmbeddedBackend {
     async fn generate(&self, req: contract::GenerateRequest, _caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
-        self.pool.generate(req, "llm-server").await
+        engine_contract::generate(&self.pool, req, "llm-server").await
     }
 
     async fn load(&self, model: &str) -> Result<(), contract::Error> {
-        self.pool.get(model).await.map(|_| ())
+        self.pool.get(model).await.map(|_| ()).map_err(engine_contract::pool_error)
     }
 
     async fn list_models(&self) -> Result<Vec<ModelDescriptor>, contract::Error> {
@@ -74,7 +74,7 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn show(&self, model: &str) -> Result<ModelDetails, contract::Error> {
-        let loaded = self.pool.get(model).await?;
+        let loaded = self.pool.get(model).await.map_err(engine_contract::pool_error)?;
         let info = loaded.engine.info();
         let modified = std::fs::metadata(&info.path).and_then(|m| m.modified()).map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
         let cfg = self.pool.config();
@@ -141,14 +141,14 @@ impl Backend for EmbeddedBackend {
                 let _ = progress_tx.send(Ok(event));
             });
             if let Err(e) = result {
-                let _ = tx.send(Err(engine::resolve_error(e)));
+                let _ = tx.send(Err(engine_contract::pool_error(e.into())));
             }
         });
         Ok(Box::pin(tokio_stream_from(rx)))
     }
 
     async fn unload(&self, model: &str) -> Result<(), contract::Error> {
-        self.pool.unload(model).await
+        self.pool.unload(model).await.map_err(engine_contract::pool_error)
     }
 
     fn stats(&self) -> BackendStats {

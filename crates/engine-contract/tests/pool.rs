@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use contract::{ErrorKind, GenerateRequest, Message, Options};
 use engine::*;
+use engine_contract::{generate, pool_error};
 use futures::StreamExt;
 
 /// A pool that knows the default model under its own name and, mapped to the same file,
@@ -37,7 +38,7 @@ async fn names(pool: &ModelPool) -> Vec<String> {
 #[tokio::test]
 async fn an_unload_while_a_generation_runs_waits_for_it_and_never_makes_a_second_copy() {
     let pool = pool(3);
-    let mut stream = pool.generate(long_request(DEFAULT_MODEL), "test").await.unwrap();
+    let mut stream = generate(&pool, long_request(DEFAULT_MODEL), "test").await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.unwrap().unwrap();
     assert!(first.kind.is_some());
     let engine = Arc::clone(&pool.loaded().await[0].engine);
@@ -51,7 +52,7 @@ async fn an_unload_while_a_generation_runs_waits_for_it_and_never_makes_a_second
 
     // Again, but a request arrives between the unload and the end: it gets the same copy, and
     // since it did not ask to unload, the model stays.
-    let mut stream = pool.generate(long_request(DEFAULT_MODEL), "test").await.unwrap();
+    let mut stream = generate(&pool, long_request(DEFAULT_MODEL), "test").await.unwrap();
     stream.next().await.unwrap();
     let engine_now = Arc::clone(&pool.loaded().await[0].engine);
     assert!(!Arc::ptr_eq(&engine, &engine_now), "the first copy was unloaded");
@@ -67,7 +68,7 @@ async fn an_unload_while_a_generation_runs_waits_for_it_and_never_makes_a_second
 async fn max_loaded_models_evicts_the_idle_model_and_refuses_when_all_are_busy() {
     let pool = pool(1);
     let busy = pool.get(DEFAULT_MODEL).await.unwrap();
-    let refused = pool.get("other").await.err().expect("no room while the only model is in use");
+    let refused = pool_error(pool.get("other").await.err().expect("no room while the only model is in use"));
     assert_eq!(refused.kind(), ErrorKind::Overloaded);
     assert!(refused.message.contains("max_loaded_models"), "{}", refused.message);
     assert_eq!(names(&pool).await, [DEFAULT_MODEL]);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use contract::{ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};
 
-use crate::request::{
+use engine::{
     ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, OutputFormat, Prompt, Role, SamplingParams, ToolCall,
     ToolChoice, ToolSpec, Tools,
 };
