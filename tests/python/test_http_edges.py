@@ -195,7 +195,8 @@ def test_json_depth_limit_is_400_in_each_protocol(edge_server):
     assert "deeper than 8 levels" in ollama_error(httpx.post(s.url + "/api/generate", content=deep), 400)
     deep_chat = '{"model":"instant","messages":[{"role":"user","content":"x"}],"x":' + "{\"a\":" * 100000 + "1" + "}" * 100000 + "}"
     assert "deeper than 8 levels" in openai_error(httpx.post(s.url + "/v1/chat/completions", content=deep_chat), 400)
-    ok = '{"model":"instant","prompt":"hi","stream":false,"x":' + "[" * 7 + "]" * 7 + "}"
+    # `truncate` is accepted and ignored (docs/contract.md), so only the depth can refuse it.
+    ok = '{"model":"instant","prompt":"hi","stream":false,"truncate":' + "[" * 7 + "]" * 7 + "}"
     assert httpx.post(s.url + "/api/generate", content=ok).status_code == 200
 
 
