@@ -181,5 +181,6 @@ def test_instant_backend_streams_a_tool_call_in_pieces(instant_server):
     call = final.choices[0].message.tool_calls[0]
     assert (call.id, call.function.name) == ("call_instant_0", "get_weather")
     weather_args_ok(json.loads(call.function.arguments))
-    o = ollama.Client(host=instant_server.url).chat(model="instant", messages=ASK, tools=[WEATHER])
-    assert o.message.tool_calls[0].function.name == "get_weather"
+    o = ollama.Client(host=instant_server.url)
+    assert o.chat(model="instant", messages=ASK, tools=[WEATHER]).message.tool_calls[0].function.name == "get_weather"
+    assert "tools" in o.show("instant").capabilities

@@ -61,7 +61,8 @@ impl Backend for InstantBackend {
             parameters: String::new(),
             model_info: serde_json::Map::new(),
             context_length: 0,
-            capabilities: vec!["completion"],
+            // It answers tools with a call (to the named tool, or the first).
+            capabilities: vec!["completion", "tools"],
         })
     }
 
