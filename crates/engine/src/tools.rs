@@ -85,7 +85,10 @@ pub fn grammar(tools: &Tools, format: &OutputFormat) -> Result<String, EngineErr
     };
     let mut calls = Vec::with_capacity(chosen.len());
     for tool in chosen {
-        let args = g.schema(&format!("{}-args", tool.name), &tool.parameters, &tool.parameters).map_err(|e| invalid(e, &tool.name))?;
+        // Arguments are an object: an empty schema (`{}`, "anything") means any object here.
+        let loose = tool.parameters.as_object().is_some_and(|o| o.keys().all(|k| ["title", "description"].contains(&k.as_str())));
+        let parameters = if loose { json!({"type": "object"}) } else { tool.parameters.clone() };
+        let args = g.schema(&format!("{}-args", tool.name), &parameters, &parameters).map_err(|e| invalid(e, &tool.name))?;
         let name = literal_str(&Value::String(tool.name.clone()).to_string());
         let body = format!(
             "\"{{\" {space} \"\\\"name\\\"\" {space} \":\" {space} {name} {space} \",\" {space} \"\\\"arguments\\\"\" {space} \":\" {space} {args} \"}}\" {space}"

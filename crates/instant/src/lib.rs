@@ -166,7 +166,9 @@ fn tool_call(req: &contract::GenerateRequest) -> Result<Option<contract::ToolUse
     } else {
         serde_json::from_str(&tool.input_schema_json).map_err(|e| invalid(format!("the schema of tool \"{}\" is not valid JSON: {e}", tool.name)))?
     };
-    Ok(Some(contract::ToolUse { id: "call_instant_0".into(), name: tool.name.clone(), input_json: example(&schema).to_string() }))
+    // Arguments are always an object, whatever a loose schema (`{}`) would allow.
+    let args = Some(example(&schema)).filter(serde_json::Value::is_object).unwrap_or_else(|| serde_json::json!({}));
+    Ok(Some(contract::ToolUse { id: "call_instant_0".into(), name: tool.name.clone(), input_json: args.to_string() }))
 }
 
 /// The simplest value a schema accepts (required properties filled in, first enum value...).
