@@ -336,10 +336,18 @@ fn bad_type(at: &str) -> SchemaError {
     SchemaError(format!("\"type\" at {} must be a string or a list of strings", place(at)))
 }
 
+/// The largest `minItems`/`maxItems`/`minLength`/`maxLength` a grammar is built for: counts
+/// become repetitions in the grammar, and a huge one would be a request that eats the server.
+pub const MAX_COUNT: u64 = 10_000;
+
 fn count(obj: &Map<String, Value>, key: &str, at: &str) -> Result<Option<u64>, SchemaError> {
     match obj.get(key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| SchemaError(format!("\"{key}\" at {} must be a non-negative integer", place(at)))),
+        Some(v) => match v.as_u64() {
+            Some(n) if n > MAX_COUNT => Err(SchemaError(format!("\"{key}\" at {} is {n}; at most {MAX_COUNT} is supported", place(at)))),
+            Some(n) => Ok(Some(n)),
+            None => Err(SchemaError(format!("\"{key}\" at {} must be a non-negative integer", place(at)))),
+        },
     }
 }
 
@@ -438,6 +446,7 @@ mod tests {
         assert!(err(json!({"enum": []})).contains("non-empty"));
         assert!(err(json!({"type": "array", "minItems": 3, "maxItems": 1})).contains("maxItems"));
         assert!(err(json!(3)).contains("must be an object"));
+        assert!(err(json!({"type": "array", "minItems": 1_000_000_000_000u64})).contains("at most 10000"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl InstantGenerator {
     fn answer(&self, req: &contract::GenerateRequest) -> Result<(Vec<Piece>, contract::DoneReason), contract::Error> {
         if let Some(schema) = &req.response_schema_json {
             let schema: serde_json::Value = serde_json::from_str(schema).map_err(|e| invalid(format!("the response schema is not valid JSON: {e}")))?;
-            return Ok((vec![Piece::Text(example(&schema).to_string())], contract::DoneReason::Stop));
+            return Ok((vec![Piece::Text(bounded_example(&schema).to_string())], contract::DoneReason::Stop));
         }
         if req.format() == contract::ResponseFormat::Json {
             return Ok((vec![Piece::Text("{}".into())], contract::DoneReason::Stop));
@@ -167,8 +167,16 @@ fn tool_call(req: &contract::GenerateRequest) -> Result<Option<contract::ToolUse
         serde_json::from_str(&tool.input_schema_json).map_err(|e| invalid(format!("the schema of tool \"{}\" is not valid JSON: {e}", tool.name)))?
     };
     // Arguments are always an object, whatever a loose schema (`{}`) would allow.
-    let args = Some(example(&schema)).filter(serde_json::Value::is_object).unwrap_or_else(|| serde_json::json!({}));
+    let args = Some(bounded_example(&schema)).filter(serde_json::Value::is_object).unwrap_or_else(|| serde_json::json!({}));
     Ok(Some(contract::ToolUse { id: "call_instant_0".into(), name: tool.name.clone(), input_json: args.to_string() }))
+}
+
+thread_local!(static BUDGET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+
+/// [`example`] with at most 4096 array elements in all, however the schema nests its counts.
+fn bounded_example(schema: &serde_json::Value) -> serde_json::Value {
+    BUDGET.with(|b| b.set(4096));
+    example(schema)
 }
 
 /// The simplest value a schema accepts (required properties filled in, first enum value...).
@@ -203,8 +211,16 @@ fn example(schema: &serde_json::Value) -> serde_json::Value {
             Value::Object(out)
         }
         "array" => {
-            let n = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
-            Value::Array(vec![example(schema.get("items").unwrap_or(&Value::Null)); n])
+            // Bounded: the example is built in memory and the count is the caller's, so nested
+            // arrays share one budget of elements in all.
+            let n = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+            let take = BUDGET.with(|b| {
+                let take = n.min(b.get());
+                b.set(b.get() - take);
+                take
+            });
+            let item = schema.get("items").unwrap_or(&Value::Null);
+            Value::Array((0..take).map(|_| example(item)).collect())
         }
         "string" => json!(""),
         "integer" | "number" => json!(0),
