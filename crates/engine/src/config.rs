@@ -83,4 +83,7 @@ impl EngineConfig {
 pub struct ModelSpec {
     pub name: String,
     pub path: PathBuf,
+    /// A Jinja chat template used instead of the GGUF's own (llama.cpp's
+    /// `--chat-template-file`), for models whose stored template is missing or wrong.
+    pub chat_template: Option<String>,
 }

@@ -19,7 +19,7 @@ use crate::model_info::ModelInfo;
 use crate::prompt::{Preparation, Tokenizer};
 use crate::request::{EngineError, EngineRequest, Event, OutputFormat, Prompt};
 use crate::template::{render_plain, ChatTemplate};
-use crate::tools::{self, Reply};
+use crate::tools::{Dialect, Reader};
 use crate::{grammar, sampling, scheduler, schema};
 
 /// llama.cpp's global state may be initialised once per process, whatever the number of models.
@@ -87,6 +87,8 @@ pub struct Engine {
     model: Arc<LlamaModel>,
     info: ModelInfo,
     template: Option<ChatTemplate>,
+    /// How the template puts tools to the model (generic when it has none of its own).
+    dialect: Dialect,
     tokenizer: Tokenizer,
     /// Prompt preparations running at once: one per core but one, so huge prompts queue
     /// instead of starving the async workers, the decode thread and each other.
@@ -127,7 +129,10 @@ impl Engine {
         let backend = backend()?;
         let model = LlamaModel::load_from_file(backend, &spec.path, &LlamaModelParams::default().with_use_mmap(config.use_mmap))
             .map_err(|e| LoadError::Model { path: spec.path.clone(), reason: e.to_string() })?;
-        let info = ModelInfo::read(&spec.name, spec.path.clone(), &model);
+        let mut info = ModelInfo::read(&spec.name, spec.path.clone(), &model);
+        if let Some(source) = spec.chat_template {
+            info.chat_template = Some(source);
+        }
         let template = match &info.chat_template {
             Some(src) => {
                 let vocab = model.vocab();
@@ -136,6 +141,7 @@ impl Engine {
             }
             None => None,
         };
+        let dialect = template.as_ref().map_or(Dialect::Generic, |t| Dialect::of_template(t.source()));
         let tokenizer = Tokenizer::read(&model);
         let model = Arc::new(model);
         let counters = Arc::new(Counters::default());
@@ -157,6 +163,7 @@ impl Engine {
             model,
             info,
             template,
+            dialect,
             tokenizer,
             // One core is left to the hop's async workers, so they keep answering while
             // huge prompts are prepared (on one or two cores: one preparation at a time).
@@ -199,9 +206,9 @@ impl Engine {
             Prompt::Raw(text) => Ok(text.clone()),
             Prompt::Chat(messages) if messages.is_empty() => Err(EngineError::InvalidRequest("messages must not be empty".into())),
             Prompt::Chat(messages) => {
-                let messages = tools::messages_for_template(messages, None);
+                let messages = self.dialect.messages(messages, None);
                 match &self.template {
-                    Some(t) => t.render(&messages),
+                    Some(t) => t.render(&messages, None),
                     None => Ok(render_plain(&messages)),
                 }
             }
@@ -250,26 +257,31 @@ impl Engine {
     fn prepare(&self, request: EngineRequest, cancel: &AtomicBool) -> Result<Prepared, EngineError> {
         sampling::validate(&request.params.sampling)?;
         let tools = request.params.tools.as_ref();
+        let (prompt, dialect) = match request.prompt {
+            Prompt::Chat(messages) => {
+                let dialect = self.dialect.for_request(tools, &messages, &self.tokenizer.control_texts);
+                (Prompt::Chat(dialect.messages(&messages, tools)), dialect)
+            }
+            Prompt::Raw(_) if tools.is_some() => {
+                return Err(EngineError::InvalidRequest("tools need a chat, not a raw prompt".into()));
+            }
+            raw @ Prompt::Raw(_) => (raw, Dialect::Generic),
+        };
         let grammar = match (tools, &request.params.format) {
-            (Some(t), format) => Some(tools::grammar(t, format)?),
+            (Some(t), format) => dialect.grammar(t, format)?,
             (None, OutputFormat::Text) => None,
             (None, OutputFormat::Json) => Some(grammar::JSON_OBJECT.to_owned()),
             (None, OutputFormat::Schema(s)) => {
                 Some(schema::grammar(s).map_err(|e| EngineError::InvalidRequest(format!("format: {e}")))?)
             }
         };
-        let prompt = match request.prompt {
-            Prompt::Chat(messages) => Prompt::Chat(tools::messages_for_template(&messages, tools)),
-            Prompt::Raw(_) if tools.is_some() => {
-                return Err(EngineError::InvalidRequest("tools need a chat, not a raw prompt".into()));
-            }
-            raw @ Prompt::Raw(_) => raw,
-        };
+        let template_tools = dialect.template_tools(tools);
         let limit = self.context_limit(request.params.num_ctx);
         let preparation = Preparation {
             model: &self.model,
             tokenizer: &self.tokenizer,
             template: self.template.as_ref(),
+            tools: template_tools.as_ref(),
             limit,
             truncate_chat: self.config.truncate_chat,
             cancel,
@@ -285,7 +297,7 @@ impl Engine {
             max_tokens: request.params.max_tokens,
             stop: request.params.stop,
             sampler,
-            with_tools: tools.is_some(),
+            reader: tools.map(|t| Reader::new(dialect, t.clone())),
         })
     }
 
@@ -305,7 +317,7 @@ impl Engine {
         };
         self.jobs.send(job).map_err(|_| EngineError::ShutDown)?;
         ticket.handed_over = true;
-        Ok(Generation { rx, tool_answer: p.with_tools.then(String::new), ready: VecDeque::new() })
+        Ok(Generation { rx, reader: p.reader, ready: VecDeque::new() })
     }
 }
 
@@ -340,7 +352,8 @@ struct Prepared {
     max_tokens: Option<u32>,
     stop: Vec<String>,
     sampler: sampling::Sampler,
-    with_tools: bool,
+    /// With tools: reads the answer into text and calls.
+    reader: Option<Reader>,
 }
 
 /// The stream of one generation: `Event::Text` pieces (or, when tools were offered, either
@@ -348,8 +361,8 @@ struct Prepared {
 #[derive(Debug)]
 pub struct Generation {
     rx: crate::outbox::Inbox,
-    /// With tools, the constrained JSON answer is gathered here and read at the end.
-    tool_answer: Option<String>,
+    /// With tools: passes text on and reads the calls out of the answer.
+    reader: Option<Reader>,
     /// Events ready to hand out.
     ready: VecDeque<Result<Event, EngineError>>,
 }
@@ -383,23 +396,26 @@ impl Generation {
         }
     }
 
-    /// Passes events on, or with tools gathers the answer and turns it into text or calls.
+    /// Passes events on; with tools, through the reader, which turns calls into events.
     fn absorb(&mut self, item: Result<Event, EngineError>) {
-        let Some(answer) = self.tool_answer.as_mut() else {
+        let Some(reader) = self.reader.as_mut() else {
             self.ready.push_back(item);
             return;
         };
         match item {
-            Ok(Event::Text(t)) => answer.push_str(&t),
+            Ok(Event::Text(t)) => {
+                if let Some(text) = reader.push(&t) {
+                    self.ready.push_back(Ok(Event::Text(text)));
+                }
+            }
             Ok(Event::Done(mut completion)) => {
-                match tools::parse(answer, tools::call_id) {
-                    Some(Reply::Calls(calls)) => {
-                        completion.reason = crate::FinishReason::ToolUse;
-                        self.ready.extend(calls.into_iter().map(|c| Ok(Event::ToolCall(c))));
-                    }
-                    Some(Reply::Text(text)) => self.ready.push_back(Ok(Event::Text(text))),
-                    // Cut short (a length limit): what there is, as it is.
-                    None => self.ready.push_back(Ok(Event::Text(std::mem::take(answer)))),
+                let ending = reader.finish();
+                if let Some(text) = ending.text {
+                    self.ready.push_back(Ok(Event::Text(text)));
+                }
+                if !ending.calls.is_empty() {
+                    completion.reason = crate::FinishReason::ToolUse;
+                    self.ready.extend(ending.calls.into_iter().map(|c| Ok(Event::ToolCall(c))));
                 }
                 self.ready.push_back(Ok(Event::Done(completion)));
             }

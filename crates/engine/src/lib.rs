@@ -5,7 +5,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use engine::*;
 //! let resolved = Resolver::new(ResolverConfig::default()).pull(DEFAULT_MODEL, &mut |_| {})?;
-//! let engine = Engine::load(ModelSpec { name: resolved.name, path: resolved.path }, EngineConfig::default())?;
+//! let engine = Engine::load(ModelSpec { name: resolved.name, path: resolved.path, chat_template: None }, EngineConfig::default())?;
 //! let request = EngineRequest {
 //!     prompt: Prompt::Chat(vec![ChatMessage::new(Role::User, "Hello!")]),
 //!     params: GenerateParams::default(),

@@ -156,7 +156,7 @@ impl ModelPool {
         let config = self.config.clone();
         let loaded = cell
             .get_or_try_init(|| async move {
-                let spec = ModelSpec { name: resolved.name.clone(), path: resolved.path.clone() };
+                let spec = ModelSpec { name: resolved.name.clone(), path: resolved.path.clone(), chat_template: None };
                 let engine = tokio::task::spawn_blocking(move || Engine::load(spec, config))
                     .await
                     .map_err(|e| PoolError::Failed(format!("model load task failed: {e}")))?

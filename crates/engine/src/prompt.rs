@@ -22,8 +22,10 @@ pub(crate) struct Tokenizer {
     /// Longest token text in bytes: a text of `n` bytes is at least `n / longest` tokens, so
     /// a rendering far too long for the context is refused without tokenizing it.
     longest_token: usize,
-    /// Texts of the control tokens, for the rare template that rewrites message text.
-    control_texts: Vec<String>,
+    /// Texts of the tokens that special-token parsing turns into one token (control and
+    /// user-defined): for the rare template that rewrites message text, and for tool texts
+    /// that a template writes as markup.
+    pub control_texts: Vec<String>,
 }
 
 impl Tokenizer {
@@ -35,7 +37,8 @@ impl Tokenizer {
         for t in vocab.tokens() {
             let s = text(t);
             longest_token = longest_token.max(s.len());
-            if vocab.is_control(t) && !s.is_empty() {
+            let special = vocab.is_control(t) || vocab.attr(t).contains(llama_cpp_2::token_type::LlamaTokenAttr::UserDefined);
+            if special && !s.is_empty() {
                 control_texts.push(s);
             }
         }
@@ -48,6 +51,8 @@ pub(crate) struct Preparation<'a> {
     pub model: &'a LlamaModel,
     pub tokenizer: &'a Tokenizer,
     pub template: Option<&'a ChatTemplate>,
+    /// The template's `tools` variable, for templates that render tools themselves.
+    pub tools: Option<&'a serde_json::Value>,
     /// Tokens the prompt must stay under (it needs room for one generated token).
     pub limit: u32,
     pub truncate_chat: bool,
@@ -125,7 +130,7 @@ impl Preparation<'_> {
 
     fn pieces(&self, messages: &[ChatMessage]) -> Result<Vec<Piece>, EngineError> {
         let Some(template) = self.template else { return Ok(plain_pieces(messages)) };
-        if let Some(pieces) = template.render_pieces(messages)? {
+        if let Some(pieces) = template.render_pieces(messages, self.tools)? {
             return Ok(pieces);
         }
         // The template rewrites message text, so its output cannot be split into markup and
@@ -137,7 +142,7 @@ impl Preparation<'_> {
                 )));
             }
         }
-        Ok(vec![Piece::Markup(template.render(messages)?)])
+        Ok(vec![Piece::Markup(template.render(messages, self.tools)?)])
     }
 
     fn tokenize(&self, pieces: &[Piece]) -> Vec<LlamaToken> {

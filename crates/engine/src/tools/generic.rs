@@ -1,5 +1,5 @@
-//! Tool calling for models whose chat template knows nothing of tools (the default SmolLM2
-//! among them), the way llama.cpp's server does it for such templates: the tool definitions go
+//! The generic tool format, for models whose chat template knows nothing of tools (the default
+//! SmolLM2 among them), the way llama.cpp's server does it for such templates: the tool definitions go
 //! into the system prompt, the answer is grammar-constrained to either
 //! `{"tool_calls": [{"name": ..., "arguments": {...}}]}` with arguments matching that tool's
 //! schema, or `{"response": ...}`, and the JSON is parsed back into calls or text.
@@ -10,17 +10,13 @@
 use serde_json::{json, Value};
 
 use crate::request::{ChatMessage, EngineError, OutputFormat, Role, ToolCall, ToolChoice, Tools};
-use crate::schema::{literal_str, GrammarBuilder, SchemaError};
+use crate::schema::GrammarBuilder;
 
 /// What a constrained answer turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Text(String),
     Calls(Vec<ToolCall>),
-}
-
-fn invalid(e: SchemaError, tool: &str) -> EngineError {
-    EngineError::InvalidRequest(format!("tool \"{tool}\": {e}"))
 }
 
 /// Rewrites tool calls and tool results as text the template can render, and adds the tool
@@ -73,37 +69,14 @@ fn instructions(tools: &Tools) -> String {
 pub fn grammar(tools: &Tools, format: &OutputFormat) -> Result<String, EngineError> {
     let mut g = GrammarBuilder::new();
     let space = g.primitive("space");
-    let chosen: Vec<_> = match &tools.choice {
-        ToolChoice::Named(name) => {
-            let found: Vec<_> = tools.specs.iter().filter(|t| &t.name == name).collect();
-            if found.is_empty() {
-                return Err(EngineError::InvalidRequest(format!("tool_choice names \"{name}\", which is not among the tools")));
-            }
-            found
-        }
-        _ => tools.specs.iter().collect(),
-    };
-    let mut calls = Vec::with_capacity(chosen.len());
-    for tool in chosen {
-        // Arguments are an object: an empty schema (`{}`, "anything") means any object here.
-        let loose = tool.parameters.as_object().is_some_and(|o| o.keys().all(|k| ["title", "description"].contains(&k.as_str())));
-        let parameters = if loose { json!({"type": "object"}) } else { tool.parameters.clone() };
-        let args = g.schema(&format!("{}-args", tool.name), &parameters, &parameters).map_err(|e| invalid(e, &tool.name))?;
-        let name = literal_str(&Value::String(tool.name.clone()).to_string());
-        let body = format!(
-            "\"{{\" {space} \"\\\"name\\\"\" {space} \":\" {space} {name} {space} \",\" {space} \"\\\"arguments\\\"\" {space} \":\" {space} {args} \"}}\" {space}"
-        );
-        calls.push(g.rule(&format!("{}-call", tool.name), body));
-    }
-    let call = g.rule("call", calls.join(" | "));
+    let call = super::call_rule(&mut g, tools, "arguments")?;
     let list = if tools.parallel { format!("{call} (\",\" {space} {call})*") } else { call };
     let with_calls = format!("\"{{\" {space} \"\\\"tool_calls\\\"\" {space} \":\" {space} \"[\" {space} {list} \"]\" {space} \"}}\" {space}");
     let root = match tools.choice {
         ToolChoice::Auto => {
-            let reply = match format {
-                OutputFormat::Text => g.primitive("string"),
-                OutputFormat::Json => g.primitive("object"),
-                OutputFormat::Schema(s) => g.schema("reply", s, s).map_err(|e| EngineError::InvalidRequest(e.0))?,
+            let reply = match super::reply_rule(&mut g, format)? {
+                Some(rule) => rule,
+                None => g.primitive("string"),
             };
             let with_reply = format!("\"{{\" {space} \"\\\"response\\\"\" {space} \":\" {space} {reply} \"}}\" {space}");
             format!("{with_calls} | {with_reply}")
@@ -136,27 +109,11 @@ pub fn parse(text: &str, mut next_id: impl FnMut() -> String) -> Option<Reply> {
     }
 }
 
-/// A call id in OpenAI's style.
-pub fn call_id() -> String {
-    format!("call_{:016x}", rand::random::<u64>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::request::ToolSpec;
-
-    fn weather() -> ToolSpec {
-        ToolSpec {
-            name: "get_weather".into(),
-            description: "Weather for a city".into(),
-            parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
-        }
-    }
-
-    fn tools(choice: ToolChoice) -> Tools {
-        Tools { specs: vec![weather()], choice, parallel: true }
-    }
+    use crate::tools::tests::{tools, weather};
 
     #[test]
     fn answers_parse_into_calls_or_text() {
