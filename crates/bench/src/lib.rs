@@ -20,7 +20,7 @@ mod soak;
 mod suites;
 mod usage;
 
-pub use overhead::OverheadPlan;
+pub use overhead::{Answer as OverheadAnswer, OverheadPlan};
 pub use report::{Report, Row, Section};
 pub use soak::{Generator, SoakOptions};
 pub use litellm::default_executable as default_litellm;

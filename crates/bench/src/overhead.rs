@@ -31,6 +31,8 @@ const MODEL_ID: &str = "strata.smollm2-135m-instruct-v1:0";
 /// The emulator's fixed reply; every target must answer with it before it is measured.
 const REPLY: &str = "Hello from the instant emulator.";
 const PROMPT: &str = "Say hello.";
+/// The one tool offered when the answer is a tool call.
+const TOOL: &str = "get_weather";
 const MAX_TOKENS: u32 = 16;
 /// The rate at which every target's P50 is compared with the emulator's.
 const COMMON_RATE: f64 = 50.0;
@@ -57,6 +59,33 @@ pub struct OverheadPlan {
     pub timeout: Duration,
     /// A step passes with P99 under this and no errors.
     pub bound_ms: f64,
+    /// What every answer is.
+    pub answer: Answer,
+}
+
+/// What the instant emulator answers every request with (`strata bench overhead --answer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Answer {
+    /// Its fixed text reply.
+    #[default]
+    Text,
+    /// A call of the one tool offered (`tool_choice` required / Converse `any`): the request
+    /// carries a tool definition, and the call travels back through every hop's tool mapping.
+    ToolCall,
+}
+
+impl Answer {
+    pub fn parse(s: &str) -> Option<Answer> {
+        match s {
+            "text" => Some(Answer::Text),
+            "tool-call" => Some(Answer::ToolCall),
+            _ => None,
+        }
+    }
+}
+
+fn tool_schema() -> Value {
+    json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
 }
 
 impl OverheadPlan {
@@ -69,6 +98,7 @@ impl OverheadPlan {
                 step: Duration::from_secs(1),
                 timeout: Duration::from_secs(2),
                 bound_ms: 50.0,
+                answer: Answer::Text,
             }
         } else {
             OverheadPlan {
@@ -77,6 +107,7 @@ impl OverheadPlan {
                 step: Duration::from_secs(4),
                 timeout: Duration::from_secs(5),
                 bound_ms: 50.0,
+                answer: Answer::Text,
             }
         }
     }
@@ -200,15 +231,22 @@ impl Measured {
     }
 }
 
-fn openai_request(url: &str) -> Request {
-    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS, "stream": false});
+fn openai_request(url: &str, answer: Answer) -> Request {
+    let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS, "stream": false});
+    if answer == Answer::ToolCall {
+        body["tools"] = json!([{"type": "function", "function": {"name": TOOL, "description": "Weather for a city", "parameters": tool_schema()}}]);
+        body["tool_choice"] = json!("required");
+    }
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Request { url: format!("{url}/v1/chat/completions"), headers, body: Bytes::from(body.to_string()) }
 }
 
-fn converse_request(url: &str) -> Request {
-    let body = json!({"messages": [{"role": "user", "content": [{"text": PROMPT}]}], "inferenceConfig": {"maxTokens": MAX_TOKENS}});
+fn converse_request(url: &str, answer: Answer) -> Request {
+    let mut body = json!({"messages": [{"role": "user", "content": [{"text": PROMPT}]}], "inferenceConfig": {"maxTokens": MAX_TOKENS}});
+    if answer == Answer::ToolCall {
+        body["toolConfig"] = json!({"tools": [{"toolSpec": {"name": TOOL, "description": "Weather for a city", "inputSchema": {"json": tool_schema()}}}], "toolChoice": {"any": {}}});
+    }
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // The emulator's default `auth = "any"` wants a credential; a Bedrock API key is one.
@@ -216,12 +254,18 @@ fn converse_request(url: &str) -> Request {
     Request { url: format!("{url}/model/{MODEL_ID}/converse"), headers, body: Bytes::from(body.to_string()) }
 }
 
-/// Sends `request` once and checks the answer carries the emulator's reply.
-async fn check_reply(client: &reqwest::Client, request: &Request) -> anyhow::Result<()> {
+/// Sends `request` once and checks the answer carries the emulator's reply (or its call).
+async fn check_reply(client: &reqwest::Client, request: &Request, answer: Answer) -> anyhow::Result<()> {
     let r = client.post(&request.url).headers(request.headers.clone()).body(request.body.clone()).timeout(Duration::from_secs(60)).send().await?;
     let status = r.status();
     let v: Value = r.json().await.context("the answer is not JSON")?;
     anyhow::ensure!(status.is_success(), "status {status}: {v}");
+    if answer == Answer::ToolCall {
+        let openai = v["choices"][0]["message"]["tool_calls"][0]["function"]["name"].as_str();
+        let converse = v["output"]["message"]["content"].as_array().into_iter().flatten().find_map(|b| b["toolUse"]["name"].as_str());
+        anyhow::ensure!(openai.or(converse) == Some(TOOL), "the answer is not a call of {TOOL:?}: {v}");
+        return Ok(());
+    }
     let text = v["choices"][0]["message"]["content"].as_str().or_else(|| v["output"]["message"]["content"][0]["text"].as_str()).unwrap_or_default();
     anyhow::ensure!(text.contains(REPLY), "the answer does not carry the emulator's reply {REPLY:?}: {v}");
     Ok(())
@@ -230,7 +274,7 @@ async fn check_reply(client: &reqwest::Client, request: &Request) -> anyhow::Res
 /// Offers every rate of the plan to one target until it clearly fails.
 async fn ladder(name: &str, plan: &OverheadPlan, request: &Request, root: u32) -> anyhow::Result<(Vec<Step>, RssPeak)> {
     let client = loadgen::client();
-    check_reply(&client, request).await.with_context(|| format!("{name} does not answer"))?;
+    check_reply(&client, request, plan.answer).await.with_context(|| format!("{name} does not answer"))?;
     let me = std::process::id();
     let (mut steps, mut peak) = (Vec::new(), RssPeak::default());
     let mut failed_in_a_row = 0;
@@ -326,23 +370,23 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
     let emulator = Spawned::start(&opts.strata, &["bedrock-emulator", "--generator", "instant"], &emulator_env(false), READY).await.context("starting the emulator")?;
     let mut measured = Vec::new();
 
-    measured.push(measure("bedrock-emulator", plan, &converse_request(&emulator.url), emulator.pid()).await);
+    measured.push(measure("bedrock-emulator", plan, &converse_request(&emulator.url, plan.answer), emulator.pid()).await);
 
     let at_common_rate = OverheadPlan { rates: vec![COMMON_RATE], ..plan.clone() };
     let upstream = emulator.url.trim_start_matches("http://").parse().context("the emulator's address")?;
     measured.push(match Relay::start(upstream) {
-        Ok(relay) => measure(FLOOR, &at_common_rate, &converse_request(&relay.url), std::process::id()).await,
+        Ok(relay) => measure(FLOOR, &at_common_rate, &converse_request(&relay.url, plan.answer), std::process::id()).await,
         Err(e) => Measured::not_measured(FLOOR, e.to_string()),
     });
 
     measured.push(match start_serve(&opts.strata, &emulator.url, dir.path()).await {
-        Ok(serve) => measure("strata serve (bedrock)", plan, &openai_request(&serve.url), serve.pid()).await,
+        Ok(serve) => measure("strata serve (bedrock)", plan, &openai_request(&serve.url, plan.answer), serve.pid()).await,
         Err(e) => Measured::not_measured("strata serve (bedrock)", format!("{e:#}")),
     });
 
     let run_dir = dir.path().join("up");
     measured.push(match Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &emulator_env(true), READY).await {
-        Ok(up) => measure("strata up (chain)", plan, &openai_request(&up.url), up.pid()).await,
+        Ok(up) => measure("strata up (chain)", plan, &openai_request(&up.url, plan.answer), up.pid()).await,
         Err(e) => Measured::not_measured("strata up (chain)", format!("{e:#}")),
     });
 
@@ -352,7 +396,14 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
     } else {
         match LiteLlm::start(&litellm, MODEL, MODEL_ID, &emulator.url, LITELLM_READY).await {
             Ok(proxy) => {
-                let mut request = openai_request(&proxy.url);
+                let mut request = openai_request(&proxy.url, plan.answer);
+                if plan.answer == Answer::ToolCall {
+                    // LiteLLM sends tools only to Bedrock models it knows call them; ours is
+                    // not in its list, so the request says so (LiteLLM's documented override).
+                    let mut body: Value = serde_json::from_slice(&request.body)?;
+                    body["allowed_openai_params"] = json!(["tools", "tool_choice"]);
+                    request.body = Bytes::from(body.to_string());
+                }
                 request.headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", proxy.key))?);
                 let m = measure("LiteLLM proxy", plan, &request, proxy.pid()).await;
                 match m.missing.clone() {
@@ -365,7 +416,10 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
     });
     drop(emulator);
 
-    let chart_path = opts.out.with_file_name("overhead.svg");
+    let chart_path = opts.out.with_file_name(match plan.answer {
+        Answer::Text => "overhead.svg",
+        Answer::ToolCall => "overhead-tool-call.svg",
+    });
     let series: Vec<Series> = measured
         .iter()
         .filter(|m| !m.steps.is_empty() && m.name != FLOOR)
@@ -509,8 +563,23 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
         notes.push(format!("First error of each failing step: {}.", failures.join("; ")));
     }
 
+    if plan.answer == Answer::ToolCall {
+        notes.insert(
+            1,
+            format!(
+                "Answer: a tool call. Every request offers one tool ({TOOL:?}, one required string argument) and demands a call \
+                 (OpenAI `tool_choice: \"required\"`, Converse `toolChoice: {{\"any\": {{}}}}`); the instant generator answers with \
+                 a `toolUse` block whose input matches the schema, and each target must return it as a call of {TOOL:?} \
+                 (`message.tool_calls`) before it is measured. LiteLLM's request also carries `allowed_openai_params: [\"tools\", \
+                 \"tool_choice\"]`: it passes tools only to Bedrock models in its own list, and refuses them (400) otherwise."
+            ),
+        );
+    }
     Section {
-        title: "Overhead: strata vs the LiteLLM proxy on an instant Bedrock".into(),
+        title: match plan.answer {
+            Answer::Text => "Overhead: strata vs the LiteLLM proxy on an instant Bedrock".into(),
+            Answer::ToolCall => "Overhead with a tool-call answer: strata vs the LiteLLM proxy on an instant Bedrock".into(),
+        },
         notes,
         header: vec![
             "target".into(),
@@ -524,7 +593,7 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
         rows,
         targets,
         data: json!({
-            "bound_ms": plan.bound_ms, "rates": plan.rates, "common_rate": COMMON_RATE, "step_s": plan.step.as_secs_f64(), "warmup_s": plan.warmup.as_secs_f64(),
+            "bound_ms": plan.bound_ms, "answer": format!("{:?}", plan.answer), "rates": plan.rates, "common_rate": COMMON_RATE, "step_s": plan.step.as_secs_f64(), "warmup_s": plan.warmup.as_secs_f64(),
             "chart": chart_written.is_ok().then(|| chart_path.display().to_string()),
             "targets": measured.iter().map(|m| json!({
                 "name": m.name, "not_measured": m.missing, "sustained_rate": m.sustained(plan).map(|s| s.offered_rate),

@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// overhead: a rate is sustained when its P99 stays under this many milliseconds with no errors
     #[arg(long, env = "STRATA_BENCH_BOUND_MS", default_value_t = 50.0)]
     bound_ms: f64,
+    /// overhead: what the instant Bedrock answers: its text reply, or a call of the one tool every request offers
+    #[arg(long, default_value = "text", value_parser = ["text", "tool-call"])]
+    answer: String,
     /// Model to benchmark
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
@@ -86,6 +89,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         overhead = overhead.with_step(agent::parse_duration(step).map_err(anyhow::Error::msg).context("--step")?);
     }
     overhead.bound_ms = args.bound_ms;
+    overhead.answer = bench::OverheadAnswer::parse(&args.answer).context("--answer")?;
     overhead.validate().map_err(anyhow::Error::msg).context("--rates, --step, --bound-ms")?;
     // The soak alone gets its own report, so a soak run never replaces the other figures.
     let out = args.out.unwrap_or_else(|| PathBuf::from(if suites.iter().all(|s| *s == Suite::Soak) { "docs/soak.md" } else { "docs/benchmarks.md" }));
