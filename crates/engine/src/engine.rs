@@ -15,6 +15,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::config::{EngineConfig, ModelSpec};
+use crate::embed::{self, EmbedContext, EmbedInput, EmbedJob, EmbedRequest, Embedder, Embeddings};
 use crate::model_info::ModelInfo;
 use crate::prompt::{Preparation, Tokenizer};
 use crate::request::{EngineError, EngineRequest, Event, OutputFormat, Prompt};
@@ -100,6 +101,8 @@ pub struct Engine {
     scheduler: Option<std::thread::JoinHandle<()>>,
     counters: Arc<Counters>,
     pending_load: std::sync::Mutex<Option<Duration>>,
+    /// The embedding thread, started by the first embedding request.
+    embedder: std::sync::Mutex<Option<Embedder>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -113,6 +116,11 @@ impl Drop for Engine {
         // Closing the job channel lets the scheduler finish what it runs and exit.
         self.jobs = mpsc::channel().0;
         if let Some(thread) = self.scheduler.take() {
+            let _ = thread.join();
+        }
+        // Likewise the embedding thread: closing its queue ends it.
+        if let Some(Embedder { jobs, thread }) = self.embedder.get_mut().ok().and_then(Option::take) {
+            drop(jobs);
             let _ = thread.join();
         }
     }
@@ -173,6 +181,7 @@ impl Engine {
             scheduler: Some(scheduler),
             counters,
             pending_load: std::sync::Mutex::new(Some(started.elapsed())),
+            embedder: std::sync::Mutex::new(None),
         })
     }
 
@@ -233,6 +242,102 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Inference(format!("prompt preparation failed: {e}")))??;
         self.submit(ticket, job)
+    }
+
+    /// One vector per input (see `embed.rs`). Inputs are tokenized on a blocking thread, as
+    /// prompts are; the vectors come from the embedding thread.
+    pub async fn embed(self: &Arc<Self>, request: EmbedRequest) -> Result<Embeddings, EngineError> {
+        let started = Instant::now();
+        let permit = self.preparing.acquire().await.map_err(|_| EngineError::ShutDown)?;
+        let engine = Arc::clone(self);
+        let (rx, prompt_tokens) = tokio::task::spawn_blocking(move || engine.queue_embedding(request))
+            .await
+            .map_err(|e| EngineError::Inference(format!("embedding preparation failed: {e}")))??;
+        drop(permit);
+        let vectors = rx.await.map_err(|_| EngineError::ShutDown)??;
+        let load = self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
+        Ok(Embeddings { vectors, prompt_tokens, load, total: started.elapsed() })
+    }
+
+    /// The width of this model's vectors.
+    pub fn embedding_length(&self) -> usize {
+        usize::try_from(self.model.n_embd_out()).unwrap_or(0)
+    }
+
+    /// Checks and tokenizes the inputs and queues them for the embedding thread.
+    #[allow(clippy::type_complexity)]
+    fn queue_embedding(&self, request: EmbedRequest) -> Result<(tokio::sync::oneshot::Receiver<Result<Vec<Vec<f32>>, EngineError>>, usize), EngineError> {
+        let invalid = |m: String| Err(EngineError::InvalidRequest(m));
+        if request.inputs.is_empty() {
+            return invalid("input must hold at least one item".into());
+        }
+        let width = self.embedding_length();
+        let dimensions = match request.dimensions {
+            None => None,
+            Some(d) if d >= 1 && d as usize <= width => Some(d as usize),
+            Some(d) => return invalid(format!("dimensions must be between 1 and {width} for {}, not {d}", self.info.name)),
+        };
+        let limit = self.context_limit(None) as usize;
+        let vocab = self.model.vocab();
+        let n_vocab = self.model.n_vocab();
+        let mut inputs = Vec::with_capacity(request.inputs.len());
+        for (i, input) in request.inputs.iter().enumerate() {
+            let mut tokens = match input {
+                EmbedInput::Text(t) if t.is_empty() => return invalid(format!("input {i} is an empty string")),
+                // User text is text: special-token parsing off.
+                EmbedInput::Text(t) => vocab.tokenize(t.as_bytes(), true, false),
+                EmbedInput::Tokens(ids) if ids.is_empty() => return invalid(format!("input {i} is an empty token list")),
+                EmbedInput::Tokens(ids) => {
+                    let mut tokens = Vec::with_capacity(ids.len());
+                    for &id in ids {
+                        match i32::try_from(id).ok().filter(|id| *id < n_vocab) {
+                            Some(id) => tokens.push(LlamaToken(id)),
+                            None => return invalid(format!("input {i} holds token {id}, outside this model's vocabulary of {n_vocab}")),
+                        }
+                    }
+                    tokens
+                }
+            };
+            if tokens.len() > limit {
+                if !request.truncate {
+                    return invalid(format!("input {i} is {} tokens, over the context of {limit}; send truncate: true to cut it", tokens.len()));
+                }
+                tokens.truncate(limit);
+            }
+            inputs.push(tokens);
+        }
+        let prompt_tokens = inputs.iter().map(Vec::len).sum();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.embedder()?.try_send(EmbedJob { inputs, dimensions, reply }).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => EngineError::QueueFull { depth: self.config.queue_depth },
+            mpsc::TrySendError::Disconnected(_) => EngineError::ShutDown,
+        })?;
+        Ok((rx, prompt_tokens))
+    }
+
+    /// The embedding thread's queue, starting the thread (and its context) on first use.
+    fn embedder(&self) -> Result<mpsc::SyncSender<EmbedJob>, EngineError> {
+        let mut slot = self.embedder.lock().map_err(|_| EngineError::ShutDown)?;
+        if let Some(e) = slot.as_ref() {
+            return Ok(e.jobs.clone());
+        }
+        let pooling = embed::pooling(&self.info.metadata, &self.info.architecture).map_err(|why| EngineError::InvalidRequest(format!("model {} {why}", self.info.name)))?;
+        let settings = EmbedContext { n_ctx: self.context_limit(None), threads: self.config.thread_count(), pooling };
+        let (jobs, rx) = mpsc::sync_channel(self.config.queue_depth.max(1));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let model = Arc::clone(&self.model);
+        let backend = backend().map_err(|e| EngineError::Inference(e.to_string()))?;
+        let thread = std::thread::Builder::new()
+            .name(format!("embed:{}", self.info.name))
+            .spawn(move || embed::run(backend, &model, &settings, rx, ready_tx))
+            .map_err(|e| EngineError::Inference(format!("could not start the embedding thread: {e}")))?;
+        let started = ready_rx.recv().map_err(|_| "the embedding thread exited".to_owned()).and_then(|r| r);
+        if let Err(e) = started {
+            let _ = thread.join();
+            return Err(EngineError::Inference(format!("could not create an embedding context: {e}")));
+        }
+        *slot = Some(Embedder { jobs: jobs.clone(), thread });
+        Ok(jobs)
     }
 
     /// [`Engine::generate`] for synchronous callers (tests, benchmarks): prepares on this thread.

@@ -16,6 +16,7 @@
 
 mod catalog;
 mod config;
+mod embed;
 mod engine;
 mod grammar;
 mod model_info;
@@ -36,6 +37,7 @@ mod utf8;
 
 pub use catalog::{CatalogEntry, CATALOG, DEFAULT_MODEL};
 pub use config::{EngineConfig, KvCacheType, ModelSpec};
+pub use embed::{EmbedInput, EmbedRequest, Embeddings};
 pub use engine::{Engine, EngineStats, Generation, LoadError};
 pub use model_info::ModelInfo;
 pub use pool::{Lease, Loaded, ModelPool, PoolError};

@@ -371,3 +371,69 @@ async fn a_hermes_template_gets_its_own_tool_calls_back() {
         assert!(texts.len() > 1, "text arrives in pieces, not gathered: {texts:?}");
     }
 }
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn texts(list: &[&str]) -> Vec<EmbedInput> {
+    list.iter().map(|t| EmbedInput::Text((*t).to_owned())).collect()
+}
+
+#[tokio::test]
+async fn embeddings_are_unit_vectors_that_place_like_texts_together() {
+    let engine = shared();
+    let inputs = texts(&["The cat sat on the mat.", "A cat was sitting on a rug.", "Stock markets fell sharply on Monday."]);
+    let out = engine.embed(EmbedRequest { inputs, truncate: true, dimensions: None }).await.unwrap();
+    assert_eq!(out.vectors.len(), 3);
+    for v in &out.vectors {
+        assert_eq!(v.len(), engine.embedding_length());
+        assert!((cosine(v, v) - 1.0).abs() < 1e-4);
+    }
+    assert!(cosine(&out.vectors[0], &out.vectors[1]) > cosine(&out.vectors[0], &out.vectors[2]), "similar texts should be closer");
+    assert!(out.prompt_tokens > 10);
+
+    // Batched together or alone, an input gets the same vector.
+    let alone = engine.embed(EmbedRequest { inputs: texts(&["Stock markets fell sharply on Monday."]), truncate: true, dimensions: None }).await.unwrap();
+    assert!(cosine(&alone.vectors[0], &out.vectors[2]) > 0.9999, "{}", cosine(&alone.vectors[0], &out.vectors[2]));
+
+    // Matryoshka-style: the first values, normalized again.
+    let short = engine.embed(EmbedRequest { inputs: texts(&["The cat sat on the mat."]), truncate: true, dimensions: Some(64) }).await.unwrap();
+    assert_eq!(short.vectors[0].len(), 64);
+    assert!((cosine(&short.vectors[0], &short.vectors[0]) - 1.0).abs() < 1e-4);
+}
+
+#[tokio::test]
+async fn many_inputs_are_batched_and_keep_their_order() {
+    let engine = shared();
+    let list: Vec<String> = (0..130).map(|i| format!("Sentence number {i} is about {}.", if i % 2 == 0 { "cats" } else { "taxes" })).collect();
+    let inputs: Vec<EmbedInput> = list.iter().map(|t| EmbedInput::Text(t.clone())).collect();
+    let out = engine.embed(EmbedRequest { inputs, truncate: true, dimensions: None }).await.unwrap();
+    assert_eq!(out.vectors.len(), 130);
+    let last = engine.embed(EmbedRequest { inputs: texts(&[&list[129]]), truncate: true, dimensions: None }).await.unwrap();
+    assert!(cosine(&last.vectors[0], &out.vectors[129]) > 0.9999);
+    assert!(cosine(&last.vectors[0], &out.vectors[128]) < 0.9999);
+}
+
+#[tokio::test]
+async fn bad_embedding_requests_are_refused_by_what_is_wrong() {
+    let engine = shared();
+    let refuse = |request: EmbedRequest| {
+        let engine = Arc::clone(&engine);
+        async move {
+            match engine.embed(request).await {
+                Err(EngineError::InvalidRequest(m)) => m,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+    };
+    assert!(refuse(EmbedRequest { inputs: vec![], truncate: true, dimensions: None }).await.contains("at least one"));
+    assert!(refuse(EmbedRequest { inputs: texts(&["ok", ""]), truncate: true, dimensions: None }).await.contains("input 1"));
+    assert!(refuse(EmbedRequest { inputs: texts(&["ok"]), truncate: true, dimensions: Some(0) }).await.contains("dimensions"));
+    assert!(refuse(EmbedRequest { inputs: texts(&["ok"]), truncate: true, dimensions: Some(100_000) }).await.contains("dimensions"));
+    assert!(refuse(EmbedRequest { inputs: vec![EmbedInput::Tokens(vec![1, u32::MAX])], truncate: true, dimensions: None }).await.contains("vocabulary"));
+    let long = "word ".repeat(5000);
+    assert!(refuse(EmbedRequest { inputs: texts(&[&long]), truncate: false, dimensions: None }).await.contains("truncate"));
+    let cut = engine.embed(EmbedRequest { inputs: texts(&[&long]), truncate: true, dimensions: None }).await.unwrap();
+    assert_eq!(cut.prompt_tokens, engine.context_limit(None) as usize);
+}
