@@ -57,6 +57,8 @@ pub struct ServerSettings {
     pub max_json_depth: usize,
     /// Most chat messages in one request; more get 400.
     pub max_messages: usize,
+    /// Inputs in one embedding request (`/api/embed`, `/v1/embeddings`); OpenAI allows 2048.
+    pub max_embed_inputs: usize,
     /// Longest model name in bytes; longer ones get 400.
     pub max_model_name_bytes: usize,
     /// Whether clients may name a `.gguf` file as their model. Off, model names are catalog
@@ -91,6 +93,7 @@ impl Default for ServerSettings {
             max_header_bytes: 32 * 1024,
             max_json_depth: 64,
             max_messages: 1024,
+            max_embed_inputs: 2048,
             max_model_name_bytes: 256,
             allow_model_paths: false,
             max_concurrent_requests: 64,

@@ -60,6 +60,14 @@ pub fn messages(settings: &ServerSettings, protocol: Protocol, count: usize) -> 
     Ok(())
 }
 
+/// Inputs in one embedding request (each is tokenized and held until the vectors return).
+pub fn embed_inputs(settings: &ServerSettings, protocol: Protocol, count: usize) -> Result<(), ApiError> {
+    if count > settings.max_embed_inputs {
+        return Err(invalid(protocol, format!("too many inputs: {count}; at most {} are allowed", settings.max_embed_inputs)));
+    }
+    Ok(())
+}
+
 /// 431 Request Header Fields Too Large, in the protocol's shape, for headers beyond
 /// `max_header_bytes` (the check itself is `telemetry::header_limit`, shared by every hop).
 pub fn header_refusal(req: &Request, size: usize, max: usize) -> Response {

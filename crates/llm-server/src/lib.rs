@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod config;
 pub mod edge;
+pub mod embedding;
 pub mod error;
 pub mod generation;
 pub mod limits;

@@ -110,8 +110,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         ("/api/copy", post(meta::not_implemented)),
         ("/api/delete", delete(meta::not_implemented)),
         ("/api/push", post(meta::not_implemented)),
-        ("/api/embed", post(meta::not_implemented)),
-        ("/api/embeddings", post(meta::not_implemented)),
         ("/api/blobs/{digest}", post(meta::not_implemented).head(meta::not_implemented)),
     ];
     let mut r = Router::new()
@@ -123,8 +121,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/generate", post(ollama::generate))
         .route("/api/chat", post(ollama::chat))
         .route("/api/pull", post(ollama::pull))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         .route("/metrics", get(meta::metrics));

@@ -43,6 +43,14 @@ impl Backend for EmbeddedBackend {
         engine_contract::generate(&self.pool, req, "llm-server").await
     }
 
+    fn embeds(&self) -> bool {
+        true
+    }
+
+    async fn embed(&self, req: contract::EmbedRequest, _caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
+        engine_contract::embed(&self.pool, req, "llm-server").await
+    }
+
     async fn load(&self, model: &str) -> Result<(), contract::Error> {
         self.pool.get(model).await.map(|_| ()).map_err(engine_contract::pool_error)
     }
@@ -100,7 +108,7 @@ impl Backend for EmbeddedBackend {
             context_length: info.context_length,
             // Every model gets tools: through its template where it has them, else through
             // the engine's generic, grammar-constrained format.
-            capabilities: vec!["completion", "tools"],
+            capabilities: vec!["completion", "tools", "embedding"],
         })
     }
 

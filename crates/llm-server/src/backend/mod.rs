@@ -90,4 +90,12 @@ pub trait Backend: Send + Sync + 'static {
     fn stats(&self) -> BackendStats {
         BackendStats::default()
     }
+    /// Whether [`Backend::embed`] is served; when not, the embedding routes answer 501.
+    fn embeds(&self) -> bool {
+        false
+    }
+    /// One vector per input, in order.
+    async fn embed(&self, _req: contract::EmbedRequest, _caller: &Caller) -> Result<contract::EmbedResponse, contract::Error> {
+        Err(contract::Error::new(contract::ErrorKind::Internal, "this backend does not serve embeddings"))
+    }
 }

@@ -1,4 +1,5 @@
 //! OpenAI's API vocabulary and pure conversions to and from the contract.
 
 pub mod convert;
+pub mod embed;
 pub mod types;

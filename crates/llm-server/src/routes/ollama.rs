@@ -183,3 +183,46 @@ pub async fn pull(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesReje
     });
     Ok(streaming(NDJSON, lines))
 }
+
+/// `POST /api/embed`. No input is Ollama's load request (an empty `embeddings` list back).
+pub async fn embed(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let req: crate::ollama::embed::EmbedRequest = edge::parse(&state.settings, P, body(b)?).await?;
+    edge::model(&state.settings, P, &req.model)?;
+    let model = req.model.clone();
+    let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
+    let request = crate::ollama::embed::embed_to_contract(req).map_err(err)?;
+    let out = match request {
+        Some(request) => crate::embedding::run(&state, P, &info, &caller, request).await?,
+        None => {
+            state.backend.load(&model).await.map_err(err)?;
+            contract::EmbedResponse { model: model.clone(), ..Default::default() }
+        }
+    };
+    if unload {
+        state.backend.unload(&model).await.map_err(err)?;
+    }
+    Ok(Json(crate::ollama::embed::embed_response(&model, out, started.elapsed().as_nanos() as u64)).into_response())
+}
+
+/// `POST /api/embeddings`, the older endpoint: one `prompt`, one `embedding`.
+pub async fn embeddings(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: crate::ollama::embed::EmbeddingsRequest = edge::parse(&state.settings, P, body(b)?).await?;
+    edge::model(&state.settings, P, &req.model)?;
+    let model = req.model.clone();
+    let unload = convert::keep_alive_is_zero(&req.keep_alive).map_err(err)?;
+    let embedding = match crate::ollama::embed::embeddings_to_contract(req).map_err(err)? {
+        Some(request) => {
+            let out = crate::embedding::run(&state, P, &info, &caller, request).await?;
+            out.embeddings.into_iter().next().map(|e| e.values).unwrap_or_default()
+        }
+        None => {
+            state.backend.load(&model).await.map_err(err)?;
+            Vec::new()
+        }
+    };
+    if unload {
+        state.backend.unload(&model).await.map_err(err)?;
+    }
+    Ok(Json(crate::ollama::embed::EmbeddingsResponse { embedding }).into_response())
+}

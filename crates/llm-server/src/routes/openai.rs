@@ -125,3 +125,13 @@ pub async fn model(State(state): State<Arc<AppState>>, Path(name): Path<String>)
         .map(|m| Json(convert::model(m)))
         .ok_or_else(|| err(contract::Error::new(contract::ErrorKind::ModelNotFound, format!("The model '{name}' does not exist"))))
 }
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, Extension(caller): Extension<Caller>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let req: crate::openai::embed::EmbeddingsRequest = edge::parse(&state.settings, P, b.map_err(|r| body_rejection(P, r))?).await?;
+    edge::model(&state.settings, P, &req.model)?;
+    let model = req.model.clone();
+    let (request, encoding) = crate::openai::embed::to_contract(req).map_err(err)?;
+    let out = crate::embedding::run(&state, P, &info, &caller, request).await?;
+    Ok(Json(crate::openai::embed::response(&model, out, encoding)).into_response())
+}

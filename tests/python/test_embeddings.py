@@ -1,0 +1,129 @@
+"""Embeddings through `strata serve` on the embedded default model, with the clients RAG
+setups use: ollama-python `embed` / `embeddings`, the openai package's `embeddings.create`
+(float and base64, the SDK's default), LangChain's `OllamaEmbeddings` and `OpenAIEmbeddings`.
+The chain and Bedrock backends do not serve embeddings yet: they answer 501."""
+
+import math
+
+import httpx
+import ollama
+import openai
+import pytest
+from langchain_ollama import OllamaEmbeddings
+from langchain_openai import OpenAIEmbeddings
+
+from conftest import MODEL
+
+TEXTS = ["The cat sat on the mat.", "A cat was sitting on a rug.", "Stock markets fell sharply on Monday."]
+
+
+def dot(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+def check_vectors(vectors, n):
+    assert len(vectors) == n
+    width = len(vectors[0])
+    assert width > 100
+    for v in vectors:
+        assert len(v) == width
+        assert math.isclose(dot(v, v), 1.0, abs_tol=1e-3), "vectors are L2-normalized"
+    # Texts that mean alike land closer together than texts that do not.
+    assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2])
+
+
+def test_ollama_embed_one_and_many(server):
+    c = ollama.Client(host=server.url)
+    many = c.embed(model=MODEL, input=TEXTS)
+    check_vectors(many.embeddings, 3)
+    assert many.prompt_eval_count > 10 and many.total_duration > 0
+    one = c.embed(model=MODEL, input=TEXTS[2])
+    assert dot(one.embeddings[0], many.embeddings[2]) > 0.9999, "the same text alone or in a batch"
+    short = c.embed(model=MODEL, input=TEXTS[0], dimensions=64)
+    assert len(short.embeddings[0]) == 64 and math.isclose(dot(short.embeddings[0], short.embeddings[0]), 1.0, abs_tol=1e-3)
+    assert "embedding" in c.show(MODEL).capabilities
+
+
+def test_ollama_legacy_embeddings(server):
+    c = ollama.Client(host=server.url)
+    r = c.embeddings(model=MODEL, prompt=TEXTS[0])
+    new = c.embed(model=MODEL, input=TEXTS[0])
+    assert dot(r.embedding, new.embeddings[0]) > 0.9999
+
+
+def test_ollama_embed_without_input_loads_the_model(server):
+    r = httpx.post(server.url + "/api/embed", json={"model": MODEL}, timeout=60)
+    assert r.status_code == 200 and r.json()["embeddings"] == []
+    r = httpx.post(server.url + "/api/embeddings", json={"model": MODEL, "prompt": ""}, timeout=60)
+    assert r.status_code == 200 and r.json() == {"embedding": []}
+
+
+def test_openai_embeddings_float_and_base64(server):
+    c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    floats = c.embeddings.create(model=MODEL, input=TEXTS, encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1, 2]
+    check_vectors([d.embedding for d in floats.data], 3)
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens > 10
+    # The SDK asks for base64 by default and decodes it itself.
+    default = c.embeddings.create(model=MODEL, input=TEXTS)
+    for a, b in zip(default.data, floats.data):
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-6)
+    tokens = c.embeddings.create(model=MODEL, input=[[1, 2, 3, 4], [5, 6, 7]], encoding_format="float")
+    assert len(tokens.data) == 2
+    short = c.embeddings.create(model=MODEL, input="hello", dimensions=32, encoding_format="float")
+    assert len(short.data[0].embedding) == 32
+
+
+def test_langchain_embeddings(server):
+    docs = OllamaEmbeddings(model=MODEL, base_url=server.url).embed_documents(TEXTS)
+    check_vectors(docs, 3)
+    query = OllamaEmbeddings(model=MODEL, base_url=server.url).embed_query(TEXTS[0])
+    assert dot(query, docs[0]) > 0.9999
+    # OpenAIEmbeddings counts tokens with tiktoken unless told the model is not OpenAI's.
+    oai = OpenAIEmbeddings(model=MODEL, base_url=server.url + "/v1", api_key="unused", check_embedding_ctx_length=False, max_retries=0)
+    check_vectors(oai.embed_documents(TEXTS), 3)
+
+
+@pytest.mark.parametrize(
+    "path,body,says",
+    [
+        ("/api/embed", {"model": MODEL, "input": []}, "empty list"),
+        ("/api/embed", {"model": MODEL, "input": ["a", 3]}, "input[1]"),
+        ("/api/embed", {"model": MODEL, "input": ["a", ""]}, "input[1]"),
+        ("/api/embed", {"model": MODEL, "input": "a", "dimensions": 100000}, "dimensions"),
+        ("/api/embed", {"model": MODEL, "input": "word " * 5000, "truncate": False}, "truncate"),
+        ("/api/embed", {"model": MODEL, "input": "a", "pooling": "cls"}, "pooling"),
+        ("/v1/embeddings", {"model": MODEL, "input": ""}, "empty string"),
+        ("/v1/embeddings", {"model": MODEL, "input": [1, 99999999]}, "vocabulary"),
+        ("/v1/embeddings", {"model": MODEL, "input": "a", "encoding_format": "int8"}, "encoding_format"),
+        ("/v1/embeddings", {"model": MODEL, "input": "word " * 5000}, "truncate"),
+    ],
+)
+def test_bad_embedding_requests_get_400_naming_the_problem(server, path, body, says):
+    r = httpx.post(server.url + path, json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    message = error if isinstance(error, str) else error["message"]
+    assert says in message, message
+
+
+def test_inputs_beyond_the_limit_are_refused(make_server):
+    s = make_server(["--model", MODEL], env={"STRATA_SERVER__MAX_EMBED_INPUTS": "4"})
+    r = httpx.post(s.url + "/api/embed", json={"model": MODEL, "input": ["a"] * 5}, timeout=60)
+    assert r.status_code == 400 and "too many inputs" in r.json()["error"]
+    r = httpx.post(s.url + "/api/embed", json={"model": MODEL, "input": ["a"] * 4}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["embeddings"]) == 4
+
+
+def test_a_truncated_input_is_embedded(server):
+    r = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": "word " * 5000}, timeout=120)
+    assert r.status_code == 200
+    assert r.json()["prompt_eval_count"] <= 2048 and len(r.json()["embeddings"]) == 1
+
+
+def test_backends_without_embeddings_say_so(make_server):
+    s = make_server(["--backend", "instant"])
+    r = httpx.post(s.url + "/api/embed", json={"model": "instant", "input": "a"})
+    assert r.status_code == 501 and "embedded backend" in r.json()["error"]
+    r = httpx.post(s.url + "/v1/embeddings", json={"model": "instant", "input": "a"})
+    assert r.status_code == 501 and "embedded backend" in r.json()["error"]["message"]
