@@ -1,7 +1,8 @@
 """Embeddings through `strata serve` on the embedded default model, with the clients RAG
 setups use: ollama-python `embed` / `embeddings`, the openai package's `embeddings.create`
 (float and base64, the SDK's default), LangChain's `OllamaEmbeddings` and `OpenAIEmbeddings`.
-The chain and Bedrock backends do not serve embeddings yet: they answer 501."""
+The instant backend embeds at once (fixed vectors); the chain and Bedrock backends do not
+serve embeddings yet: they answer 501."""
 
 import math
 
@@ -122,8 +123,16 @@ def test_a_truncated_input_is_embedded(server):
 
 
 def test_backends_without_embeddings_say_so(make_server):
-    s = make_server(["--backend", "instant"])
-    r = httpx.post(s.url + "/api/embed", json={"model": "instant", "input": "a"})
+    # Nothing listens at the gateway address: the refusal comes before any call.
+    s = make_server(["--backend", "chain"], env={"STRATA_SERVER__CHAIN__GATEWAY_URL": "http://127.0.0.1:9"})
+    r = httpx.post(s.url + "/api/embed", json={"model": MODEL, "input": "a"})
     assert r.status_code == 501 and "embedded backend" in r.json()["error"]
-    r = httpx.post(s.url + "/v1/embeddings", json={"model": "instant", "input": "a"})
+    r = httpx.post(s.url + "/v1/embeddings", json={"model": MODEL, "input": "a"})
     assert r.status_code == 501 and "embedded backend" in r.json()["error"]["message"]
+
+
+def test_the_instant_backend_embeds_at_once(make_server):
+    s = make_server(["--backend", "instant"])
+    r = ollama.Client(host=s.url).embed(model="instant", input=["a", "b", "a"])
+    assert r.embeddings[0] == r.embeddings[2] != r.embeddings[1]
+    assert len(r.embeddings[0]) == 384 and math.isclose(dot(r.embeddings[0], r.embeddings[0]), 1.0, abs_tol=1e-3)

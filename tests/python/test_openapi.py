@@ -40,7 +40,7 @@ CHECKS = [
 INSTANT_MODELS = {"STRATA_SERVER__INSTANT__MODELS": '["instant", "smollm2:135m"]'}
 
 # Routes whose success path must have been exercised (200 seen) by the run.
-GENERATING_ROUTES = ["/api/generate", "/api/chat", "/api/show", "/api/pull", "/v1/chat/completions", "/v1/completions", "/v1/models/{*model}"]
+GENERATING_ROUTES = ["/api/generate", "/api/chat", "/api/show", "/api/pull", "/api/embed", "/api/embeddings", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models/{*model}"]
 
 
 def schemathesis_run(url, workdir, max_examples, seed):
@@ -79,7 +79,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(make_server,
     assert r.returncode == 0, report[-30000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", report)
     assert generated and int(generated.group(1)) >= 10 * max_examples, report[-3000:]
-    assert "Tested: 22" in report, report[-3000:]
+    assert "Tested: 23" in report, report[-3000:]
     # The run reached the server's success and error paths, not only its edges.
     seen = requests_by_route_and_status(s.url)
     for route in GENERATING_ROUTES:

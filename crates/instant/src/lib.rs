@@ -2,6 +2,8 @@
 //! `num_predict` (counted in words) and stop strings. Every hop can run on it, so tests need no
 //! model and benchmarks measure only our own software.
 
+pub mod embed;
+
 use std::time::Instant;
 
 use contract::{ChunkStream, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};

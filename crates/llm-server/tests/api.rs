@@ -140,10 +140,10 @@ async fn unsupported_ollama_routes_are_501_on_their_own_method_only() {
     let r = app.post("/api/create", json!({"model": "x"})).await;
     assert_eq!(r.status(), 501);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"error": "/api/create is not supported by strata"}));
-    // Embeddings are served by the embedded backend; the instant one says it does not.
-    let r = app.post("/api/embed", json!({"model": "instant", "input": "x"})).await;
-    assert_eq!(r.status(), 501);
-    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("embedded backend"));
+    // The instant backend embeds (a fixed vector per input).
+    let r = app.post("/api/embed", json!({"model": "instant", "input": ["x", "y"]})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["embeddings"].as_array().unwrap().len(), 2);
     let r = app.client.delete(format!("{}/api/delete", app.url)).send().await.unwrap();
     assert_eq!(r.status(), 501);
     for (method, path) in [("GET", "/api/embed"), ("TRACE", "/api/create"), ("POST", "/api/delete"), ("GET", "/api/blobs/sha256-0")] {

@@ -45,6 +45,15 @@ impl Backend for InstantBackend {
         self.generator.generate(req)
     }
 
+    fn embeds(&self) -> bool {
+        true
+    }
+
+    async fn embed(&self, req: contract::EmbedRequest, _caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
+        self.check(&req.model)?;
+        instant::embed::embed(&req)
+    }
+
     async fn load(&self, model: &str) -> Result<(), contract::Error> {
         self.check(model)
     }
@@ -61,8 +70,8 @@ impl Backend for InstantBackend {
             parameters: String::new(),
             model_info: serde_json::Map::new(),
             context_length: 0,
-            // It answers tools with a call (to the named tool, or the first).
-            capabilities: vec!["completion", "tools"],
+            // It answers tools with a call (to the named tool, or the first), and embeds.
+            capabilities: vec!["completion", "tools", "embedding"],
         })
     }
 
