@@ -76,7 +76,7 @@ mod tests {
         assert_ne!(out.embeddings[0], out.embeddings[1]);
         let norm: f32 = out.embeddings[1].values.iter().map(|v| v * v).sum();
         assert!((norm - 1.0).abs() < 1e-4 && out.embeddings[1].values.len() == WIDTH);
-        assert_eq!(out.prompt_tokens, 4);
+        assert_eq!(out.prompt_tokens, 5);
         assert_eq!(embed(&request(&["a"], Some(8))).unwrap().embeddings[0].values.len(), 8);
     }
 
