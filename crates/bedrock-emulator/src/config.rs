@@ -36,6 +36,9 @@ pub struct EmulatorSettings {
     pub generator: GeneratorKind,
     /// Bedrock model ids -> local model names. Other ids get ResourceNotFoundException.
     pub models: BTreeMap<String, String>,
+    /// Bedrock embedding model ids (Titan Text Embeddings V2, Cohere Embed v3) -> the local
+    /// models whose embeddings answer their InvokeModel requests.
+    pub embedding_models: BTreeMap<String, String>,
     pub auth: AuthMode,
     /// Bedrock API keys accepted when `auth = "keys"`.
     pub api_keys: Vec<String>,
@@ -65,11 +68,16 @@ impl Default for EmulatorSettings {
     fn default() -> Self {
         let mut models = BTreeMap::new();
         models.insert(DEFAULT_MODEL_ID.to_owned(), engine::DEFAULT_MODEL.to_owned());
+        let embedding_models = ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3", "cohere.embed-multilingual-v3"]
+            .into_iter()
+            .map(|id| (id.to_owned(), engine::DEFAULT_MODEL.to_owned()))
+            .collect();
         EmulatorSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             connections: telemetry::ConnectionSettings::default(),
             generator: GeneratorKind::Embedded,
             models,
+            embedding_models,
             auth: AuthMode::Any,
             api_keys: Vec::new(),
             api_keys_file: None,

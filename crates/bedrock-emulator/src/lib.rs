@@ -1,6 +1,6 @@
 //! A local Amazon Bedrock Runtime: `Converse` and `ConverseStream` over HTTP with AWS's JSON
-//! shapes, error headers and event-stream framing, answered by the embedded engine (or the
-//! instant generator). The official AWS SDKs talk to it through an endpoint override.
+//! shapes, error headers and event-stream framing, and `InvokeModel` for the Titan and Cohere
+//! embedding models, answered by the embedded engine (or the instant generator). The official AWS SDKs talk to it through an endpoint override.
 
 pub mod auth;
 pub mod config;
@@ -9,6 +9,7 @@ pub mod error;
 pub mod eventstream;
 pub mod faults;
 pub mod generator;
+pub mod invoke;
 pub mod routes;
 pub mod startup;
 

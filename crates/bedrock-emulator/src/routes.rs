@@ -1,4 +1,4 @@
-//! `POST /model/{modelId}/converse` and `/converse-stream`.
+//! `POST /model/{modelId}/converse`, `/converse-stream` and (for embedding models) `/invoke`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,17 +18,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::converse::{self, ConverseRequest};
 use crate::error::{AwsError, AwsErrorType};
 use crate::eventstream;
+use crate::invoke::{self, Family};
 use crate::startup::AppState;
 
-/// Everything both operations do before generating: auth, throttling, parsing, model lookup.
-async fn prepare(
-    state: &Arc<AppState>,
-    info: &RequestInfo,
-    model_id: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    stream: bool,
-) -> Result<(contract::GenerateRequest, OwnedSemaphorePermit), AwsError> {
+/// What every operation does first: auth, injected faults, throttling, the body.
+fn admit(state: &Arc<AppState>, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(Bytes, OwnedSemaphorePermit), AwsError> {
     crate::auth::check(state.settings.auth, &state.keys.keys(), headers)?;
     if let Some(fault) = state.faults.next() {
         return Err(fault);
@@ -40,6 +34,19 @@ async fn prepare(
         let msg = if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "Input is too long for requested model." } else { "Could not read the request body." };
         AwsError::new(AwsErrorType::Validation, msg)
     })?;
+    Ok((body, permit))
+}
+
+/// Everything both Converse operations do before generating: admission, parsing, model lookup.
+async fn prepare(
+    state: &Arc<AppState>,
+    info: &RequestInfo,
+    model_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    stream: bool,
+) -> Result<(contract::GenerateRequest, OwnedSemaphorePermit), AwsError> {
+    let (body, permit) = admit(state, headers, body)?;
     let req: ConverseRequest = serde_json::from_slice(&body).map_err(|e| AwsError::new(AwsErrorType::Validation, format!("Malformed input request: {e}")))?;
     let local = state
         .settings
@@ -133,4 +140,35 @@ pub async fn converse_stream(
 
 pub async fn not_found() -> impl IntoResponse {
     AwsError::new(AwsErrorType::ResourceNotFound, "The requested operation is not supported by this endpoint.")
+}
+
+/// InvokeModel for the embedding models (`invoke.rs`).
+pub async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Extension(info): Extension<RequestInfo>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, AwsError> {
+    let (body, _permit) = admit(&state, &headers, body)?;
+    let family = Family::of(&model_id).ok_or_else(|| {
+        AwsError::new(AwsErrorType::Validation, "The emulator's InvokeModel serves embedding models (Titan Text Embeddings V2, Cohere Embed v3); use Converse for text models.")
+    })?;
+    let local = state
+        .settings
+        .embedding_models
+        .get(&model_id)
+        .ok_or_else(|| AwsError::new(AwsErrorType::ResourceNotFound, format!("Model not found: the model identifier '{model_id}' is not served here.")))?;
+    let trace = Some(contract::TraceContext { traceparent: info.trace.header(), tracestate: String::new() });
+    let answer = match family {
+        Family::TitanV2 => {
+            let req = invoke::titan_request(&body, local)?;
+            invoke::titan_response(state.generator.embed(contract::EmbedRequest { trace, ..req }).await?)
+        }
+        Family::CohereV3 => {
+            let (req, texts, by_type) = invoke::cohere_request(&body, local)?;
+            invoke::cohere_response(state.generator.embed(contract::EmbedRequest { trace, ..req }).await?, texts, by_type)
+        }
+    };
+    Ok(Json(answer))
 }

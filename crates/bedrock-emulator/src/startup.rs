@@ -87,6 +87,7 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/model/{model_id}/converse", post(routes::converse))
         .route("/model/{model_id}/converse-stream", post(routes::converse_stream))
+        .route("/model/{model_id}/invoke", post(routes::invoke))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(header_limit, telemetry::header_limit))
