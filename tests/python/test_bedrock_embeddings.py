@@ -77,3 +77,49 @@ def test_an_embedding_model_the_emulator_does_not_serve_is_not_found(bedrock):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         invoke(bedrock, "eu." + TITAN, {"inputText": "x"})
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+# ---- `strata serve --backend bedrock`: Ollama and OpenAI clients, Bedrock's embedding models ----
+
+AWS = {"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="module")
+def serve(make_server_module, tmp_path_factory):
+    emulator = make_server_module(["--generator", "embedded"], command="bedrock-emulator")
+    config = tmp_path_factory.mktemp("bedrock-embed") / "strata.toml"
+    config.write_text(f'[bedrock]\nendpoint_url = "{emulator.url}"\n\n[bedrock.embedding_model_ids]\n"embedder" = "{TITAN}"\n"cohere" = "{COHERE}"\n')
+    return make_server_module(["--backend", "bedrock", "--config", str(config)], env=AWS)
+
+
+def test_ollama_and_openai_clients_embed_through_bedrock(serve):
+    import ollama
+    import openai
+
+    texts = ["The cat sat on the mat.", "A cat was sitting on a rug.", "Stock markets fell sharply."]
+    for model in ["embedder", "cohere", TITAN]:
+        r = ollama.Client(host=serve.url).embed(model=model, input=texts)
+        e = r.embeddings
+        assert len(e) == 3 and math.isclose(dot(e[0], e[0]), 1.0, abs_tol=1e-3), model
+        assert dot(e[0], e[1]) > dot(e[0], e[2]), model
+    oai = openai.OpenAI(base_url=serve.url + "/v1", api_key="unused", max_retries=0)
+    r = oai.embeddings.create(model="embedder", input=texts, dimensions=256)
+    assert [len(d.embedding) for d in r.data] == [256, 256, 256] and r.usage.prompt_tokens > 5
+    assert "embedding" in ollama.Client(host=serve.url).show("embedder").capabilities
+
+
+@pytest.mark.parametrize(
+    "body,says",
+    [
+        ({"model": "smollm2:135m", "input": "a"}, "not a Bedrock embedding model"),
+        ({"model": "embedder", "input": "a", "dimensions": 300}, "256, 512 or 1024"),
+        ({"model": "cohere", "input": "a", "dimensions": 256}, "fixed 1024"),
+    ],
+)
+def test_requests_bedrock_would_refuse_are_refused_before_a_call(serve, body, says):
+    import httpx
+
+    r = httpx.post(serve.url + "/api/embed", json=body, timeout=60)
+    assert r.status_code == 400 and says in r.json()["error"], r.text
+    r = httpx.post(serve.url + "/v1/embeddings", json={**body, "input": [[1, 2, 3]]}, timeout=60)
+    assert r.status_code == 400, r.text

@@ -11,10 +11,14 @@ use aws_sdk_bedrockruntime::Client;
 use contract::{ChunkStream, DoneReason, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};
 use rand::Rng;
 
+use crate::embed::{self, Family};
 use crate::errors::map_sdk_error;
 use crate::mapping::to_converse_parts;
 use crate::settings::BedrockSettings;
 use aws_trace::{with_traceparent, TraceInterceptor};
+
+/// Titan embedding calls in flight at once for one request.
+const TITAN_CALLS_AT_ONCE: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct BedrockClient {
@@ -98,6 +102,74 @@ impl BedrockClient {
             }
         }
         Err(contract::Error::new(ErrorKind::Internal, "no attempt was made"))
+    }
+
+    /// Embeds through InvokeModel (`embed.rs`): the model name maps through
+    /// `embedding_model_ids`, or is itself a Titan V2 / Cohere v3 id.
+    pub async fn embed(&self, req: contract::EmbedRequest) -> Result<contract::EmbedResponse, contract::Error> {
+        use futures::{StreamExt, TryStreamExt};
+        let started = Instant::now();
+        let model_id = self.settings.embedding_model_ids.get(&req.model).map_or(req.model.as_str(), String::as_str).to_owned();
+        let family = Family::of(&model_id).ok_or_else(|| {
+            contract::Error::new(
+                ErrorKind::InvalidRequest,
+                format!("model \"{}\" is not a Bedrock embedding model; name a Titan Text Embeddings V2 or Cohere Embed v3 model, or map this name to one in bedrock.embedding_model_ids", req.model),
+            )
+        })?;
+        embed::check_dimensions(family, req.dimensions, &model_id)?;
+        let texts = embed::texts(&req)?;
+        let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone());
+        let (vectors, tokens) = match family {
+            Family::TitanV2 => {
+                // One text per call; a few calls at once, so a long list neither crawls nor
+                // sets off Bedrock's throttling.
+                let calls: Vec<_> = texts
+                    .iter()
+                    .map(|t| {
+                        let body = embed::titan_body(t, req.dimensions);
+                        let (model_id, traceparent) = (model_id.clone(), traceparent.clone());
+                        async move { embed::titan_answer(&self.invoke(&model_id, &body, traceparent).await?) }
+                    })
+                    .collect();
+                let answers: Vec<(Vec<f32>, u32)> = futures::stream::iter(calls).buffered(TITAN_CALLS_AT_ONCE).try_collect().await?;
+                let tokens = answers.iter().map(|(_, n)| *n).sum();
+                (answers.into_iter().map(|(v, _)| v).collect::<Vec<_>>(), tokens)
+            }
+            Family::CohereV3 => {
+                let mut vectors = Vec::with_capacity(texts.len());
+                for batch in texts.chunks(embed::COHERE_BATCH) {
+                    let answer = self.invoke(&model_id, &embed::cohere_body(batch, req.truncate), traceparent.clone()).await?;
+                    vectors.extend(embed::cohere_answer(&answer, batch.len())?.into_iter().map(embed::normalized));
+                }
+                // Cohere's body reports no token count.
+                (vectors, 0)
+            }
+        };
+        let total = started.elapsed().as_nanos() as u64;
+        Ok(contract::EmbedResponse {
+            model: req.model,
+            embeddings: vectors.into_iter().map(|values| contract::Embedding { values }).collect(),
+            prompt_tokens: tokens,
+            timings: Some(Timings { total_ns: total, hops: vec![HopTiming { hop: "bedrock".into(), dur_ns: total }], ..Default::default() }),
+        })
+    }
+
+    /// One InvokeModel call with a JSON body, with retries; the answer's bytes.
+    async fn invoke(&self, model_id: &str, body: &serde_json::Value, traceparent: Option<String>) -> Result<Vec<u8>, contract::Error> {
+        let bytes = serde_json::to_vec(body).map_err(|e| contract::Error::new(ErrorKind::Internal, e.to_string()))?;
+        self.with_retries(|| {
+            let call = self
+                .client
+                .invoke_model()
+                .model_id(model_id)
+                .content_type("application/json")
+                .accept("application/json")
+                .body(aws_sdk_bedrockruntime::primitives::Blob::new(bytes.clone()))
+                .send();
+            let traceparent = traceparent.clone();
+            async move { with_traceparent(traceparent, call).await.map(|o| o.body.into_inner()).map_err(|e| map_sdk_error(&e)) }
+        })
+        .await
     }
 
     /// Generates through Converse (one chunk of text then `done`) or ConverseStream (deltas as

@@ -1,9 +1,11 @@
 //! The one Bedrock client every strata component uses (the Lambda function, the LLM Server's
 //! `bedrock` backend): Converse and ConverseStream through the official SDK, mapped to and
-//! from the contract, with our own retries (exponential backoff, full jitter) on throttling.
+//! from the contract, and embeddings through InvokeModel, with our own retries (exponential
+//! backoff, full jitter) on throttling.
 
 mod client;
 mod document;
+pub mod embed;
 mod errors;
 mod mapping;
 mod settings;

@@ -20,7 +20,7 @@ pub async fn run(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo, 
             protocol,
             StatusCode::NOT_IMPLEMENTED,
             ErrorKind::InvalidRequest,
-            "embeddings are served by the embedded backend (and the instant one, for tests); this server's backend does not serve them yet",
+            "embeddings are served by the embedded backend, the bedrock backend and the instant one; this server's backend (the chain) does not serve them yet",
         ));
     }
     edge::embed_inputs(&state.settings, protocol, req.inputs.len())?;

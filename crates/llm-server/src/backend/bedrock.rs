@@ -36,6 +36,14 @@ impl Backend for BedrockBackend {
         self.client.generate(req).await
     }
 
+    fn embeds(&self) -> bool {
+        true
+    }
+
+    async fn embed(&self, req: contract::EmbedRequest, _caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
+        self.client.embed(req).await
+    }
+
     /// Bedrock models are always "loaded".
     async fn load(&self, _model: &str) -> Result<(), contract::Error> {
         Ok(())
@@ -43,14 +51,20 @@ impl Backend for BedrockBackend {
 
     /// The configured model names (Bedrock itself has no "local models").
     async fn list_models(&self) -> Result<Vec<ModelDescriptor>, contract::Error> {
-        Ok(self.client.settings().model_ids.keys().map(|m| Self::descriptor(m)).collect())
+        let settings = self.client.settings();
+        Ok(settings.model_ids.keys().chain(settings.embedding_model_ids.keys()).map(|m| Self::descriptor(m)).collect())
     }
 
     async fn show(&self, model: &str) -> Result<ModelDetails, contract::Error> {
         let mut model_info = serde_json::Map::new();
-        let id = self.client.settings().model_ids.get(model).cloned().unwrap_or_else(|| model.to_owned());
+        let settings = self.client.settings();
+        let embedding_id = settings.embedding_model_ids.get(model).map(String::as_str).or(bedrock::embed::Family::of(model).map(|_| model));
+        let (id, capabilities) = match embedding_id {
+            Some(id) => (id.to_owned(), vec!["embedding"]),
+            None => (settings.model_ids.get(model).cloned().unwrap_or_else(|| model.to_owned()), vec!["completion", "tools"]),
+        };
         model_info.insert("bedrock.model_id".into(), id.into());
-        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0, capabilities: vec!["completion", "tools"] })
+        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0, capabilities })
     }
 
     async fn running(&self) -> Result<Vec<RunningModel>, contract::Error> {
