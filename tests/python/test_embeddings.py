@@ -1,8 +1,8 @@
 """Embeddings through `strata serve` on the embedded default model, with the clients RAG
 setups use: ollama-python `embed` / `embeddings`, the openai package's `embeddings.create`
 (float and base64, the SDK's default), LangChain's `OllamaEmbeddings` and `OpenAIEmbeddings`.
-The instant backend embeds at once (fixed vectors); the chain and Bedrock backends do not
-serve embeddings yet: they answer 501."""
+The same clients through the whole chain (`strata up`: gateway, MainService, Lambda, Bedrock
+InvokeModel on the emulator's Titan model); the instant backend embeds at once (fixed vectors)."""
 
 import math
 
@@ -14,6 +14,7 @@ from langchain_ollama import OllamaEmbeddings
 from langchain_openai import OpenAIEmbeddings
 
 from conftest import MODEL
+from test_chain import start_up
 
 TEXTS = ["The cat sat on the mat.", "A cat was sitting on a rug.", "Stock markets fell sharply on Monday."]
 
@@ -122,17 +123,42 @@ def test_a_truncated_input_is_embedded(server):
     assert r.json()["prompt_eval_count"] <= 2048 and len(r.json()["embeddings"]) == 1
 
 
-def test_backends_without_embeddings_say_so(make_server):
-    # Nothing listens at the gateway address: the refusal comes before any call.
-    s = make_server(["--backend", "chain"], env={"STRATA_SERVER__CHAIN__GATEWAY_URL": "http://127.0.0.1:9"})
-    r = httpx.post(s.url + "/api/embed", json={"model": MODEL, "input": "a"})
-    assert r.status_code == 501 and "embedded backend" in r.json()["error"]
-    r = httpx.post(s.url + "/v1/embeddings", json={"model": MODEL, "input": "a"})
-    assert r.status_code == 501 and "embedded backend" in r.json()["error"]["message"]
-
-
 def test_the_instant_backend_embeds_at_once(make_server):
     s = make_server(["--backend", "instant"])
     r = ollama.Client(host=s.url).embed(model="instant", input=["a", "b", "a"])
     assert r.embeddings[0] == r.embeddings[2] != r.embeddings[1]
     assert len(r.embeddings[0]) == 384 and math.isclose(dot(r.embeddings[0], r.embeddings[0]), 1.0, abs_tol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def up(make_server_module, tmp_path_factory):
+    return start_up(make_server_module, ["--run-dir", str(tmp_path_factory.mktemp("run-embed"))])
+
+
+def test_the_chain_embeds_with_every_client(up, server):
+    local = ollama.Client(host=server.url).embed(model=MODEL, input=TEXTS).embeddings
+    r = ollama.Client(host=up.url).embed(model=MODEL, input=TEXTS)
+    check_vectors(r.embeddings, 3)
+    # The chain's vectors are the local model's (the emulator answers Titan with it).
+    assert all(dot(a, b) > 0.999 for a, b in zip(r.embeddings, local))
+    assert r.prompt_eval_count > 10
+    legacy = ollama.Client(host=up.url).embeddings(model=MODEL, prompt=TEXTS[0])
+    assert dot(legacy.embedding, local[0]) > 0.999
+    oai = openai.OpenAI(base_url=up.url + "/v1", api_key="unused", max_retries=0)
+    data = oai.embeddings.create(model=MODEL, input=TEXTS).data
+    check_vectors([d.embedding for d in data], 3)
+    assert len(oai.embeddings.create(model=MODEL, input="hello", dimensions=256).data[0].embedding) == 256
+    check_vectors(OllamaEmbeddings(model=MODEL, base_url=up.url).embed_documents(TEXTS), 3)
+
+
+@pytest.mark.parametrize(
+    "body,says",
+    [
+        ({"model": MODEL, "input": "a", "dimensions": 300}, "256, 512 or 1024"),
+        ({"model": "nomodel:1b", "input": "a"}, "not a Bedrock embedding model"),
+        ({"model": MODEL, "input": [""]}, "input[0]"),
+    ],
+)
+def test_the_chain_refuses_what_bedrock_would(up, body, says):
+    r = httpx.post(up.url + "/api/embed", json=body, timeout=60)
+    assert r.status_code == 400 and says in r.json()["error"], r.text

@@ -14,8 +14,13 @@ async fn main() -> Result<(), lambda::runtime::RuntimeError> {
     // A payload that is not a contract request is answered as the caller's error by
     // `parse_payload`, not as a runtime failure.
     lambda::runtime::run(|invocation: lambda::runtime::Invocation| async move {
-        let req = lambda::parse_payload(&invocation.payload)?;
-        lambda::handle(client, req).await
+        match lambda::parse_invocation(&invocation.payload)? {
+            lambda::Event::Generate(req) => lambda::handle(client, *req).await.map(|answer| match answer {
+                lambda::runtime::Answer::Buffered(done) => lambda::runtime::Answer::Buffered(lambda::Reply::Generated(done)),
+                lambda::runtime::Answer::Streaming(lines) => lambda::runtime::Answer::Streaming(lines),
+            }),
+            lambda::Event::Embed(req) => lambda::embed(client, req).await.map(|r| lambda::runtime::Answer::Buffered(lambda::Reply::Embedded(r))),
+        }
     })
     .await
 }

@@ -16,12 +16,7 @@ use crate::startup::AppState;
 
 pub async fn run(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo, caller: &Caller, mut req: contract::EmbedRequest) -> Result<contract::EmbedResponse, ApiError> {
     if !state.backend.embeds() {
-        return Err(ApiError::with_status(
-            protocol,
-            StatusCode::NOT_IMPLEMENTED,
-            ErrorKind::InvalidRequest,
-            "embeddings are served by the embedded backend, the bedrock backend and the instant one; this server's backend (the chain) does not serve them yet",
-        ));
+        return Err(ApiError::with_status(protocol, StatusCode::NOT_IMPLEMENTED, ErrorKind::InvalidRequest, "this server's backend does not serve embeddings"));
     }
     edge::embed_inputs(&state.settings, protocol, req.inputs.len())?;
     let _permit = state.limiter.acquire().await.map_err(|_| {

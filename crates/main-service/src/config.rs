@@ -28,6 +28,9 @@ pub struct MainServiceSettings {
     pub max_total_bytes: usize,
     /// Most messages in one request.
     pub max_messages: usize,
+    /// Most inputs in one embedding request (`/v1/embed`); each is at most
+    /// `max_message_bytes`, and all of them together at most `max_total_bytes`.
+    pub max_embed_inputs: usize,
     /// Deepest nesting of arrays and objects in a JSON request body.
     pub max_json_depth: usize,
     /// Most tool definitions in one request (OpenAI's own limit is 128).
@@ -64,6 +67,7 @@ impl Default for MainServiceSettings {
             max_message_bytes: 1024 * 1024,
             max_total_bytes: 4 * 1024 * 1024,
             max_messages: 1024,
+            max_embed_inputs: 2048,
             max_json_depth: 64,
             max_tools: 128,
             max_schema_bytes: 64 * 1024,

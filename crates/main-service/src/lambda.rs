@@ -135,11 +135,22 @@ impl Invoker {
 
     /// `Invoke`: the function's whole answer.
     pub async fn invoke(&self, req: &GenerateRequest) -> Result<GenerateResponse, ServiceError> {
+        self.invoke_json(req, traceparent(req), "GenerateResponse").await
+    }
+
+    /// `Invoke` with an embedding event (`{"embed": EmbedRequest}`): the function's vectors.
+    pub async fn invoke_embed(&self, req: &contract::EmbedRequest) -> Result<contract::EmbedResponse, ServiceError> {
+        let trace = req.trace.as_ref().map(|t| t.traceparent.clone());
+        self.invoke_json(&serde_json::json!({ "embed": req }), trace, "EmbedResponse").await
+    }
+
+    /// One `Invoke` of `event`, its answer read as `R` (named `what` in errors).
+    async fn invoke_json<E: serde::Serialize, R: serde::de::DeserializeOwned>(&self, event: &E, trace: Option<String>, what: &str) -> Result<R, ServiceError> {
         let _slot = self.slot().await?;
-        let payload = Blob::new(serde_json::to_vec(req).map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?);
+        let payload = Blob::new(serde_json::to_vec(event).map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?);
         let result = self
             .with_retries(INVOKE, || async {
-                let call = with_traceparent(traceparent(req), self.client.invoke().function_name(&self.settings.function_name).payload(payload.clone()).send());
+                let call = with_traceparent(trace.clone(), self.client.invoke().function_name(&self.settings.function_name).payload(payload.clone()).send());
                 let out = match tokio::time::timeout(self.timeout(), call).await {
                     Err(_) => return Err(Failure { error: contract::Error::new(ErrorKind::Timeout, "the Lambda function did not answer in time"), outcome: "timeout", retry: false }),
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),
@@ -150,8 +161,8 @@ impl Invoker {
                     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
                     return Err(self.function_failure(v["errorType"].as_str().unwrap_or("Unhandled"), v["errorMessage"].as_str().unwrap_or("")));
                 }
-                serde_json::from_slice::<GenerateResponse>(body).map_err(|e| Failure {
-                    error: contract::Error::new(ErrorKind::Upstream, format!("the function's answer is not a GenerateResponse: {e}")),
+                serde_json::from_slice::<R>(body).map_err(|e| Failure {
+                    error: contract::Error::new(ErrorKind::Upstream, format!("the function's answer is not a {what}: {e}")),
                     outcome: "function_error",
                     retry: false,
                 })

@@ -71,6 +71,7 @@ impl Application {
         let v1 = Router::new()
             .route("/v1/generate", post(routes::generate::generate))
             .route("/v1/summarize", post(routes::summarize::summarize))
+            .route("/v1/embed", post(routes::embed::embed))
             .route_layer(axum::middleware::from_fn_with_state(gateway_secret, require_gateway));
         let router = v1
             .route("/healthz", get(routes::health::healthz))

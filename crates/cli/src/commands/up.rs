@@ -105,6 +105,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     function.path = bootstrap;
     let model_ids: Vec<String> = config.bedrock_emulator.models.iter().map(|(id, local)| format!("{local}={id}")).collect();
     function.env.insert("STRATA_MODEL_IDS".into(), model_ids.join(","));
+    // Embedding with a local name goes to the first embedding model id the emulator answers
+    // for that model (Titan's, by default).
+    let mut embedding_ids: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for (id, local) in &config.bedrock_emulator.embedding_models {
+        embedding_ids.entry(local.as_str()).or_insert(id.as_str());
+    }
+    let embedding_ids: Vec<String> = embedding_ids.iter().map(|(local, id)| format!("{local}={id}")).collect();
+    function.env.insert("STRATA_EMBEDDING_MODEL_IDS".into(), embedding_ids.join(","));
     function.env.insert("AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(), url(emulator));
     // Credentials configured for the function (`[lambda_service.functions.strata.env]`) win
     // over the local ones.

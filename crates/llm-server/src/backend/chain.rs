@@ -204,6 +204,36 @@ fn upstream(message: impl Into<String>) -> contract::Error {
 
 #[async_trait]
 impl Backend for ChainBackend {
+    fn embeds(&self) -> bool {
+        true
+    }
+
+    /// `/v1/embed` through the gateway: one `EmbedRequest` down, one `EmbedResponse` back.
+    async fn embed(&self, req: contract::EmbedRequest, caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
+        let url = format!("{}/v1/embed", self.settings.gateway_url.trim_end_matches('/'));
+        let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
+        let body = bytes::Bytes::from(req.encode_to_vec());
+        let forwarded = caller.api_key.as_ref().filter(|_| self.settings.forward_caller_key).map(|k| k.expose_secret().to_owned());
+        let key = forwarded.clone().unwrap_or_else(|| self.api_key());
+        let mut response = self.send(&url, body.clone(), &traceparent, &key).await?;
+        if response.status() == reqwest::StatusCode::FORBIDDEN && forwarded.is_none() {
+            if let Some(rotated) = self.rotated_key(&key) {
+                response = self.send(&url, body, &traceparent, &rotated).await?;
+            }
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| upstream(format!("reading the chain's answer: {e}")))?;
+        if !status.is_success() {
+            return Err(error_from_response(status, &headers, &body));
+        }
+        let mut out = contract::EmbedResponse::decode(body).map_err(|e| upstream(format!("the chain's answer is not an EmbedResponse: {e}")))?;
+        if let Some(g) = gateway_timing(&headers) {
+            out.timings.get_or_insert_with(Default::default).hops.push(g);
+        }
+        Ok(out)
+    }
+
     async fn generate(&self, req: contract::GenerateRequest, caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
         let url = format!("{}/v1/generate", self.settings.gateway_url.trim_end_matches('/'));
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();

@@ -254,6 +254,55 @@ impl<'a> Checks<'a> {
     }
 }
 
+/// An embedding request that passed the edge checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedEmbed {
+    inner: contract::EmbedRequest,
+}
+
+impl ValidatedEmbed {
+    pub fn into_inner(self) -> contract::EmbedRequest {
+        self.inner
+    }
+}
+
+impl TryFrom<(contract::EmbedRequest, &MainServiceSettings)> for ValidatedEmbed {
+    type Error = ServiceError;
+
+    fn try_from((req, settings): (contract::EmbedRequest, &MainServiceSettings)) -> Result<Self, ServiceError> {
+        use contract::embed_input::Kind;
+        let mut v = Checks::new(settings);
+        v.model(&req.model);
+        if req.inputs.is_empty() {
+            v.fail("inputs", "at least one input is required");
+        }
+        if req.inputs.len() > settings.max_embed_inputs {
+            v.fail("inputs", format!("{} inputs; at most {} are allowed", req.inputs.len(), settings.max_embed_inputs));
+        }
+        let mut total = 0usize;
+        for (i, input) in req.inputs.iter().enumerate() {
+            let field = format!("inputs[{i}]");
+            match &input.kind {
+                Some(Kind::Text(t)) if t.is_empty() => v.fail(&field, "must not be empty"),
+                Some(Kind::Text(t)) => {
+                    v.size(&field, t);
+                    total += t.len();
+                }
+                Some(Kind::Tokens(t)) if t.ids.is_empty() => v.fail(&field, "must not be an empty token list"),
+                Some(Kind::Tokens(t)) => total += t.ids.len() * 4,
+                None => v.fail(&field, "text or tokens is required"),
+            }
+        }
+        if total > settings.max_total_bytes {
+            v.fail("inputs", format!("the inputs add up to {total} bytes; at most {} are allowed", settings.max_total_bytes));
+        }
+        if req.dimensions == Some(0) {
+            v.fail("dimensions", "must be at least 1");
+        }
+        v.finish(ValidatedEmbed { inner: req })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +413,19 @@ mod tests {
         let s = MainServiceSettings::default();
         let r = SummarizeRequest { model: "m".into(), document: "  ".into(), ..Default::default() };
         assert_eq!(ValidatedSummarize::try_from((r, &s)).unwrap_err().fields[0].field, "document");
+    }
+
+    #[test]
+    fn embedding_requests_are_checked_at_the_edge() {
+        use contract::{embed_input::Kind, EmbedInput, EmbedRequest, TokenIds};
+        let text = |t: &str| EmbedInput { kind: Some(Kind::Text(t.into())) };
+        let settings = MainServiceSettings { max_embed_inputs: 2, max_message_bytes: 8, ..Default::default() };
+        let check = |inputs: Vec<EmbedInput>, dimensions| ValidatedEmbed::try_from((EmbedRequest { model: "m".into(), inputs, dimensions, ..Default::default() }, &settings));
+        assert!(check(vec![text("a"), EmbedInput { kind: Some(Kind::Tokens(TokenIds { ids: vec![1] })) }], Some(4)).is_ok());
+        let fields = |r: Result<ValidatedEmbed, ServiceError>| r.unwrap_err().fields.into_iter().map(|f| f.field).collect::<Vec<_>>();
+        assert_eq!(fields(check(vec![], None)), ["inputs"]);
+        assert_eq!(fields(check(vec![text("a"), text("b"), text("c")], None)), ["inputs"]);
+        assert_eq!(fields(check(vec![text(""), EmbedInput { kind: None }], None)), ["inputs[0]", "inputs[1]"]);
+        assert_eq!(fields(check(vec![text("far too long")], Some(0))), ["inputs[0]", "dimensions"]);
     }
 }

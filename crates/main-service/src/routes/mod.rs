@@ -1,6 +1,7 @@
 //! The HTTP endpoints (one file each) and what they share: reading the request, the trace,
 //! and finishing an answer with this hop's timing.
 
+pub mod embed;
 pub mod generate;
 pub mod health;
 pub mod summarize;
@@ -74,6 +75,20 @@ impl Exchange {
         r
     }
 
+    /// Embeddings, with this hop's timing and `Server-Timing`.
+    pub fn respond_embed(self, mut resp: contract::EmbedResponse) -> Response {
+        let dur_ns = self.dur_ns();
+        let timings = resp.timings.get_or_insert_with(Default::default);
+        timings.hops.push(HopTiming { hop: HOP.into(), dur_ns });
+        let header = server_timing_of(&timings.hops);
+        self.info.tokens.record(resp.prompt_tokens.into(), 0);
+        let mut r = self.encoding.respond(StatusCode::OK, &resp);
+        if let Ok(v) = HeaderValue::from_str(&header) {
+            r.headers_mut().insert("server-timing", v);
+        }
+        r
+    }
+
     /// A streamed answer: chunks pass as they come, the `done` chunk gets this hop's timing, and
     /// the stream ends with exactly one `done` or `error`.
     pub fn respond_stream(self, chunks: ChunkStream) -> Response {
@@ -94,7 +109,10 @@ impl Exchange {
 /// `Server-Timing` from the response's hops, as listed there (innermost first):
 /// `bedrock;dur=12.3, lambda;dur=15.0, main-service;dur=16.2` (milliseconds).
 pub fn server_timing(resp: &GenerateResponse) -> String {
-    let hops = resp.timings.as_ref().map(|t| t.hops.as_slice()).unwrap_or_default();
+    server_timing_of(resp.timings.as_ref().map(|t| t.hops.as_slice()).unwrap_or_default())
+}
+
+fn server_timing_of(hops: &[HopTiming]) -> String {
     hops.iter()
         .filter(|h| !h.hop.is_empty() && h.hop.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
         .map(|h| format!("{};dur={:.1}", h.hop, h.dur_ns as f64 / 1e6))
