@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import ollama._types as ollama_types
 import pytest
-from openai.types import completion_create_params
+from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contract.md"
@@ -23,6 +23,10 @@ HONOURED = {
     "ollama chat": {"format", "keep_alive", "messages", "model", "options", "stream", "tools"},
     "ollama generate": {"format", "images", "keep_alive", "model", "options", "prompt", "raw", "stream", "system"},
     "ollama options": {"num_ctx", "num_predict", "repeat_last_n", "repeat_penalty", "seed", "stop", "temperature", "top_k", "top_p"},
+    "openai embeddings": {"dimensions", "encoding_format", "input", "model"},
+    # `options` are accepted and ignored for embeddings (docs/contract.md says why).
+    "ollama embed": {"dimensions", "input", "keep_alive", "model", "options", "truncate"},
+    "ollama embeddings": {"keep_alive", "model", "options", "prompt"},
 }
 
 FIELDS = {
@@ -31,6 +35,9 @@ FIELDS = {
     "ollama chat": set(ollama_types.ChatRequest.model_fields),
     "ollama generate": set(ollama_types.GenerateRequest.model_fields),
     "ollama options": set(ollama_types.Options.model_fields),
+    "openai embeddings": set(embedding_create_params.EmbeddingCreateParams.__annotations__),
+    "ollama embed": set(ollama_types.EmbedRequest.model_fields),
+    "ollama embeddings": set(ollama_types.EmbeddingsRequest.model_fields),
 }
 
 BASE = {
@@ -39,6 +46,9 @@ BASE = {
     "ollama chat": ("/api/chat", {"model": "instant", "messages": [{"role": "user", "content": "hi"}], "stream": False}),
     "ollama generate": ("/api/generate", {"model": "instant", "prompt": "hi", "stream": False}),
     "ollama options": ("/api/generate", {"model": "instant", "prompt": "hi", "stream": False}),
+    "openai embeddings": ("/v1/embeddings", {"model": "instant", "input": "hi"}),
+    "ollama embed": ("/api/embed", {"model": "instant", "input": "hi"}),
+    "ollama embeddings": ("/api/embeddings", {"model": "instant", "prompt": "hi"}),
 }
 
 
@@ -50,6 +60,8 @@ def documented_ignored():
     for field, api in re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", table, re.M):
         if field.startswith("options."):
             out["ollama options"].add(field.removeprefix("options."))
+        elif api.startswith("OpenAI embeddings"):
+            out["openai embeddings"].add(field)
         elif api.startswith("OpenAI"):
             out["openai chat"].add(field)
             if "completions" in api:
