@@ -4,6 +4,7 @@
 mod bandwidth;
 mod chain;
 mod chart;
+mod embeddings;
 mod lambda_path;
 mod litellm;
 mod loadgen;

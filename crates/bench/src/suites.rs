@@ -32,14 +32,25 @@ pub enum Suite {
     Responsiveness,
     /// Generation tok/s of JSON-schema answers and tool calls against plain text.
     Structured,
+    /// Embedding inputs/s on serve against llama.cpp, and through the chain.
+    Embeddings,
     /// The whole chain under sustained load for a bounded time; its targets are enforced.
     /// Not part of the default run: it takes as long as it is told to.
     Soak,
 }
 
 impl Suite {
-    pub const ALL: [Suite; 8] =
-        [Suite::Engine, Suite::Batching, Suite::Memory, Suite::Lambda, Suite::Chain, Suite::Overhead, Suite::Responsiveness, Suite::Structured];
+    pub const ALL: [Suite; 9] = [
+        Suite::Engine,
+        Suite::Batching,
+        Suite::Memory,
+        Suite::Lambda,
+        Suite::Chain,
+        Suite::Overhead,
+        Suite::Responsiveness,
+        Suite::Structured,
+        Suite::Embeddings,
+    ];
 
     pub fn parse(s: &str) -> Option<Suite> {
         match s {
@@ -51,6 +62,7 @@ impl Suite {
             "overhead" => Some(Suite::Overhead),
             "responsiveness" => Some(Suite::Responsiveness),
             "structured" => Some(Suite::Structured),
+            "embeddings" => Some(Suite::Embeddings),
             "soak" => Some(Suite::Soak),
             _ => None,
         }
@@ -101,6 +113,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
             Suite::Overhead => crate::overhead::overhead(&opts).await?,
             Suite::Responsiveness => crate::responsiveness::responsiveness(&opts).await?,
             Suite::Structured => crate::structured::structured(&opts).await?,
+            Suite::Embeddings => crate::embeddings::embeddings(&opts).await?,
             Suite::Soak => crate::soak::soak(&opts, &opts.soak).await?,
         };
         println!("{}", section.markdown());

@@ -41,7 +41,7 @@ pub use embed::{EmbedInput, EmbedRequest, Embeddings};
 pub use engine::{Engine, EngineStats, Generation, LoadError};
 pub use model_info::ModelInfo;
 pub use pool::{Lease, Loaded, ModelPool, PoolError};
-pub use reference::{model_footprint, reference_rates, ModelFootprint, ReferenceRates};
+pub use reference::{model_footprint, reference_embed_rate, reference_rates, ModelFootprint, ReferenceRates};
 pub use request::{
     ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, OutputFormat, Prompt, Role, SamplingParams, ToolCall,
     ToolChoice, ToolSpec, Tools,

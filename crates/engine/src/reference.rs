@@ -91,3 +91,51 @@ pub fn reference_rates(path: &Path, n_prompt: u32, n_gen: u32, threads: i32, rep
     }
     Ok(ReferenceRates { prompt: prompt_rate / reps.max(1) as f64, generation: gen_rate / reps.max(1) as f64 })
 }
+
+/// llama.cpp's own embedding throughput, the way its `llama-embedding` example works: texts
+/// tokenized with the model's special tokens, `batch` of them decoded together as separate
+/// sequences in one mean-pooled embedding context, each vector read and normalized. Inputs
+/// per second, the median of `reps` passes over `texts` after an unmeasured one.
+pub fn reference_embed_rate(path: &Path, texts: &[String], batch: usize, threads: i32, reps: u32) -> Result<f64, String> {
+    use llama_cpp_2::context::params::LlamaPoolingType;
+    let backend = backend().map_err(|e| e.to_string())?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| e.to_string())?;
+    let seqs = batch.clamp(1, 64);
+    let n_ctx = 2048u32;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(n_ctx)
+        .with_n_ubatch(n_ctx)
+        .with_n_seq_max(seqs as u32)
+        .with_kv_unified(true)
+        .with_embeddings(true)
+        .with_pooling_type(LlamaPoolingType::Mean)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model.new_context(backend, params).map_err(|e| e.to_string())?;
+    let vocab = model.vocab();
+    let tokens: Vec<Vec<LlamaToken>> = texts.iter().map(|t| vocab.tokenize(t.as_bytes(), true, false)).collect();
+    let mut lot = LlamaBatch::new(n_ctx as usize, seqs as i32);
+    let mut rates = Vec::new();
+    for rep in 0..=reps {
+        let started = Instant::now();
+        for group in tokens.chunks(seqs) {
+            lot.clear();
+            for (s, t) in group.iter().enumerate() {
+                lot.add_sequence(t, s as i32, true).map_err(|e| e.to_string())?;
+            }
+            ctx.clear_kv_cache();
+            ctx.decode(&mut lot).map_err(|e| e.to_string())?;
+            for s in 0..group.len() {
+                let v = ctx.embeddings_seq_ith(s as i32).map_err(|e| e.to_string())?;
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                std::hint::black_box(v.iter().map(|x| x / norm).collect::<Vec<f32>>());
+            }
+        }
+        if rep > 0 {
+            rates.push(texts.len() as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates.get(rates.len() / 2).copied().unwrap_or(0.0))
+}

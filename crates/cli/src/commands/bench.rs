@@ -13,7 +13,7 @@ use crate::config::Config;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Suites to run: engine, batching, memory, lambda, chain, overhead, responsiveness, structured (default: all of these), soak
+    /// Suites to run: engine, batching, memory, lambda, chain, overhead, responsiveness, structured, embeddings (default: all of these), soak
     suites: Vec<String>,
     /// Fewer repetitions, for a quick check
     #[arg(long)]
@@ -64,7 +64,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         args.suites
             .iter()
-            .map(|s| Suite::parse(s).with_context(|| format!("unknown suite {s:?} (engine, batching, memory, lambda, chain, overhead, responsiveness, structured, soak)")))
+            .map(|s| Suite::parse(s).with_context(|| format!("unknown suite {s:?} (engine, batching, memory, lambda, chain, overhead, responsiveness, structured, embeddings, soak)")))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     let duration = agent::parse_duration(&args.duration).map_err(anyhow::Error::msg).context("--duration")?;
