@@ -36,7 +36,9 @@ def test_streaming_through_bedrock(chain):
 
 
 def test_models_are_the_configured_ones(chain):
-    assert [m.model for m in chain.list().models] == [MODEL]
+    # The configured generation model, then the default embedding names.
+    names = [m.model for m in chain.list().models]
+    assert names == [MODEL, "cohere-embed-english-v3", "cohere-embed-multilingual-v3", "titan-embed-text-v2"]
 
 
 def test_unknown_bedrock_model_is_404(chain):
