@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -154,13 +155,20 @@ impl ModelPool {
             (Arc::clone(&slot.cell), Hold { name: resolved.name.clone(), table: Arc::clone(&self.models) })
         };
         let config = self.config.clone();
+        let template_file = self.resolver.chat_template(&resolved.name).map(Path::to_path_buf);
         let loaded = cell
             .get_or_try_init(|| async move {
-                let spec = ModelSpec { name: resolved.name.clone(), path: resolved.path.clone(), chat_template: None };
-                let engine = tokio::task::spawn_blocking(move || Engine::load(spec, config))
+                let name = resolved.name.clone();
+                let path = resolved.path.clone();
+                let engine = tokio::task::spawn_blocking(move || {
+                    let chat_template = match template_file {
+                        Some(file) => Some(std::fs::read_to_string(&file).map_err(|e| PoolError::Failed(format!("reading the chat template {} of {name}: {e}", file.display())))?),
+                        None => None,
+                    };
+                    Engine::load(ModelSpec { name, path, chat_template }, config).map_err(|e| PoolError::Failed(e.to_string()))
+                })
                     .await
-                    .map_err(|e| PoolError::Failed(format!("model load task failed: {e}")))?
-                    .map_err(|e| PoolError::Failed(e.to_string()))?;
+                    .map_err(|e| PoolError::Failed(format!("model load task failed: {e}")))??;
                 tracing::info!(model = %resolved.name, path = %resolved.path.display(), "model loaded");
                 Ok::<_, PoolError>(Loaded { engine: Arc::new(engine), digest: resolved.digest, loaded_at: SystemTime::now() })
             })

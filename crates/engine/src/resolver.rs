@@ -24,13 +24,17 @@ pub struct ResolverConfig {
     pub cache_dir: Option<PathBuf>,
     /// Extra model names mapped to GGUF files.
     pub models: BTreeMap<String, PathBuf>,
+    /// Model names mapped to Jinja chat template files used instead of the GGUF's own
+    /// (llama.cpp's `--chat-template-file`): for a model whose stored template is missing or
+    /// wrong, or to give a model its family's tool-calling template.
+    pub chat_templates: BTreeMap<String, PathBuf>,
     /// The command that runs pip, split into words.
     pub pip_command: Vec<String>,
 }
 
 impl Default for ResolverConfig {
     fn default() -> Self {
-        ResolverConfig { cache_dir: None, models: BTreeMap::new(), pip_command: vec!["python3".into(), "-m".into(), "pip".into()] }
+        ResolverConfig { cache_dir: None, models: BTreeMap::new(), chat_templates: BTreeMap::new(), pip_command: vec!["python3".into(), "-m".into(), "pip".into()] }
     }
 }
 
@@ -99,6 +103,11 @@ impl Resolver {
 
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
+    }
+
+    /// The chat template file configured for a model, by its resolved name.
+    pub fn chat_template(&self, name: &str) -> Option<&Path> {
+        self.config.chat_templates.iter().find(|(k, _)| normalize(k).is_ok_and(|k| k == name)).map(|(_, p)| p.as_path())
     }
 
     /// Resolves without fetching: a path to a `.gguf`, a configured name, or a cached
