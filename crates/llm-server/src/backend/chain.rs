@@ -115,6 +115,24 @@ impl ChainBackend {
         Some(key)
     }
 
+    /// Posts `body` to `path` on the gateway with the right key: the caller's own when it
+    /// authenticated with one and the chain is told to pass it on (the gateway's usage plans
+    /// then apply per client), otherwise this server's. A refused key is checked before
+    /// anything runs, so the request is sent once more with a rotated key; a caller's own key
+    /// is not replaced by this server's.
+    async fn post(&self, path: &str, body: bytes::Bytes, traceparent: &str, caller: &super::Caller) -> Result<reqwest::Response, contract::Error> {
+        let url = format!("{}{path}", self.settings.gateway_url.trim_end_matches('/'));
+        let forwarded = caller.api_key.as_ref().filter(|_| self.settings.forward_caller_key).map(|k| k.expose_secret().to_owned());
+        let key = forwarded.clone().unwrap_or_else(|| self.api_key());
+        let response = self.send(&url, body.clone(), traceparent, &key).await?;
+        if response.status() == reqwest::StatusCode::FORBIDDEN && forwarded.is_none() {
+            if let Some(rotated) = self.rotated_key(&key) {
+                return self.send(&url, body, traceparent, &rotated).await;
+            }
+        }
+        Ok(response)
+    }
+
     async fn send(&self, url: &str, body: bytes::Bytes, traceparent: &str, api_key: &str) -> Result<reqwest::Response, contract::Error> {
         let mut request = self
             .http
@@ -210,17 +228,8 @@ impl Backend for ChainBackend {
 
     /// `/v1/embed` through the gateway: one `EmbedRequest` down, one `EmbedResponse` back.
     async fn embed(&self, req: contract::EmbedRequest, caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
-        let url = format!("{}/v1/embed", self.settings.gateway_url.trim_end_matches('/'));
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
-        let body = bytes::Bytes::from(req.encode_to_vec());
-        let forwarded = caller.api_key.as_ref().filter(|_| self.settings.forward_caller_key).map(|k| k.expose_secret().to_owned());
-        let key = forwarded.clone().unwrap_or_else(|| self.api_key());
-        let mut response = self.send(&url, body.clone(), &traceparent, &key).await?;
-        if response.status() == reqwest::StatusCode::FORBIDDEN && forwarded.is_none() {
-            if let Some(rotated) = self.rotated_key(&key) {
-                response = self.send(&url, body, &traceparent, &rotated).await?;
-            }
-        }
+        let response = self.post("/v1/embed", bytes::Bytes::from(req.encode_to_vec()), &traceparent, caller).await?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| upstream(format!("reading the chain's answer: {e}")))?;
@@ -235,22 +244,9 @@ impl Backend for ChainBackend {
     }
 
     async fn generate(&self, req: contract::GenerateRequest, caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
-        let url = format!("{}/v1/generate", self.settings.gateway_url.trim_end_matches('/'));
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
         let stream = req.stream;
-        let body = bytes::Bytes::from(req.encode_to_vec());
-        // The caller's own key, when it authenticated with one and the chain is told to pass it
-        // on: the gateway's usage plans then apply per client. Otherwise this server's key.
-        let forwarded = caller.api_key.as_ref().filter(|_| self.settings.forward_caller_key).map(|k| k.expose_secret().to_owned());
-        let key = forwarded.clone().unwrap_or_else(|| self.api_key());
-        let mut response = self.send(&url, body.clone(), &traceparent, &key).await?;
-        // A refused key is checked before anything runs, so sending again is safe. A caller's
-        // own key is not replaced by this server's.
-        if response.status() == reqwest::StatusCode::FORBIDDEN && forwarded.is_none() {
-            if let Some(rotated) = self.rotated_key(&key) {
-                response = self.send(&url, body, &traceparent, &rotated).await?;
-            }
-        }
+        let response = self.post("/v1/generate", bytes::Bytes::from(req.encode_to_vec()), &traceparent, caller).await?;
         let status = response.status();
         let headers = response.headers().clone();
         if !status.is_success() {
