@@ -14,6 +14,11 @@ log "licenses and banned crates (cargo deny, offline)"
 cargo fetch --quiet
 cargo deny --offline --log-level error check licenses bans
 
+log "pruning stale build outputs"
+# Executables of earlier builds pile up in the shared target dir (about 0.5 GB each with debug
+# info) and can fill the disk; cargo relinks any it still needs.
+find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -mtime +1 -delete 2>/dev/null || true
+
 log "building"
 cargo build --workspace --bins --tests
 
