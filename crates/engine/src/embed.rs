@@ -126,7 +126,7 @@ fn embed_all(ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_>, inputs: &[V
         if end == start {
             return Err(EngineError::Inference(format!("input {start} is longer than the embedding context ({n_ctx} tokens)")));
         }
-        ctx.clear_kv_cache();
+        forget(ctx);
         ctx.decode(batch).map_err(|e| failed(&e))?;
         for seq in 0..(end - start) {
             let pooled = ctx.embeddings_seq_ith(seq as i32).map_err(|_| failed(&"no pooled vector for a sequence"))?;
@@ -134,8 +134,14 @@ fn embed_all(ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_>, inputs: &[V
         }
         start = end;
     }
-    ctx.clear_kv_cache();
     Ok(vectors)
+}
+
+/// Frees every KV cell for the next batch. Only the cells' bookkeeping: `clear_kv_cache`
+/// would also zero the whole cache (tens of MB, milliseconds per request), and a freed cell's
+/// stale contents are never attended to.
+fn forget(ctx: &mut LlamaContext<'_>) {
+    let _ = ctx.clear_kv_cache_seq(None, None, None);
 }
 
 /// The first `dimensions` values (all when `None`), scaled to unit length (a zero vector
