@@ -2,14 +2,12 @@
 //! same input, at once. For tests and overhead benchmarks, like the instant generator's
 //! replies: they carry no meaning.
 
-use contract::{embed_input, EmbedRequest, EmbedResponse, Embedding, ErrorKind};
+use contract::{embed_input, EmbedRequest, EmbedResponse, Embedding};
+
+use crate::invalid;
 
 /// The width of an instant vector.
 pub const WIDTH: usize = 384;
-
-fn invalid(message: String) -> contract::Error {
-    contract::Error::new(ErrorKind::InvalidRequest, message)
-}
 
 /// One vector per input, unit length, cut to `dimensions` when asked.
 pub fn embed(req: &EmbedRequest) -> Result<EmbedResponse, contract::Error> {

@@ -8,7 +8,7 @@ use super::types::*;
 use crate::backend::{ModelDescriptor, ModelDetails as BackendDetails, RunningModel};
 use crate::unsupported;
 
-fn invalid(msg: impl Into<String>) -> contract::Error {
+pub(crate) fn invalid(msg: impl Into<String>) -> contract::Error {
     contract::Error::new(ErrorKind::InvalidRequest, msg)
 }
 
@@ -97,7 +97,7 @@ fn role(name: &str, i: usize) -> Result<contract::Role, contract::Error> {
     contract::Role::from_name(name).ok_or_else(|| invalid(format!("invalid role \"{name}\" in message {i}: must be system, user, assistant or tool")))
 }
 
-fn require_model(model: &str) -> Result<(), contract::Error> {
+pub(crate) fn require_model(model: &str) -> Result<(), contract::Error> {
     if model.trim().is_empty() { Err(invalid("model is required")) } else { Ok(()) }
 }
 

@@ -4,12 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::convert::{invalid, require_model};
 use super::types::Options;
 use crate::unsupported;
-
-fn invalid(msg: impl Into<String>) -> contract::Error {
-    contract::Error::new(contract::ErrorKind::InvalidRequest, msg)
-}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -57,14 +54,10 @@ fn text(s: String) -> contract::EmbedInput {
     contract::EmbedInput { kind: Some(contract::embed_input::Kind::Text(s)) }
 }
 
-fn model_required(model: &str) -> Result<(), contract::Error> {
-    if model.trim().is_empty() { Err(invalid("model is required")) } else { Ok(()) }
-}
-
 /// `/api/embed` as a contract request. No input at all (or an empty string) is Ollama's
 /// "load the model" request: `None`.
 pub fn embed_to_contract(req: EmbedRequest) -> Result<Option<contract::EmbedRequest>, contract::Error> {
-    model_required(&req.model)?;
+    require_model(&req.model)?;
     unsupported::check(&req.extra, &[], "")?;
     let inputs = match req.input {
         None | Some(Value::Null) => return Ok(None),
@@ -87,7 +80,7 @@ pub fn embed_to_contract(req: EmbedRequest) -> Result<Option<contract::EmbedRequ
 
 /// `/api/embeddings` as a contract request; an empty prompt is a load request (`None`).
 pub fn embeddings_to_contract(req: EmbeddingsRequest) -> Result<Option<contract::EmbedRequest>, contract::Error> {
-    model_required(&req.model)?;
+    require_model(&req.model)?;
     unsupported::check(&req.extra, &[], "")?;
     if req.prompt.is_empty() {
         return Ok(None);

@@ -9,7 +9,7 @@ use crate::unsupported;
 
 pub const FINGERPRINT: &str = "fp_strata";
 
-fn invalid(msg: impl Into<String>) -> contract::Error {
+pub(crate) fn invalid(msg: impl Into<String>) -> contract::Error {
     contract::Error::new(ErrorKind::InvalidRequest, msg)
 }
 

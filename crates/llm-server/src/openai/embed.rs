@@ -6,11 +6,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::convert::invalid;
 use crate::unsupported;
-
-fn invalid(msg: impl Into<String>) -> contract::Error {
-    contract::Error::new(contract::ErrorKind::InvalidRequest, msg)
-}
 
 /// Fields accepted and ignored: `user` identifies the end user for abuse monitoring.
 pub const IGNORED: &[&str] = &["user"];
