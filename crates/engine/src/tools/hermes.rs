@@ -4,8 +4,7 @@
 
 use serde_json::Value;
 
-use crate::request::{EngineError, OutputFormat, ToolCall, ToolChoice, Tools};
-use crate::schema::GrammarBuilder;
+use crate::request::{EngineError, OutputFormat, ToolCall, Tools};
 
 pub const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
@@ -13,19 +12,10 @@ const CLOSE: &str = "</tool_call>";
 /// Calls only when the choice demands them; a reply in a JSON format or calls when it is
 /// `auto` with a format; nothing (free text, calls spotted by the reader) otherwise.
 pub fn grammar(tools: &Tools, format: &OutputFormat) -> Result<Option<String>, EngineError> {
-    let mut g = GrammarBuilder::new();
-    let reply = super::reply_rule(&mut g, format)?;
-    if tools.choice == ToolChoice::Auto && reply.is_none() {
-        return Ok(None);
-    }
-    let call = super::call_rule(&mut g, tools, "arguments")?;
-    let block = g.rule("block", format!("\"{OPEN}\\n\" {call} \"\\n{CLOSE}\""));
-    let blocks = if tools.parallel { format!("{block} (\"\\n\" {block})*") } else { block };
-    let root = match (&tools.choice, reply) {
-        (ToolChoice::Auto, Some(reply)) => format!("{blocks} | {reply}"),
-        _ => blocks,
-    };
-    Ok(Some(g.finish(&root)))
+    super::native_grammar(tools, format, "arguments", |g, call| {
+        let block = g.rule("block", format!("\"{OPEN}\\n\" {call} \"\\n{CLOSE}\""));
+        if tools.parallel { format!("{block} (\"\\n\" {block})*") } else { block }
+    })
 }
 
 /// The calls in an answer from its first `<tool_call>` on, and any text around them; `None`
@@ -55,6 +45,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::request::ToolChoice;
     use crate::tools::tests::tools;
 
     #[test]

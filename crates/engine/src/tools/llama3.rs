@@ -4,23 +4,12 @@
 
 use serde_json::Value;
 
-use crate::request::{EngineError, OutputFormat, ToolCall, ToolChoice, Tools};
-use crate::schema::GrammarBuilder;
+use crate::request::{EngineError, OutputFormat, ToolCall, Tools};
 
 /// A call only when the choice demands one; a reply in a JSON format or a call when it is
 /// `auto` with a format; nothing (free text, a call spotted by the reader) otherwise.
 pub fn grammar(tools: &Tools, format: &OutputFormat) -> Result<Option<String>, EngineError> {
-    let mut g = GrammarBuilder::new();
-    let reply = super::reply_rule(&mut g, format)?;
-    if tools.choice == ToolChoice::Auto && reply.is_none() {
-        return Ok(None);
-    }
-    let call = super::call_rule(&mut g, tools, "parameters")?;
-    let root = match (&tools.choice, reply) {
-        (ToolChoice::Auto, Some(reply)) => format!("{call} | {reply}"),
-        _ => call,
-    };
-    Ok(Some(g.finish(&root)))
+    super::native_grammar(tools, format, "parameters", |_, call| call)
 }
 
 /// The call an answer is, when it is one of the offered tools' (a JSON reply that merely has
@@ -36,6 +25,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::request::ToolChoice;
     use crate::tools::tests::tools;
 
     #[test]

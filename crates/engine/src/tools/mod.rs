@@ -153,6 +153,25 @@ fn call_rule(g: &mut GrammarBuilder, tools: &Tools, args_key: &str) -> Result<St
     Ok(g.rule("call", calls.join(" | ")))
 }
 
+/// The grammar of a native dialect: none when the choice is `auto` and the reply is free text
+/// (the model chooses, the reader spots a call); else the calls (`calls` wraps the rule of one
+/// call, with arguments under `args_key`, into the dialect's answer) or, with `auto`, a reply
+/// in `format`.
+fn native_grammar(tools: &Tools, format: &OutputFormat, args_key: &str, calls: impl FnOnce(&mut GrammarBuilder, String) -> String) -> Result<Option<String>, EngineError> {
+    let mut g = GrammarBuilder::new();
+    let reply = reply_rule(&mut g, format)?;
+    if tools.choice == ToolChoice::Auto && reply.is_none() {
+        return Ok(None);
+    }
+    let call = call_rule(&mut g, tools, args_key)?;
+    let answer = calls(&mut g, call);
+    let root = match (&tools.choice, reply) {
+        (ToolChoice::Auto, Some(reply)) => format!("{answer} | {reply}"),
+        _ => answer,
+    };
+    Ok(Some(g.finish(&root)))
+}
+
 /// The rule for a reply in `format` (`None` for free text).
 fn reply_rule(g: &mut GrammarBuilder, format: &OutputFormat) -> Result<Option<String>, EngineError> {
     Ok(match format {
