@@ -25,9 +25,14 @@ def hops(server):
     return hops_in(server.logs())
 
 
+HOP_NAMES = ("bedrock-emulator", "lambda-service", "main-service", "gateway", "llm-server")
+
+
 def hops_in(output):
+    # Matched by name anywhere in a line, not only from its start: once in CI the emulator's
+    # line was missed, and what ran before it on that line was not kept to see.
     found = {}
-    for m in re.finditer(r"^(\S+)\s+(http://\S+)\s+pid (\d+)$", output, re.M):
+    for m in re.finditer(rf"({'|'.join(HOP_NAMES)})\s+(http://\S+)\s+pid (\d+)$", output, re.M):
         found[m.group(1)] = (m.group(2), int(m.group(3)))
     return found
 

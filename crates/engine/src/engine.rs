@@ -17,6 +17,7 @@ use llama_cpp_2::token::LlamaToken;
 use crate::config::{EngineConfig, ModelSpec};
 use crate::embed::{self, EmbedContext, EmbedInput, EmbedJob, EmbedRequest, Embedder, Embeddings};
 use crate::model_info::ModelInfo;
+use crate::prefix_index::PrefixIndex;
 use crate::prompt::{Preparation, Tokenizer};
 use crate::request::{EngineError, EngineRequest, Event, OutputFormat, Prompt};
 use crate::template::{render_plain, ChatTemplate};
@@ -103,6 +104,8 @@ pub struct Engine {
     pending_load: std::sync::Mutex<Option<Duration>>,
     /// The embedding thread, started by the first embedding request.
     embedder: std::sync::Mutex<Option<Embedder>>,
+    /// The vocabulary by leading characters, read by the first constrained request.
+    prefix_index: OnceLock<Arc<PrefixIndex>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -182,6 +185,7 @@ impl Engine {
             counters,
             pending_load: std::sync::Mutex::new(Some(started.elapsed())),
             embedder: std::sync::Mutex::new(None),
+            prefix_index: OnceLock::new(),
         })
     }
 
@@ -395,7 +399,11 @@ impl Engine {
         let prompt_len = tokens.len() as u32;
         let room = request.params.max_tokens.unwrap_or(limit);
         let reserve = prompt_len.saturating_add(room).min(limit).max(prompt_len);
-        let sampler = sampling::build(&self.model, &request.params.sampling, grammar.as_deref(), limit)?;
+        let constraint = grammar.as_deref().map(|gbnf| sampling::Constraint {
+            gbnf,
+            index: self.prefix_index.get_or_init(|| Arc::new(PrefixIndex::new(&self.model))).clone(),
+        });
+        let sampler = sampling::build(&self.model, &request.params.sampling, constraint, limit)?;
         Ok(Prepared {
             tokens,
             reserve,

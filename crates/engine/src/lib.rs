@@ -23,6 +23,7 @@ mod model_info;
 mod outbox;
 mod penalty;
 mod pool;
+mod prefix_index;
 mod prompt;
 mod reference;
 mod request;

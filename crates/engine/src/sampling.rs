@@ -9,7 +9,10 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
+use std::sync::Arc;
+
 use crate::penalty::RepeatPenalty;
+use crate::prefix_index::PrefixIndex;
 use crate::request::{EngineError, SamplingParams};
 
 /// One request's sampling state: the repetition penalty's window, llama.cpp's chain and, for
@@ -17,28 +20,36 @@ use crate::request::{EngineError, SamplingParams};
 pub(crate) struct Sampler {
     penalty: Option<RepeatPenalty>,
     chain: LlamaSampler,
-    /// Checked against the chain's pick first, and applied to the whole vocabulary only when it
-    /// rejects that pick, as llama.cpp's own sampler does: filtering 49k candidates through a
-    /// grammar every token cost more than half the generation speed.
+    /// Checked against the chain's pick first, and applied to more of the vocabulary only when
+    /// it rejects that pick, as llama.cpp's own sampler does: filtering 49k candidates through
+    /// a grammar every token cost more than half the generation speed.
     grammar: Option<LlamaSampler>,
-    /// One candidate, for that check.
-    pick: LlamaTokenDataArray,
-    /// When the grammar rejects the pick, it is tried on the [`SHORTLIST`] highest logits
-    /// first; the pick from there is the chain's pick over the whole vocabulary when at least
-    /// this many of them pass (`None`: the chain keeps more than a shortlist, so always the
-    /// whole vocabulary).
+    /// One candidate for that check, or the short tokens [`PrefixIndex::probe`] tries.
+    probe: LlamaTokenDataArray,
+    /// Rules out most of the vocabulary before the grammar filters it (`None`: the grammar
+    /// filters every token, as the tests' reference does).
+    index: Option<Arc<PrefixIndex>>,
+    /// The short tokens the grammar accepted, from the last probe.
+    passed: Vec<bool>,
+    /// When more than a [`SHORTLIST`] of tokens remain possible, the grammar is tried on the
+    /// highest of them first; the pick from there is the chain's pick over all of them when at
+    /// least this many pass (`None`: the chain keeps more than a shortlist, so always all).
     enough: Option<usize>,
     /// Picks the shortlist decided, for tests to see it used.
     #[cfg(test)]
     shortlisted: usize,
+    /// Constrained picks where the index ruled out nine tokens in ten.
+    #[cfg(test)]
+    narrowed: usize,
 }
 
-/// How many of the highest logits the grammar is tried on before the whole vocabulary. The
+/// How many of the highest logits the grammar is tried on before all possible tokens. The
 /// chain keeps at most top-k tokens (greedy: one); every token outside the shortlist has a
 /// lower logit than all inside it, so when top-k of the shortlist pass the grammar, they are
 /// the top-k the chain would keep from the whole constrained vocabulary, and the pick is the
-/// same (ties at the cut aside). Filtering a thousand candidates instead of 49k is what keeps
-/// a tool call's generation near plain text's speed.
+/// same (ties at the cut aside). Where the grammar allows much (inside a JSON string), this
+/// decides; where it allows little (the tool JSON's keys and punctuation), the index has
+/// already left fewer candidates than this.
 const SHORTLIST: usize = 1024;
 
 impl Sampler {
@@ -49,12 +60,10 @@ impl Sampler {
     }
 
     fn sample_logits(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) -> LlamaToken {
-        let mut token = self.pick_from(logits, candidates, false);
+        Self::fill(self.penalty.as_ref(), logits, candidates);
+        let mut token = self.select(candidates);
         if self.grammar.is_some() && !self.grammar_allows(token, logits) {
-            token = match self.pick_from_shortlist(logits, candidates) {
-                Some(t) => t,
-                None => self.pick_from(logits, candidates, true),
-            };
+            token = self.constrained_pick(logits, candidates);
         }
         if let Some(g) = &mut self.grammar {
             g.accept(token);
@@ -68,26 +77,52 @@ impl Sampler {
 }
 
 impl Sampler {
-    /// The chain's pick over the whole vocabulary, the grammar applied first when `constrained`.
-    fn pick_from(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray, constrained: bool) -> LlamaToken {
-        Self::fill(self.penalty.as_ref(), logits, candidates);
-        if constrained {
-            if let Some(g) = &mut self.grammar {
-                candidates.apply_sampler(g);
+    /// The chain's pick among the tokens the grammar accepts. Those the [`PrefixIndex`] rules
+    /// out are dropped first (the grammar would refuse them); when many remain, the grammar is
+    /// tried on the [`SHORTLIST`] highest of them, and on all only when that cannot decide.
+    fn constrained_pick(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) -> LlamaToken {
+        self.probe();
+        self.fill_possible(logits, candidates);
+        if candidates.data.len() > SHORTLIST {
+            if let Some(token) = self.pick_from_shortlist(candidates) {
+                return token;
             }
+            if candidates.data.len() <= SHORTLIST {
+                // Cut to the shortlist, which could not decide.
+                self.fill_possible(logits, candidates);
+            }
+        }
+        if let Some(g) = &mut self.grammar {
+            candidates.apply_sampler(g);
         }
         self.select(candidates)
     }
 
-    /// The constrained pick from the highest logits alone, when enough of them pass the
-    /// grammar for it to be the pick from the whole vocabulary (see [`SHORTLIST`]).
-    fn pick_from_shortlist(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) -> Option<LlamaToken> {
+    /// Tries the grammar on the index's short tokens, for [`Sampler::fill_possible`].
+    fn probe(&mut self) {
+        if let (Some(g), Some(index)) = (&mut self.grammar, &self.index) {
+            index.probe(g, &mut self.probe, &mut self.passed);
+        }
+    }
+
+    /// Every token the last [`Sampler::probe`] leaves possible, with its logit (the repetition
+    /// penalty applied).
+    fn fill_possible(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) {
+        Self::fill(self.penalty.as_ref(), logits, candidates);
+        let Some(index) = &self.index else { return };
+        candidates.data.retain(|d| index.may_pass(d.id(), &self.passed));
+        #[cfg(test)]
+        {
+            self.narrowed += usize::from(candidates.data.len() < logits.len() / 10);
+        }
+    }
+
+    /// The pick from the [`SHORTLIST`] highest `candidates` alone, when enough of them pass
+    /// the grammar for it to be the pick from all of them. `None` leaves `candidates` as they
+    /// were when the shortlist was not tried, and cut to it when it was.
+    fn pick_from_shortlist(&mut self, candidates: &mut LlamaTokenDataArray) -> Option<LlamaToken> {
         let enough = self.enough?;
         let grammar = self.grammar.as_mut()?;
-        if logits.len() <= SHORTLIST {
-            return None;
-        }
-        Self::fill(self.penalty.as_ref(), logits, candidates);
         candidates.data.select_nth_unstable_by(SHORTLIST - 1, |a, b| b.logit().total_cmp(&a.logit()));
         candidates.data.truncate(SHORTLIST);
         candidates.apply_sampler(grammar);
@@ -125,12 +160,12 @@ impl Sampler {
     fn grammar_allows(&mut self, token: LlamaToken, logits: &[f32]) -> bool {
         let Some(g) = &mut self.grammar else { return true };
         let logit = usize::try_from(token.0).ok().and_then(|i| logits.get(i)).copied().unwrap_or(0.0);
-        self.pick.data.clear();
-        self.pick.data.push(LlamaTokenData::new(token, logit, 0.0));
-        self.pick.selected = None;
-        self.pick.sorted = false;
-        self.pick.apply_sampler(g);
-        self.pick.data.first().is_some_and(|d| d.logit().is_finite())
+        self.probe.data.clear();
+        self.probe.data.push(LlamaTokenData::new(token, logit, 0.0));
+        self.probe.selected = None;
+        self.probe.sorted = false;
+        self.probe.apply_sampler(g);
+        self.probe.data.first().is_some_and(|d| d.logit().is_finite())
     }
 }
 
@@ -158,13 +193,20 @@ pub fn validate(p: &SamplingParams) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// The sampler chain, constrained by `grammar` (GBNF with a `root` rule) when given.
-pub(crate) fn build(model: &LlamaModel, sampling: &SamplingParams, grammar: Option<&str>, n_ctx: u32) -> Result<Sampler, EngineError> {
-    let grammar = match grammar {
-        Some(g) => Some(LlamaSampler::grammar(model, g, "root").map_err(|e| EngineError::Inference(format!("output grammar: {e}")))?),
-        None => None,
-    };
-    Ok(with_grammar(grammar, sampling, n_ctx))
+/// What the output must follow: a GBNF grammar with a `root` rule, and the model's
+/// [`PrefixIndex`] to apply it quickly.
+pub(crate) struct Constraint<'a> {
+    pub gbnf: &'a str,
+    pub index: Arc<PrefixIndex>,
+}
+
+/// The sampler chain, constrained when a constraint is given.
+pub(crate) fn build(model: &LlamaModel, sampling: &SamplingParams, constraint: Option<Constraint<'_>>, n_ctx: u32) -> Result<Sampler, EngineError> {
+    let Some(c) = constraint else { return Ok(with_grammar(None, sampling, n_ctx)) };
+    let grammar = LlamaSampler::grammar(model, c.gbnf, "root").map_err(|e| EngineError::Inference(format!("output grammar: {e}")))?;
+    let mut sampler = with_grammar(Some(grammar), sampling, n_ctx);
+    sampler.index = Some(c.index);
+    Ok(sampler)
 }
 
 fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -> Sampler {
@@ -191,10 +233,18 @@ fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -
     } else {
         usize::try_from(s.top_k).ok().filter(|k| (1..=SHORTLIST / 2).contains(k))
     };
-    Sampler { penalty, chain: LlamaSampler::chain_simple(chain), grammar, pick: LlamaTokenDataArray::new(Vec::with_capacity(1), false),
+    Sampler {
+        penalty,
+        chain: LlamaSampler::chain_simple(chain),
+        grammar,
+        probe: LlamaTokenDataArray::new(Vec::with_capacity(1), false),
+        index: None,
+        passed: Vec::new(),
         enough,
         #[cfg(test)]
         shortlisted: 0,
+        #[cfg(test)]
+        narrowed: 0,
     }
 }
 
@@ -239,10 +289,10 @@ mod tests {
         }
     }
 
-    /// With a real vocabulary and grammar: the shortlist's picks are the whole vocabulary's,
-    /// token for token, greedy and sampled.
+    /// With a real vocabulary and grammar: the picks of the shortlist and of the prefix index
+    /// are those of the grammar over the whole vocabulary, token for token, greedy and sampled.
     #[test]
-    fn the_shortlist_picks_what_the_whole_vocabulary_picks() {
+    fn the_shortlist_and_the_prefix_index_pick_what_the_whole_vocabulary_picks() {
         let resolved = crate::Resolver::new(crate::ResolverConfig::default()).pull(crate::DEFAULT_MODEL, &mut |_| {}).expect("the default model");
         let backend = crate::engine::backend().unwrap();
         let model = LlamaModel::load_from_file(backend, &resolved.path, &Default::default()).unwrap();
@@ -264,12 +314,15 @@ mod tests {
         let vocab = model.vocab();
         let newline: Vec<bool> = (0..n_vocab).map(|i| vocab.text(LlamaToken(i as i32)).is_some_and(|t| t.to_string_lossy().contains('\u{10A}'))).collect();
         assert!(newline.iter().filter(|n| **n).count() > 10);
-        let mut shortlisted = 0;
+        let index = Arc::new(PrefixIndex::new(&model));
+        let (mut shortlisted, mut narrowed) = (0, 0);
         for (grammar, temperature) in [(&tool_call, 0.0), (&tool_call, 0.8), (&strings, 0.0), (&strings, 0.8)] {
             let params = SamplingParams { temperature, seed: Some(11), repeat_penalty: 1.1, ..Default::default() };
-            let mut fast = build(&model, &params, Some(grammar), 512).unwrap();
-            let mut full = build(&model, &params, Some(grammar), 512).unwrap();
+            let constraint = || Some(Constraint { gbnf: grammar, index: index.clone() });
+            let mut fast = build(&model, &params, constraint(), 512).unwrap();
+            let mut full = build(&model, &params, constraint(), 512).unwrap();
             full.enough = None;
+            full.index = None;
             let mut scratch = LlamaTokenDataArray::new(Vec::new(), false);
             for step in 0..60 {
                 // Distinct logits (a permutation modulo a prime above the vocabulary size): with
@@ -278,9 +331,11 @@ mod tests {
                 let token = fast.sample_logits(&l, &mut scratch);
                 assert_eq!(token, full.sample_logits(&l, &mut scratch), "step {step}, temperature {temperature}");
             }
-            assert_eq!(full.shortlisted, 0);
+            assert_eq!((full.shortlisted, full.narrowed), (0, 0));
             shortlisted += fast.shortlisted;
+            narrowed += fast.narrowed;
         }
         assert!(shortlisted > 20, "the shortlist decided only {shortlisted} picks");
+        assert!(narrowed > 20, "the index narrowed only {narrowed} picks");
     }
 }
