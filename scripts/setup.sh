@@ -81,6 +81,23 @@ setup_litellm() {
   fi
 }
 
+# Open WebUI, whose RAG flow tests/python/test_open_webui.py drives against strata, in its own
+# virtualenv (it pins hundreds of packages of its own). Pinned, so every run tests the same
+# release. It pulls torch with its CUDA libraries (about 7 GB in all) though the test embeds
+# and chats through strata; pip's cache makes a reinstall quick.
+OPENWEBUI_VERSION=0.12.4
+export STRATA_OPENWEBUI_VENV="${STRATA_OPENWEBUI_VENV:-$STRATA_CACHE/openwebui-venv}"
+setup_openwebui() {
+  local stamp="$STRATA_OPENWEBUI_VENV/.requirements"
+  local req="open-webui==$OPENWEBUI_VERSION"
+  if [ ! -x "$STRATA_OPENWEBUI_VENV/bin/open-webui" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req" ]; then
+    log "creating the Open WebUI environment in $STRATA_OPENWEBUI_VENV"
+    python3 -m venv "$STRATA_OPENWEBUI_VENV"
+    "$STRATA_OPENWEBUI_VENV/bin/pip" install -q --disable-pip-version-check "$req"
+    printf '%s' "$req" > "$stamp"
+  fi
+}
+
 # cargo-deny checks licenses and banned crates in CI (scripts/test.sh). Built from source once;
 # this version builds with the toolchain's rustc (it needs 1.88 or newer).
 CARGO_DENY_VERSION=0.20.2

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 setup_venv
+setup_openwebui
 
 install_cargo_deny
 

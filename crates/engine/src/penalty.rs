@@ -40,9 +40,20 @@ impl RepeatPenalty {
         for token in self.counts.keys() {
             let Some(c) = usize::try_from(token.0).ok().and_then(|i| candidates.get_mut(i)) else { continue };
             debug_assert_eq!(c.id(), *token, "candidates are not in vocabulary order");
-            // Dividing a negative logit would make the token more likely; llama.cpp multiplies it.
-            let logit = c.logit();
-            c.set_logit(if logit <= 0.0 { logit * self.penalty } else { logit / self.penalty });
+            c.set_logit(self.penalise(c.logit()));
+        }
+    }
+
+    fn penalise(&self, logit: f32) -> f32 {
+        // Dividing a negative logit would make the token more likely; llama.cpp multiplies it.
+        if logit <= 0.0 { logit * self.penalty } else { logit / self.penalty }
+    }
+
+    /// Penalises the recent tokens in `logits`, indexed by token.
+    pub(crate) fn apply_to_logits(&self, logits: &mut [f32]) {
+        for token in self.counts.keys() {
+            let Some(l) = usize::try_from(token.0).ok().and_then(|i| logits.get_mut(i)) else { continue };
+            *l = self.penalise(*l);
         }
     }
 

@@ -30,6 +30,12 @@ pub(crate) struct PrefixIndex {
     /// ([`NONE`] when there is none).
     first: Vec<u32>,
     second: Vec<u32>,
+    /// Tokens by the longest prefix token they have (their first two characters' when there is
+    /// one, else their first's): `members[starts[k]..starts[k + 1]]` for key token `k`.
+    starts: Vec<u32>,
+    members: Vec<u32>,
+    /// Tokens with no prefix token: the grammar always decides these itself.
+    unindexed: Vec<u32>,
 }
 
 impl PrefixIndex {
@@ -66,7 +72,16 @@ impl PrefixIndex {
                 None => NONE,
             }
         };
-        let mut index = Self { one: Vec::new(), two: Vec::new(), first: vec![NONE; texts.len()], second: vec![NONE; texts.len()] };
+        let n = texts.len();
+        let mut index = Self {
+            one: Vec::new(),
+            two: Vec::new(),
+            first: vec![NONE; n],
+            second: vec![NONE; n],
+            starts: Vec::new(),
+            members: Vec::new(),
+            unindexed: Vec::new(),
+        };
         for (id, text) in texts.iter().enumerate() {
             let Some(t) = text else { continue };
             index.first[id] = prefix(t, 1);
@@ -77,6 +92,28 @@ impl PrefixIndex {
                 _ => {}
             }
         }
+        let key = |id: usize| if index.second[id] != NONE { index.second[id] } else { index.first[id] };
+        let mut counts = vec![0u32; n + 1];
+        for id in 0..n {
+            match key(id) {
+                NONE => index.unindexed.push(id as u32),
+                k => counts[k as usize + 1] += 1,
+            }
+        }
+        for k in 0..n {
+            counts[k + 1] += counts[k];
+        }
+        let mut next = counts.clone();
+        let mut members = vec![0u32; counts[n] as usize];
+        for id in 0..n {
+            let k = key(id);
+            if k != NONE {
+                members[next[k as usize] as usize] = id as u32;
+                next[k as usize] += 1;
+            }
+        }
+        index.starts = counts;
+        index.members = members;
         index
     }
 
@@ -90,12 +127,24 @@ impl PrefixIndex {
         mark(grammar, scratch, passed, two.into_iter());
     }
 
-    /// Whether the grammar [`PrefixIndex::probe`]d into `passed` could accept `token`: false
-    /// when it refused the token's first character or first two.
-    pub(crate) fn may_pass(&self, token: LlamaToken, passed: &[bool]) -> bool {
-        let Ok(i) = usize::try_from(token.0) else { return true };
-        let passes = |p: Option<&u32>| p.is_none_or(|p| *p == NONE || passed[*p as usize]);
-        passes(self.first.get(i)) && passes(self.second.get(i))
+    /// Calls `keep` with every token the grammar [`PrefixIndex::probe`]d into `passed` could
+    /// accept: all but those whose first character or first two it refused. A token's longest
+    /// prefix token passing is enough, since a two-character one was only tried when its first
+    /// character passed.
+    pub(crate) fn possible(&self, passed: &[bool], mut keep: impl FnMut(u32)) {
+        let keys = self.one.iter().map(|t| t.0 as u32).chain(self.two.iter().map(|(t, _)| t.0 as u32));
+        for k in keys.filter(|k| passed[*k as usize]) {
+            let (from, to) = (self.starts[k as usize] as usize, self.starts[k as usize + 1] as usize);
+            self.members[from..to].iter().for_each(|t| keep(*t));
+        }
+        self.unindexed.iter().for_each(|t| keep(*t));
+    }
+
+    /// Whether `token` is among [`PrefixIndex::possible`]'s (for tests).
+    #[cfg(test)]
+    fn may_pass(&self, token: u32, passed: &[bool]) -> bool {
+        let passes = |p: u32| p == NONE || passed[p as usize];
+        passes(self.first[token as usize]) && passes(self.second[token as usize])
     }
 }
 
@@ -134,5 +183,19 @@ mod tests {
         // Single characters are their own first; the unusable token has neither.
         assert_eq!((index.first[0], index.second[0]), (0, NONE));
         assert_eq!((index.first[10], index.second[10]), (NONE, NONE));
+        // Buckets under their longest prefix token; the unusable token is always possible.
+        for passed_ids in [vec![], vec![0], vec![0, 2], vec![4, 5, 8], (0..11).collect()] {
+            let mut passed = vec![false; 11];
+            passed_ids.iter().for_each(|i| passed[*i] = true);
+            // Only what a probe could leave: a two-character token passes after its first.
+            if passed[2] && !passed[0] {
+                continue;
+            }
+            let mut got = Vec::new();
+            index.possible(&passed, |t| got.push(t));
+            got.sort_unstable();
+            let expected: Vec<u32> = (0..11).filter(|t| index.may_pass(*t, &passed)).collect();
+            assert_eq!(got, expected, "passed {passed_ids:?}");
+        }
     }
 }

@@ -31,6 +31,8 @@ pub(crate) struct Sampler {
     index: Option<Arc<PrefixIndex>>,
     /// The short tokens the grammar accepted, from the last probe.
     passed: Vec<bool>,
+    /// The logits with the repetition penalty applied, for picking out the possible tokens.
+    penalised: Vec<f32>,
     /// When more than a [`SHORTLIST`] of tokens remain possible, the grammar is tried on the
     /// highest of them first; the pick from there is the chain's pick over all of them when at
     /// least this many pass (`None`: the chain keeps more than a shortlist, so always all).
@@ -108,9 +110,17 @@ impl Sampler {
     /// Every token the last [`Sampler::probe`] leaves possible, with its logit (the repetition
     /// penalty applied).
     fn fill_possible(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) {
-        Self::fill(self.penalty.as_ref(), logits, candidates);
-        let Some(index) = &self.index else { return };
-        candidates.data.retain(|d| index.may_pass(d.id(), &self.passed));
+        let Some(index) = &self.index else { return Self::fill(self.penalty.as_ref(), logits, candidates) };
+        self.penalised.clear();
+        self.penalised.extend_from_slice(logits);
+        if let Some(p) = &self.penalty {
+            p.apply_to_logits(&mut self.penalised);
+        }
+        candidates.data.clear();
+        candidates.selected = None;
+        candidates.sorted = false;
+        let penalised = &self.penalised;
+        index.possible(&self.passed, |t| candidates.data.push(LlamaTokenData::new(LlamaToken(t as i32), penalised[t as usize], 0.0)));
         #[cfg(test)]
         {
             self.narrowed += usize::from(candidates.data.len() < logits.len() / 10);
@@ -240,6 +250,7 @@ fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -
         probe: LlamaTokenDataArray::new(Vec::with_capacity(1), false),
         index: None,
         passed: Vec::new(),
+        penalised: Vec::new(),
         enough,
         #[cfg(test)]
         shortlisted: 0,
