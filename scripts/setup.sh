@@ -108,4 +108,13 @@ install_cargo_deny() {
   fi
 }
 
+# cargo-machete keeps unused dependencies out of every Cargo.toml (scripts/test.sh).
+CARGO_MACHETE_VERSION=0.9.2
+install_cargo_machete() {
+  if ! cargo machete --version 2>/dev/null | grep -q "$CARGO_MACHETE_VERSION"; then
+    log "installing cargo-machete $CARGO_MACHETE_VERSION"
+    cargo install --locked --quiet "cargo-machete@$CARGO_MACHETE_VERSION"
+  fi
+}
+
 install_debian_packages

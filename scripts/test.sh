@@ -8,6 +8,11 @@ setup_venv
 setup_openwebui
 
 install_cargo_deny
+install_cargo_machete
+
+log "formatting (cargo fmt --check) and unused dependencies (cargo machete)"
+cargo fmt --all --check
+cargo machete
 
 log "licenses and banned crates (cargo deny, offline)"
 # cargo deny reads every platform's dependencies; fetch them all first (the build fetches only

@@ -8,7 +8,8 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let (host, target) = (std::env::var("HOST").unwrap_or_default(), std::env::var("TARGET").unwrap_or_default());
+    let (host, target) =
+        (std::env::var("HOST").unwrap_or_default(), std::env::var("TARGET").unwrap_or_default());
     if host != target || !target.ends_with("-linux-gnu") {
         return;
     }

@@ -12,11 +12,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.message_attribute(".", "#[serde(default)]");
     // Fields added after the first release stay out of the JSON when unused, so the JSON of
     // a text-only request or chunk reads as it always did.
-    for field in ["Delta.tool_use", "GenerateRequest.tool_choice", "GenerateRequest.response_schema_json", "GenerateRequest.parallel_tool_calls"] {
-        config.field_attribute(format!(".strata.contract.v1.{field}"), "#[serde(skip_serializing_if = \"Option::is_none\")]");
+    for field in [
+        "Delta.tool_use",
+        "GenerateRequest.tool_choice",
+        "GenerateRequest.response_schema_json",
+        "GenerateRequest.parallel_tool_calls",
+    ] {
+        config.field_attribute(
+            format!(".strata.contract.v1.{field}"),
+            "#[serde(skip_serializing_if = \"Option::is_none\")]",
+        );
     }
     for field in ["Message.blocks", "GenerateRequest.tools"] {
-        config.field_attribute(format!(".strata.contract.v1.{field}"), "#[serde(skip_serializing_if = \"Vec::is_empty\")]");
+        config.field_attribute(
+            format!(".strata.contract.v1.{field}"),
+            "#[serde(skip_serializing_if = \"Vec::is_empty\")]",
+        );
     }
     config.compile_fds(fds)?;
     Ok(())

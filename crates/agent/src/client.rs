@@ -109,9 +109,27 @@ struct Chunk {
 }
 
 impl ChatClient {
-    pub fn new(side: Side, url: &str, model: &str, num_predict: u32, temperature: f64, timeout: Duration) -> ChatClient {
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(10)).build().expect("reqwest client");
-        ChatClient { http, side, url: url.trim_end_matches('/').to_string(), model: model.to_string(), num_predict, temperature }
+    pub fn new(
+        side: Side,
+        url: &str,
+        model: &str,
+        num_predict: u32,
+        temperature: f64,
+        timeout: Duration,
+    ) -> ChatClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        ChatClient {
+            http,
+            side,
+            url: url.trim_end_matches('/').to_string(),
+            model: model.to_string(),
+            num_predict,
+            temperature,
+        }
     }
 
     pub fn side(&self) -> Side {
@@ -129,7 +147,11 @@ impl ChatClient {
     }
 
     /// Sends the messages, streams the answer, and measures it. `on_token` sees each piece.
-    pub async fn chat(&self, messages: &[Message], mut on_token: impl FnMut(&str)) -> Result<ChatResult, ChatError> {
+    pub async fn chat(
+        &self,
+        messages: &[Message],
+        mut on_token: impl FnMut(&str),
+    ) -> Result<ChatResult, ChatError> {
         let body = serde_json::json!({
             "model": self.model,
             "messages": messages,
@@ -137,17 +159,32 @@ impl ChatClient {
             "options": { "num_predict": self.num_predict, "temperature": self.temperature },
         });
         let start = Instant::now();
-        let response = self.http.post(format!("{}/api/chat", self.url)).json(&body).send().await.map_err(|e| self.err(ChatErrorKind::Unreachable(error_chain(&e))))?;
+        let response = self
+            .http
+            .post(format!("{}/api/chat", self.url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.err(ChatErrorKind::Unreachable(error_chain(&e))))?;
         let status = response.status();
-        let header_timing = response.headers().get("server-timing").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header_timing = response
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             let message = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
-                .and_then(|v| v.get("error").map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())))
+                .and_then(|v| {
+                    v.get("error")
+                        .map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()))
+                })
                 .unwrap_or_else(|| text.chars().take(300).collect());
             if status.as_u16() == 404 && message.contains(&self.model) {
-                return Err(self.err(ChatErrorKind::UnknownModel { model: self.model.clone(), message }));
+                return Err(
+                    self.err(ChatErrorKind::UnknownModel { model: self.model.clone(), message })
+                );
             }
             return Err(self.err(ChatErrorKind::Status { status: status.as_u16(), message }));
         }
@@ -156,7 +193,12 @@ impl ChatClient {
         let mut done = None;
         let mut stream = response.bytes_stream();
         while let Some(piece) = stream.next().await {
-            let piece = piece.map_err(|e| self.err(ChatErrorKind::Unreachable(format!("connection lost mid-answer: {}", error_chain(&e)))))?;
+            let piece = piece.map_err(|e| {
+                self.err(ChatErrorKind::Unreachable(format!(
+                    "connection lost mid-answer: {}",
+                    error_chain(&e)
+                )))
+            })?;
             buf.extend_from_slice(&piece);
             while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
@@ -173,13 +215,18 @@ impl ChatClient {
             }
         }
         result.latency = start.elapsed();
-        let done = done.ok_or_else(|| self.err(ChatErrorKind::Malformed("the stream ended without a final (\"done\": true) object".into())))?;
+        let done = done.ok_or_else(|| {
+            self.err(ChatErrorKind::Malformed(
+                "the stream ended without a final (\"done\": true) object".into(),
+            ))
+        })?;
         result.tokens_in = done.prompt_eval_count;
         result.tokens_out = done.eval_count;
         result.tokens_per_sec = match (done.eval_count, done.eval_duration) {
             (Some(n), Some(d)) if d > 0 => Some(n as f64 / (d as f64 / 1e9)),
             (Some(n), _) => {
-                let gen = result.latency.saturating_sub(result.ttft.unwrap_or_default()).as_secs_f64();
+                let gen =
+                    result.latency.saturating_sub(result.ttft.unwrap_or_default()).as_secs_f64();
                 (gen > 0.0).then(|| n as f64 / gen)
             }
             _ => None,
@@ -194,18 +241,29 @@ impl ChatClient {
     }
 
     fn parse_line(&self, line: &[u8]) -> Result<Option<Chunk>, ChatError> {
-        let text = std::str::from_utf8(line).map_err(|_| self.err(ChatErrorKind::Malformed("invalid UTF-8 in the stream".into())))?.trim();
+        let text = std::str::from_utf8(line)
+            .map_err(|_| self.err(ChatErrorKind::Malformed("invalid UTF-8 in the stream".into())))?
+            .trim();
         if text.is_empty() {
             return Ok(None);
         }
         serde_json::from_str(text).map(Some).map_err(|e| {
             let shown: String = text.chars().take(120).collect();
-            self.err(ChatErrorKind::Malformed(format!("{e} in {shown:?} (is this an Ollama API endpoint?)")))
+            self.err(ChatErrorKind::Malformed(format!(
+                "{e} in {shown:?} (is this an Ollama API endpoint?)"
+            )))
         })
     }
 
     /// Folds one streamed object in; true when it was the final one.
-    fn take(&self, chunk: Chunk, result: &mut ChatResult, done: &mut Option<Chunk>, start: Instant, on_token: &mut impl FnMut(&str)) -> Result<bool, ChatError> {
+    fn take(
+        &self,
+        chunk: Chunk,
+        result: &mut ChatResult,
+        done: &mut Option<Chunk>,
+        start: Instant,
+        on_token: &mut impl FnMut(&str),
+    ) -> Result<bool, ChatError> {
         if let Some(e) = chunk.error {
             return Err(self.err(ChatErrorKind::Stream(e)));
         }
@@ -218,7 +276,9 @@ impl ChatClient {
                 on_token(&m.content);
             }
         } else if !chunk.done {
-            return Err(self.err(ChatErrorKind::Malformed("a streamed object has neither \"message\" nor \"done\"".into())));
+            return Err(self.err(ChatErrorKind::Malformed(
+                "a streamed object has neither \"message\" nor \"done\"".into(),
+            )));
         }
         if chunk.done {
             *done = Some(chunk);
@@ -271,7 +331,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_side_and_url() {
-        let e = ChatError { side: Side::FollowUp, url: "http://x:1".into(), kind: ChatErrorKind::Unreachable("refused".into()) };
+        let e = ChatError {
+            side: Side::FollowUp,
+            url: "http://x:1".into(),
+            kind: ChatErrorKind::Unreachable("refused".into()),
+        };
         assert_eq!(e.to_string(), "follow-up side (http://x:1): cannot reach the server: refused");
     }
 }

@@ -44,7 +44,10 @@ impl ConversationMetrics {
 }
 
 fn tokens(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    s.split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// distinct-n over several texts: distinct n-grams / all n-grams (0 when there are none).
@@ -66,7 +69,9 @@ pub fn distinct_n(texts: &[&str], n: usize) -> f64 {
 }
 
 fn reason_name(r: Option<StopReason>) -> String {
-    r.and_then(|r| serde_json::to_value(r).ok()).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "unfinished".into())
+    r.and_then(|r| serde_json::to_value(r).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unfinished".into())
 }
 
 fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
@@ -81,7 +86,10 @@ fn mean(v: impl IntoIterator<Item = f64>) -> f64 {
 /// The measures of one conversation file.
 pub fn measure(template: &str, file: &Path, record: &Record) -> ConversationMetrics {
     let answers: Vec<&str> = record.turns.iter().map(|t| t.answer.as_str()).collect();
-    let repetition = mean((1..answers.len()).map(|i| answers[..i].iter().map(|e| jaccard(answers[i], e)).fold(0.0, f64::max)));
+    let repetition = mean(
+        (1..answers.len())
+            .map(|i| answers[..i].iter().map(|e| jaccard(answers[i], e)).fold(0.0, f64::max)),
+    );
     ConversationMetrics {
         template: template.to_string(),
         seed: record.summary.seed.clone(),
@@ -157,7 +165,10 @@ fn bar_chart(path: &Path, title: &str, labels: &[String], values: &[f64]) -> any
         .draw()?;
     chart.draw_series(values.iter().enumerate().map(|(i, v)| {
         let i = i as u32;
-        let mut bar = Rectangle::new([(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)], BLUE.mix(0.6).filled());
+        let mut bar = Rectangle::new(
+            [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)],
+            BLUE.mix(0.6).filled(),
+        );
         bar.set_margin(0, 0, 12, 12);
         bar
     }))?;
@@ -167,7 +178,13 @@ fn bar_chart(path: &Path, title: &str, labels: &[String], values: &[f64]) -> any
 
 /// Writes `report.md`, `conversations.csv`, `templates.csv` and one SVG chart per measure into `dir`.
 /// Returns the Markdown.
-pub fn write_report(dir: &Path, templates: &[String], template_texts: &BTreeMap<String, String>, rows: &[ConversationMetrics], header: &str) -> anyhow::Result<String> {
+pub fn write_report(
+    dir: &Path,
+    templates: &[String],
+    template_texts: &BTreeMap<String, String>,
+    rows: &[ConversationMetrics],
+    header: &str,
+) -> anyhow::Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let agg = aggregate(templates, rows);
     let mut w = csv::Writer::from_path(dir.join("conversations.csv"))?;
@@ -176,9 +193,20 @@ pub fn write_report(dir: &Path, templates: &[String], template_texts: &BTreeMap<
     }
     w.flush()?;
     let mut w = csv::Writer::from_path(dir.join("templates.csv"))?;
-    w.write_record(["template", "conversations", "mean_turns", "mean_answer_words", "distinct_1", "distinct_2", "repetition", "mean_latency_ms", "stop_reasons"])?;
+    w.write_record([
+        "template",
+        "conversations",
+        "mean_turns",
+        "mean_answer_words",
+        "distinct_1",
+        "distinct_2",
+        "repetition",
+        "mean_latency_ms",
+        "stop_reasons",
+    ])?;
     for a in &agg {
-        let reasons = a.stop_reasons.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";");
+        let reasons =
+            a.stop_reasons.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";");
         w.write_record([
             escape(&a.template).into_owned(),
             a.conversations.to_string(),
@@ -203,27 +231,52 @@ pub fn write_report(dir: &Path, templates: &[String], template_texts: &BTreeMap<
     ];
     for (file, title, f) in charts {
         let values: Vec<f64> = agg.iter().map(f).collect();
-        bar_chart(&dir.join(file), title, &labels, &values).map_err(|e| anyhow::anyhow!("drawing {file}: {e}"))?;
+        bar_chart(&dir.join(file), title, &labels, &values)
+            .map_err(|e| anyhow::anyhow!("drawing {file}: {e}"))?;
     }
     let mut md = String::new();
     md.push_str(header);
     md.push_str("\n## Templates\n\n| name | text |\n| --- | --- |\n");
     for t in templates {
-        let _ = writeln!(md, "| `{t}` | `{}` |", template_texts.get(t).map(String::as_str).unwrap_or(""));
+        let _ = writeln!(
+            md,
+            "| `{t}` | `{}` |",
+            template_texts.get(t).map(String::as_str).unwrap_or("")
+        );
     }
     md.push_str("\n## Per template (means over the seeds)\n\n| template | conversations | turns | answer words | distinct-1 | distinct-2 | repetition | latency ms | stop reasons |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for a in &agg {
-        let reasons = a.stop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        let reasons =
+            a.stop_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             md,
             "| `{}` | {} | {:.2} | {:.1} | {:.3} | {:.3} | {:.3} | {:.0} | {} |",
-            a.template, a.conversations, a.mean_turns, a.mean_answer_words, a.distinct_1, a.distinct_2, a.repetition, a.mean_latency_ms, reasons
+            a.template,
+            a.conversations,
+            a.mean_turns,
+            a.mean_answer_words,
+            a.distinct_1,
+            a.distinct_2,
+            a.repetition,
+            a.mean_latency_ms,
+            reasons
         );
     }
     md.push_str("\n![turns](turns.svg) ![answer words](answer-words.svg)\n![distinct-2](distinct-2.svg) ![repetition](repetition.svg)\n![latency](latency.svg)\n");
     md.push_str("\n## Per conversation\n\n| template | seed | turns | stop | answer words | distinct-2 | repetition | latency ms |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for r in rows {
-        let _ = writeln!(md, "| `{}` | {} | {} | {} | {:.1} | {:.3} | {:.3} | {:.0} |", r.template, r.seed.replace('|', "\\|"), r.turns, r.stop_reason, r.mean_answer_words, r.distinct_2, r.repetition, r.mean_latency_ms);
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} | {:.1} | {:.3} | {:.3} | {:.0} |",
+            r.template,
+            r.seed.replace('|', "\\|"),
+            r.turns,
+            r.stop_reason,
+            r.mean_answer_words,
+            r.distinct_2,
+            r.repetition,
+            r.mean_latency_ms
+        );
     }
     std::fs::write(dir.join("report.md"), &md)?;
     Ok(md)
@@ -250,18 +303,34 @@ mod tests {
     fn report_files_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let rec = crate::output::tests::sample();
-        let rows = vec![measure("respond", Path::new("a.jsonl"), &rec), measure("comment", Path::new("b.jsonl"), &rec)];
+        let rows = vec![
+            measure("respond", Path::new("a.jsonl"), &rec),
+            measure("comment", Path::new("b.jsonl"), &rec),
+        ];
         assert_eq!(rows[0].turns, 3);
         assert_eq!(rows[0].stop_reason, "turn_limit");
         let templates = vec!["respond".to_string(), "comment".to_string()];
-        let md = write_report(dir.path(), &templates, &BTreeMap::new(), &rows, "# Report\n").unwrap();
+        let md =
+            write_report(dir.path(), &templates, &BTreeMap::new(), &rows, "# Report\n").unwrap();
         assert!(md.contains("| `respond` | 1 | 3.00 |"), "{md}");
-        for f in ["report.md", "conversations.csv", "templates.csv", "turns.svg", "distinct-2.svg", "latency.svg"] {
+        for f in [
+            "report.md",
+            "conversations.csv",
+            "templates.csv",
+            "turns.svg",
+            "distinct-2.svg",
+            "latency.svg",
+        ] {
             assert!(dir.path().join(f).is_file(), "{f}");
         }
         let svg = std::fs::read_to_string(dir.path().join("turns.svg")).unwrap();
         assert!(svg.contains("<svg") && svg.contains("respond"));
-        let rows: Vec<csv::StringRecord> = csv::Reader::from_path(dir.path().join("conversations.csv")).unwrap().records().map(Result::unwrap).collect();
+        let rows: Vec<csv::StringRecord> =
+            csv::Reader::from_path(dir.path().join("conversations.csv"))
+                .unwrap()
+                .records()
+                .map(Result::unwrap)
+                .collect();
         assert_eq!(rows.len(), 2);
     }
 
@@ -271,10 +340,21 @@ mod tests {
         let mut rec = crate::output::tests::sample();
         rec.summary.seed = "=1+1".into();
         let rows = vec![measure("+t", Path::new("a.jsonl"), &rec)];
-        write_report(dir.path(), &["+t".to_string()], &BTreeMap::new(), &rows, "# Report\n").unwrap();
-        let conversations: Vec<csv::StringRecord> = csv::Reader::from_path(dir.path().join("conversations.csv")).unwrap().records().map(Result::unwrap).collect();
+        write_report(dir.path(), &["+t".to_string()], &BTreeMap::new(), &rows, "# Report\n")
+            .unwrap();
+        let conversations: Vec<csv::StringRecord> =
+            csv::Reader::from_path(dir.path().join("conversations.csv"))
+                .unwrap()
+                .records()
+                .map(Result::unwrap)
+                .collect();
         assert_eq!((&conversations[0][0], &conversations[0][1]), ("'+t", "'=1+1"));
-        let templates: Vec<csv::StringRecord> = csv::Reader::from_path(dir.path().join("templates.csv")).unwrap().records().map(Result::unwrap).collect();
+        let templates: Vec<csv::StringRecord> =
+            csv::Reader::from_path(dir.path().join("templates.csv"))
+                .unwrap()
+                .records()
+                .map(Result::unwrap)
+                .collect();
         assert_eq!(&templates[0][0], "'+t");
     }
 }

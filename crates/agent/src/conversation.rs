@@ -53,7 +53,13 @@ enum Step<T> {
 
 const INTERRUPTED: &str = "interrupted by a signal; the turn in flight was not written";
 
-async fn ask(client: &ChatClient, messages: &[Message], deadline: tokio::time::Instant, interrupt: &Interrupt, bar: &ProgressBar) -> Step<ChatResult> {
+async fn ask(
+    client: &ChatClient,
+    messages: &[Message],
+    deadline: tokio::time::Instant,
+    interrupt: &Interrupt,
+    bar: &ProgressBar,
+) -> Step<ChatResult> {
     let answering = client.side() == Side::Answering;
     // The bar's rate while the answer streams: each streamed piece is one token on Ollama's API.
     // The exact eval rate replaces it when the turn ends.
@@ -74,7 +80,11 @@ async fn ask(client: &ChatClient, messages: &[Message], deadline: tokio::time::I
         _ = interrupt.raised() => return Step::Stop(StopReason::Interrupted, Some(INTERRUPTED.into()), None),
     };
     match answer {
-        Err(_) => Step::Stop(StopReason::TimeLimit, Some(format!("time limit reached while waiting for the {}", client.side())), None),
+        Err(_) => Step::Stop(
+            StopReason::TimeLimit,
+            Some(format!("time limit reached while waiting for the {}", client.side())),
+            None,
+        ),
         Ok(Err(e)) => Step::Stop(StopReason::Error, Some(e.to_string()), Some(e.into())),
         Ok(Ok(r)) => Step::Done(r),
     }
@@ -83,22 +93,48 @@ async fn ask(client: &ChatClient, messages: &[Message], deadline: tokio::time::I
 /// Runs one conversation, writing `opts.out` after every turn. Errors of either side end the
 /// conversation with stop reason `error` (the file keeps every finished turn) and come back in
 /// [`Conversation::error`]; only a file that cannot be read or written is an `Err`.
-pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::Result<Conversation> {
+pub async fn run_conversation(
+    opts: &RunOptions,
+    bar: &ProgressBar,
+) -> anyhow::Result<Conversation> {
     let s = &opts.settings;
     let template_text = s
         .templates
         .get(&s.template)
-        .with_context(|| format!("unknown template {:?} (known: {})", s.template, s.templates.keys().cloned().collect::<Vec<_>>().join(", ")))?
+        .with_context(|| {
+            format!(
+                "unknown template {:?} (known: {})",
+                s.template,
+                s.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?
         .clone();
     let timeout = Duration::from_secs(s.request_timeout_secs);
-    let answering = ChatClient::new(Side::Answering, &s.server, &s.model, s.answer_max_tokens, s.temperature, timeout);
+    let answering = ChatClient::new(
+        Side::Answering,
+        &s.server,
+        &s.model,
+        s.answer_max_tokens,
+        s.temperature,
+        timeout,
+    );
     let side = s.follow_up_server();
     let follow_up_url = match side {
         FollowUpServer::Url(url) => url.to_owned(),
-        FollowUpServer::Embedded => opts.embedded_follow_up.clone().context("the follow-up side is `embedded` but no embedded engine was started")?,
+        FollowUpServer::Embedded => opts
+            .embedded_follow_up
+            .clone()
+            .context("the follow-up side is `embedded` but no embedded engine was started")?,
     };
     let follow_up_label = side.label().to_owned();
-    let follow_up = ChatClient::new(Side::FollowUp, &follow_up_url, s.follow_up_model(), s.follow_up_max_tokens, s.temperature, timeout);
+    let follow_up = ChatClient::new(
+        Side::FollowUp,
+        &follow_up_url,
+        s.follow_up_model(),
+        s.follow_up_max_tokens,
+        s.temperature,
+        timeout,
+    );
     let config = RunConfig {
         template: s.template.clone(),
         template_text: template_text.clone(),
@@ -111,7 +147,8 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
         temperature: s.temperature,
     };
     let mut record = if opts.resume && opts.out.exists() {
-        let mut r = Record::read(&opts.out, opts.format).with_context(|| format!("resuming {}", opts.out.display()))?;
+        let mut r = Record::read(&opts.out, opts.format)
+            .with_context(|| format!("resuming {}", opts.out.display()))?;
         r.turns.sort_by_key(|t| t.index);
         anyhow::ensure!(
             r.turns.iter().enumerate().all(|(i, t)| t.index == i as u32 + 1),
@@ -139,15 +176,23 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
                 tokens_in: 0,
                 tokens_out: 0,
                 mean_tokens_per_sec: None,
-                answering: Endpoint { server: answering.url().into(), model: answering.model().into() },
-                follow_up: Endpoint { server: follow_up_label.clone(), model: follow_up.model().into() },
+                answering: Endpoint {
+                    server: answering.url().into(),
+                    model: answering.model().into(),
+                },
+                follow_up: Endpoint {
+                    server: follow_up_label.clone(),
+                    model: follow_up.model().into(),
+                },
                 config,
             },
             turns: Vec::new(),
         }
     };
-    record.summary.answering = Endpoint { server: answering.url().into(), model: answering.model().into() };
-    record.summary.follow_up = Endpoint { server: follow_up_label, model: follow_up.model().into() };
+    record.summary.answering =
+        Endpoint { server: answering.url().into(), model: answering.model().into() };
+    record.summary.follow_up =
+        Endpoint { server: follow_up_label, model: follow_up.model().into() };
 
     // Both sides' histories, rebuilt from the file when resuming.
     let mut answer_history = Vec::new();
@@ -190,13 +235,24 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
             None => (record.summary.seed.clone(), "seed".to_string(), None),
             Some(last) => {
                 let prompt = render_template(&template_text, &last.answer);
-                let messages = fit_history(&follow_history, Message::user(&prompt), s.context_tokens, s.chars_per_token);
+                let messages = fit_history(
+                    &follow_history,
+                    Message::user(&prompt),
+                    s.context_tokens,
+                    s.chars_per_token,
+                );
                 match ask(&follow_up, &messages, deadline, &opts.interrupt, bar).await {
                     Step::Stop(r, d, e) => break (r, d, e),
                     Step::Done(r) => {
                         let q = clean_question(&r.content);
                         if q.is_empty() {
-                            break (StopReason::EmptyFollowUp, Some(format!("the follow-up side wrote an empty question after turn {n}")), None);
+                            break (
+                                StopReason::EmptyFollowUp,
+                                Some(format!(
+                                    "the follow-up side wrote an empty question after turn {n}"
+                                )),
+                                None,
+                            );
                         }
                         follow_history.push(Message::user(prompt));
                         follow_history.push(Message::assistant(&q));
@@ -206,7 +262,12 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
             }
         };
         let started_at = Utc::now();
-        let messages = fit_history(&answer_history, Message::user(&question), s.context_tokens, s.chars_per_token);
+        let messages = fit_history(
+            &answer_history,
+            Message::user(&question),
+            s.context_tokens,
+            s.chars_per_token,
+        );
         let r = match ask(&answering, &messages, deadline, &opts.interrupt, bar).await {
             Step::Stop(r, d, e) => break (r, d, e),
             Step::Done(r) => r,
@@ -218,9 +279,15 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
             Some((StopReason::RefusedAnswer, None))
         } else {
             match most_similar(&answer, record.turns.iter().map(|t| (t.index, t.answer.as_str()))) {
-                Some((turn, sim)) if sim >= s.repetition_threshold => {
-                    Some((StopReason::Repetition, Some(format!("answer {} is {:.2} similar to answer {turn} (threshold {})", n + 1, sim, s.repetition_threshold))))
-                }
+                Some((turn, sim)) if sim >= s.repetition_threshold => Some((
+                    StopReason::Repetition,
+                    Some(format!(
+                        "answer {} is {:.2} similar to answer {turn} (threshold {})",
+                        n + 1,
+                        sim,
+                        s.repetition_threshold
+                    )),
+                )),
                 _ => None,
             }
         };
@@ -250,7 +317,14 @@ pub async fn run_conversation(opts: &RunOptions, bar: &ProgressBar) -> anyhow::R
     record.summary.stop_reason = Some(reason);
     record.summary.stop_detail = detail;
     save(&mut record)?;
-    bar.finish_with_message(format!("{} turns, {}", record.turns.len(), serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()));
+    bar.finish_with_message(format!(
+        "{} turns, {}",
+        record.turns.len(),
+        serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    ));
     Ok(Conversation { out: opts.out.clone(), record, error })
 }
 
@@ -264,16 +338,25 @@ fn humanize(d: Duration) -> String {
 }
 
 /// Runs many conversations, `parallel` at a time, with one progress bar each (turns and tok/s).
-pub async fn run_many(runs: Vec<RunOptions>, parallel: usize, show_progress: bool) -> Vec<anyhow::Result<Conversation>> {
+pub async fn run_many(
+    runs: Vec<RunOptions>,
+    parallel: usize,
+    show_progress: bool,
+) -> Vec<anyhow::Result<Conversation>> {
     let multi = MultiProgress::new();
     if !show_progress {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let style = ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} turns {msg} {elapsed}").unwrap().progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} turns {msg} {elapsed}")
+            .unwrap()
+            .progress_chars("=> ");
     let jobs = runs.into_iter().map(|opts| {
         let bar = multi.add(ProgressBar::new(opts.settings.turns as u64));
         bar.set_style(style.clone());
-        bar.set_prefix(opts.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        bar.set_prefix(
+            opts.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        );
         async move { run_conversation(&opts, &bar).await }
     });
     futures::stream::iter(jobs).buffered(parallel.max(1)).collect().await

@@ -57,6 +57,8 @@ mod tests {
         waiting.await.unwrap();
         assert!(interrupt.is_raised());
         let never = Interrupt::default();
-        assert!(tokio::time::timeout(std::time::Duration::from_millis(10), never.raised()).await.is_err());
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(10), never.raised())
+            .await
+            .is_err());
     }
 }

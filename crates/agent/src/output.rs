@@ -111,7 +111,11 @@ impl LatencyStats {
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let pct = |p: f64| v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
-        LatencyStats { mean: Some(v.iter().sum::<f64>() / v.len() as f64), p50: Some(pct(0.5)), p95: Some(pct(0.95)) }
+        LatencyStats {
+            mean: Some(v.iter().sum::<f64>() / v.len() as f64),
+            p50: Some(pct(0.5)),
+            p95: Some(pct(0.95)),
+        }
     }
 }
 
@@ -163,7 +167,8 @@ impl Summary {
         self.tokens_in = turns.iter().filter_map(|t| t.tokens_in).sum();
         self.tokens_out = turns.iter().filter_map(|t| t.tokens_out).sum();
         let tps: Vec<f64> = turns.iter().filter_map(|t| t.tokens_per_sec).collect();
-        self.mean_tokens_per_sec = (!tps.is_empty()).then(|| tps.iter().sum::<f64>() / tps.len() as f64);
+        self.mean_tokens_per_sec =
+            (!tps.is_empty()).then(|| tps.iter().sum::<f64>() / tps.len() as f64);
         self.updated_at = Utc::now();
     }
 }
@@ -215,14 +220,25 @@ impl From<&Turn> for CsvRow {
             tokens_out: t.tokens_out,
             tokens_per_sec: t.tokens_per_sec,
             follow_up_latency_ms: t.follow_up_latency_ms,
-            server_timing: escape(&t.server_timing.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")).into_owned(),
+            server_timing: escape(
+                &t.server_timing
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            )
+            .into_owned(),
         }
     }
 }
 
 impl From<CsvRow> for Turn {
     fn from(r: CsvRow) -> Turn {
-        let server_timing = unescape(&r.server_timing).split(';').filter_map(|e| e.split_once('=')).filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?))).collect();
+        let server_timing = unescape(&r.server_timing)
+            .split(';')
+            .filter_map(|e| e.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect();
         Turn {
             index: r.index,
             question: unescape(&r.question).to_owned(),
@@ -250,11 +266,14 @@ pub fn csv_summary_path(path: &Path) -> PathBuf {
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all().with_context(|| format!("syncing {}", path.display()))?;
     tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
 
@@ -276,7 +295,20 @@ impl Record {
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(Vec::new());
                 if self.turns.is_empty() {
-                    w.write_record(["index", "question", "answer", "template", "started_at", "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "tokens_per_sec", "follow_up_latency_ms", "server_timing"])?;
+                    w.write_record([
+                        "index",
+                        "question",
+                        "answer",
+                        "template",
+                        "started_at",
+                        "latency_ms",
+                        "ttft_ms",
+                        "tokens_in",
+                        "tokens_out",
+                        "tokens_per_sec",
+                        "follow_up_latency_ms",
+                        "server_timing",
+                    ])?;
                 }
                 for t in &self.turns {
                     w.serialize(CsvRow::from(t))?;
@@ -289,31 +321,45 @@ impl Record {
     /// Writes the record to `path` atomically (and, for CSV, the summary next to it).
     pub fn write(&self, path: &Path, format: Format) -> anyhow::Result<()> {
         if format == Format::Csv {
-            write_atomically(&csv_summary_path(path), serde_yaml::to_string(&self.summary)?.as_bytes())?;
+            write_atomically(
+                &csv_summary_path(path),
+                serde_yaml::to_string(&self.summary)?.as_bytes(),
+            )?;
         }
         write_atomically(path, &self.render(format)?)
     }
 
     /// Reads a conversation file written by [`Record::write`].
     pub fn read(path: &Path, format: Format) -> anyhow::Result<Record> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let record = match format {
-            Format::Yaml => serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+            Format::Yaml => serde_yaml::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?,
             Format::Jsonl => {
                 let mut turns = Vec::new();
                 let mut summary = None;
                 for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                    match serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), n + 1))? {
+                    match serde_json::from_str(line)
+                        .with_context(|| format!("{}:{}", path.display(), n + 1))?
+                    {
                         JsonLine::Turn(t) => turns.push(t),
                         JsonLine::Summary(s) => summary = Some(s),
                     }
                 }
-                Record { summary: summary.with_context(|| format!("{} has no summary line", path.display()))?, turns }
+                Record {
+                    summary: summary
+                        .with_context(|| format!("{} has no summary line", path.display()))?,
+                    turns,
+                }
             }
             Format::Csv => {
                 let sp = csv_summary_path(path);
-                let summary = serde_yaml::from_str(&std::fs::read_to_string(&sp).with_context(|| format!("reading {}", sp.display()))?)
-                    .with_context(|| format!("parsing {}", sp.display()))?;
+                let summary = serde_yaml::from_str(
+                    &std::fs::read_to_string(&sp)
+                        .with_context(|| format!("reading {}", sp.display()))?,
+                )
+                .with_context(|| format!("parsing {}", sp.display()))?;
                 let mut turns = Vec::new();
                 for row in csv::Reader::from_reader(text.as_bytes()).deserialize::<CsvRow>() {
                     turns.push(row.with_context(|| format!("parsing {}", path.display()))?.into());
@@ -342,7 +388,9 @@ pub(crate) mod tests {
             tokens_out: Some(30),
             tokens_per_sec: Some(90.5),
             follow_up_latency_ms: (i > 1).then_some(50.0),
-            server_timing: [("llm-server".to_string(), 12.5), ("gateway".to_string(), 3.0)].into_iter().collect(),
+            server_timing: [("llm-server".to_string(), 12.5), ("gateway".to_string(), 3.0)]
+                .into_iter()
+                .collect(),
         };
         let turns = vec![t(1), t(2), t(3)];
         let mut summary = Summary {
@@ -395,7 +443,10 @@ pub(crate) mod tests {
             let back = Record::read(&path, f).unwrap();
             assert_eq!(back, r, "{f:?}");
             // No temporary files are left behind.
-            let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
             assert!(names.iter().all(|n| n.starts_with("c.")), "{names:?}");
         }
     }
@@ -404,12 +455,14 @@ pub(crate) mod tests {
     fn csv_has_one_row_per_turn_and_jsonl_ends_with_the_summary() {
         let r = sample();
         let csv = r.render(Format::Csv).unwrap();
-        let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(&csv[..]).records().map(Result::unwrap).collect();
+        let rows: Vec<csv::StringRecord> =
+            csv::Reader::from_reader(&csv[..]).records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), 3);
         assert_eq!(&rows[2][0], "3");
         assert_eq!(&rows[0][11], "gateway=3;llm-server=12.5");
         let jsonl = String::from_utf8(r.render(Format::Jsonl).unwrap()).unwrap();
-        let lines: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> =
+            jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[3]["type"], "summary");
         assert_eq!(lines[3]["stop_reason"], "turn_limit");
@@ -423,8 +476,12 @@ pub(crate) mod tests {
         r.turns[0].answer = "@SUM(1+1)".into();
         r.turns[1].answer = "-1+2".into();
         let csv = r.render(Format::Csv).unwrap();
-        let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(&csv[..]).records().map(Result::unwrap).collect();
-        assert_eq!((&rows[0][1], &rows[0][2], &rows[1][2]), ("'=cmd|' /C calc'!A0", "'@SUM(1+1)", "'-1+2"));
+        let rows: Vec<csv::StringRecord> =
+            csv::Reader::from_reader(&csv[..]).records().map(Result::unwrap).collect();
+        assert_eq!(
+            (&rows[0][1], &rows[0][2], &rows[1][2]),
+            ("'=cmd|' /C calc'!A0", "'@SUM(1+1)", "'-1+2")
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.csv");
         r.write(&path, Format::Csv).unwrap();

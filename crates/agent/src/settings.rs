@@ -52,7 +52,10 @@ impl Default for ConverseSettings {
         let templates = [
             ("respond", "How can you respond to the statement: {answer}?"),
             ("comment", "Do you have any comments on {answer}?"),
-            ("deeper", "Ask one short follow-up question that digs deeper into this answer: {answer}"),
+            (
+                "deeper",
+                "Ask one short follow-up question that digs deeper into this answer: {answer}",
+            ),
         ];
         ConverseSettings {
             server: "http://127.0.0.1:11434".into(),
@@ -64,7 +67,12 @@ impl Default for ConverseSettings {
             turns: 10,
             time_limit: "10m".into(),
             repetition_threshold: 0.8,
-            refusal_prefixes: vec!["I'm sorry, but I can't".into(), "I cannot help".into(), "I can't help".into(), "As an AI, I cannot".into()],
+            refusal_prefixes: vec![
+                "I'm sorry, but I can't".into(),
+                "I cannot help".into(),
+                "I can't help".into(),
+                "As an AI, I cannot".into(),
+            ],
             context_tokens: 1536,
             chars_per_token: 4.0,
             answer_max_tokens: 256,
@@ -122,13 +130,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 90s, 10m, 1h, 500ms)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (examples: 90s, 10m, 1h, 500ms)"))?;
     let secs = match unit.trim() {
         "" | "s" | "sec" | "secs" => value,
         "ms" => value / 1000.0,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m or h)"))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));

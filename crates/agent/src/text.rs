@@ -10,7 +10,10 @@ pub fn render_template(template: &str, answer: &str) -> String {
 }
 
 fn words(s: &str) -> HashSet<String> {
-    s.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    s.split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Jaccard similarity of the two texts' word sets (lower-cased), in 0..=1.
@@ -25,7 +28,10 @@ pub fn jaccard(a: &str, b: &str) -> f64 {
 }
 
 /// The highest similarity of `answer` to any earlier answer, with that answer's turn index.
-pub fn most_similar<'a>(answer: &str, earlier: impl IntoIterator<Item = (u32, &'a str)>) -> Option<(u32, f64)> {
+pub fn most_similar<'a>(
+    answer: &str,
+    earlier: impl IntoIterator<Item = (u32, &'a str)>,
+) -> Option<(u32, f64)> {
     earlier.into_iter().map(|(i, e)| (i, jaccard(answer, e))).max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
@@ -42,7 +48,12 @@ pub fn estimate_tokens(text: &str, chars_per_token: f64) -> usize {
 
 /// The history to send with `next` (appended last): the oldest messages are dropped, a
 /// user/assistant pair at a time, until the estimate fits `budget` tokens. `next` is always kept.
-pub fn fit_history(history: &[Message], next: Message, budget: usize, chars_per_token: f64) -> Vec<Message> {
+pub fn fit_history(
+    history: &[Message],
+    next: Message,
+    budget: usize,
+    chars_per_token: f64,
+) -> Vec<Message> {
     let cost = |m: &Message| estimate_tokens(&m.content, chars_per_token) + 4;
     let mut start = 0;
     let mut total: usize = history.iter().map(cost).sum::<usize>() + cost(&next);
@@ -69,7 +80,10 @@ mod tests {
 
     #[test]
     fn templates_fill_the_answer() {
-        assert_eq!(render_template("Do you have any comments on {answer}?", " the sky is blue \n"), "Do you have any comments on the sky is blue?");
+        assert_eq!(
+            render_template("Do you have any comments on {answer}?", " the sky is blue \n"),
+            "Do you have any comments on the sky is blue?"
+        );
         assert_eq!(render_template("no placeholder", "x"), "no placeholder");
     }
 
@@ -79,7 +93,8 @@ mod tests {
         assert_eq!(jaccard("a b", "c d"), 0.0);
         assert!((jaccard("a b c", "a b d") - 0.5).abs() < 1e-9);
         let earlier = [(1, "cats are small animals"), (2, "the sky is blue because of scattering")];
-        let (turn, sim) = most_similar("The sky is blue because of Rayleigh scattering", earlier).unwrap();
+        let (turn, sim) =
+            most_similar("The sky is blue because of Rayleigh scattering", earlier).unwrap();
         assert_eq!(turn, 2);
         assert!(sim > 0.8, "{sim}");
         assert!(most_similar("x", []).is_none());

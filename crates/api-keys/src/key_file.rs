@@ -43,7 +43,12 @@ impl KeySource {
     pub fn load(fixed: Vec<String>, file: Option<PathBuf>) -> std::io::Result<KeySource> {
         let mut keys = fixed.clone();
         if let Some(path) = &file {
-            keys.extend(ApiKeys::read_file(path).map_err(|e| std::io::Error::new(e.kind(), format!("reading api_keys_file {}: {e}", path.display())))?);
+            keys.extend(ApiKeys::read_file(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("reading api_keys_file {}: {e}", path.display()),
+                )
+            })?);
         }
         Ok(KeySource { fixed, file, current: ArcSwap::from_pointee(ApiKeys::new(keys)) })
     }
@@ -57,7 +62,8 @@ impl KeySource {
     /// the previous set.
     pub fn reload(&self) -> Result<Change, String> {
         let Some(path) = &self.file else { return Ok(Change::default()) };
-        let from_file = ApiKeys::read_file(path).map_err(|e| format!("reading api_keys_file {}: {e}", path.display()))?;
+        let from_file = ApiKeys::read_file(path)
+            .map_err(|e| format!("reading api_keys_file {}: {e}", path.display()))?;
         if from_file.is_empty() {
             return Err(format!("api_keys_file {} holds no key", path.display()));
         }
@@ -65,13 +71,17 @@ impl KeySource {
         let before: BTreeSet<String> = self.keys().ids().map(str::to_owned).collect();
         let after: BTreeSet<String> = next.ids().map(str::to_owned).collect();
         self.current.store(Arc::new(next));
-        Ok(Change { added: after.difference(&before).cloned().collect(), removed: before.difference(&after).cloned().collect() })
+        Ok(Change {
+            added: after.difference(&before).cloned().collect(),
+            removed: before.difference(&after).cloned().collect(),
+        })
     }
 
     /// Polls the file in a task every `interval` while the returned `Watcher` lives (nothing
     /// to watch without a file, or with an interval of 0).
     pub fn watch_while_alive(self: &Arc<Self>, interval: Duration) -> Option<Watcher> {
-        (self.file.is_some() && !interval.is_zero()).then(|| Watcher(tokio::spawn(Arc::clone(self).watch(interval))))
+        (self.file.is_some() && !interval.is_zero())
+            .then(|| Watcher(tokio::spawn(Arc::clone(self).watch(interval))))
     }
 
     /// Polls the file every `interval` until the task is dropped, reloading when it changed.
@@ -99,7 +109,9 @@ impl KeySource {
                     let count = self.keys().len();
                     tracing::info!(added = ?change.added, removed = ?change.removed, api_keys = count, "api keys reloaded");
                 }
-                Err(reason) => tracing::warn!(%reason, "api_keys_file changed but could not be used; keeping the previous keys"),
+                Err(reason) => {
+                    tracing::warn!(%reason, "api_keys_file changed but could not be used; keeping the previous keys")
+                }
             }
         }
     }
@@ -136,7 +148,10 @@ mod tests {
 
         std::fs::write(&path, "new-key\n").unwrap();
         let change = source.reload().unwrap();
-        assert_eq!(change, Change { added: vec![key_id("new-key")], removed: vec![key_id("old-key")] });
+        assert_eq!(
+            change,
+            Change { added: vec![key_id("new-key")], removed: vec![key_id("old-key")] }
+        );
         let keys = source.keys();
         assert!(keys.check(b"new-key").is_some());
         assert!(keys.check(b"fixed-key").is_some());
@@ -154,6 +169,9 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(source.reload().is_err());
         assert!(source.keys().check(b"key-1").is_some());
-        assert!(KeySource::load(Vec::new(), Some(path)).is_err(), "a missing file at startup is an error");
+        assert!(
+            KeySource::load(Vec::new(), Some(path)).is_err(),
+            "a missing file at startup is an error"
+        );
     }
 }

@@ -40,7 +40,12 @@ impl ApiKeys {
     /// Keys from a file, one per line; blank lines and `#` comments are skipped.
     pub fn read_file(path: &Path) -> std::io::Result<Vec<String>> {
         let text = std::fs::read_to_string(path)?;
-        Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect())
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect())
     }
 
     pub fn len(&self) -> usize {

@@ -10,8 +10,8 @@ mod keys;
 mod list;
 mod shared_secret;
 
+pub use exposure::require_authentication;
 pub use key_file::{Change, KeySource, Watcher};
 pub use keys::{key_id, ApiKeys};
-pub use exposure::require_authentication;
 pub use list::{deserialize_list, KeyList};
 pub use shared_secret::{SharedSecret, GATEWAY_SECRET_HEADER};

@@ -20,7 +20,10 @@ tokio::task_local! {
 
 /// Runs `call` (an SDK call's `send()`) with `traceparent` as the header
 /// [`TraceInterceptor`] sends; `None` or an empty value sends none.
-pub async fn with_traceparent<F: std::future::Future>(traceparent: Option<String>, call: F) -> F::Output {
+pub async fn with_traceparent<F: std::future::Future>(
+    traceparent: Option<String>,
+    call: F,
+) -> F::Output {
     TRACEPARENT.scope(traceparent.filter(|t| !t.is_empty()), call).await
 }
 
@@ -30,7 +33,10 @@ pub async fn with_traceparent<F: std::future::Future>(traceparent: Option<String
 /// On Lambda the SDK's recursion detection sends that header from the `_X_AMZN_TRACE_ID`
 /// environment variable; `bootstrap` does not write its process environment per invocation
 /// (see `lambda::runtime`), so the header is carried here instead.
-pub async fn with_xray_trace_id<F: std::future::Future>(trace_id: Option<String>, call: F) -> F::Output {
+pub async fn with_xray_trace_id<F: std::future::Future>(
+    trace_id: Option<String>,
+    call: F,
+) -> F::Output {
     XRAY_TRACE_ID.scope(trace_id.filter(|t| !t.is_empty()), call).await
 }
 
@@ -43,7 +49,12 @@ impl Intercept for TraceInterceptor {
         "TraceInterceptor"
     }
 
-    fn modify_before_transmit(&self, context: &mut BeforeTransmitInterceptorContextMut<'_>, _: &RuntimeComponents, _: &mut ConfigBag) -> Result<(), BoxError> {
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         // Outside a `with_traceparent` scope (or without a trace) nothing is added.
         if let Some(tp) = TRACEPARENT.try_with(Clone::clone).ok().flatten() {
             context.request_mut().headers_mut().insert("traceparent", tp);

@@ -31,14 +31,21 @@ async fn sent<F: std::future::Future>(call: impl FnOnce(aws_sdk_lambda::Client) 
 async fn sent_within(traceparent: Option<&str>, xray: Option<&str>) -> Headers {
     sent(|client| async move {
         let call = client.invoke().function_name("f").send();
-        let _ = with_xray_trace_id(xray.map(str::to_owned), with_traceparent(traceparent.map(str::to_owned), call)).await;
+        let _ = with_xray_trace_id(
+            xray.map(str::to_owned),
+            with_traceparent(traceparent.map(str::to_owned), call),
+        )
+        .await;
     })
     .await
 }
 
 #[tokio::test]
 async fn both_headers_go_with_a_call_made_inside_their_scopes() {
-    assert_eq!(sent_within(Some(TRACEPARENT), Some(XRAY)).await, (Some(TRACEPARENT.to_owned()), Some(XRAY.to_owned())));
+    assert_eq!(
+        sent_within(Some(TRACEPARENT), Some(XRAY)).await,
+        (Some(TRACEPARENT.to_owned()), Some(XRAY.to_owned()))
+    );
     assert_eq!(sent_within(None, Some(XRAY)).await, (None, Some(XRAY.to_owned())));
     assert_eq!(sent_within(Some(TRACEPARENT), None).await, (Some(TRACEPARENT.to_owned()), None));
 }

@@ -14,7 +14,9 @@ pub fn check(mode: AuthMode, keys: &ApiKeys, headers: &HeaderMap) -> Result<(), 
     match mode {
         AuthMode::Off => Ok(()),
         AuthMode::Any => {
-            if auth.starts_with("AWS4-HMAC-SHA256 Credential=") || auth.strip_prefix("Bearer ").is_some_and(|k| !k.is_empty()) {
+            if auth.starts_with("AWS4-HMAC-SHA256 Credential=")
+                || auth.strip_prefix("Bearer ").is_some_and(|k| !k.is_empty())
+            {
                 Ok(())
             } else {
                 denied("Missing Authentication Token")

@@ -68,10 +68,14 @@ impl Default for EmulatorSettings {
     fn default() -> Self {
         let mut models = BTreeMap::new();
         models.insert(DEFAULT_MODEL_ID.to_owned(), engine::DEFAULT_MODEL.to_owned());
-        let embedding_models = ["amazon.titan-embed-text-v2:0", "cohere.embed-english-v3", "cohere.embed-multilingual-v3"]
-            .into_iter()
-            .map(|id| (id.to_owned(), engine::DEFAULT_MODEL.to_owned()))
-            .collect();
+        let embedding_models = [
+            "amazon.titan-embed-text-v2:0",
+            "cohere.embed-english-v3",
+            "cohere.embed-multilingual-v3",
+        ]
+        .into_iter()
+        .map(|id| (id.to_owned(), engine::DEFAULT_MODEL.to_owned()))
+        .collect();
         EmulatorSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             connections: telemetry::ConnectionSettings::default(),
@@ -87,7 +91,10 @@ impl Default for EmulatorSettings {
             max_body_bytes: 10 * 1024 * 1024,
             max_header_bytes: 32 * 1024,
             faults: crate::faults::FaultSettings::default(),
-            instant: instant::InstantConfig { models: vec![engine::DEFAULT_MODEL.to_owned()], ..Default::default() },
+            instant: instant::InstantConfig {
+                models: vec![engine::DEFAULT_MODEL.to_owned()],
+                ..Default::default()
+            },
         }
     }
 }

@@ -177,7 +177,13 @@ fn invalid(m: impl Into<String>) -> AwsError {
 
 /// One Converse message as a contract message: text joined, tool blocks kept. `names` maps
 /// tool use ids seen so far to their tool, for the results that answer them.
-fn message_to_contract(m: &Message, role: contract::Role, i: usize, names: &mut Vec<(String, String)>, tools_on: bool) -> Result<contract::Message, AwsError> {
+fn message_to_contract(
+    m: &Message,
+    role: contract::Role,
+    i: usize,
+    names: &mut Vec<(String, String)>,
+    tools_on: bool,
+) -> Result<contract::Message, AwsError> {
     let mut out = contract::Message::new(role, "");
     for (j, b) in m.content.iter().enumerate() {
         if b.image.is_some() || b.document.is_some() {
@@ -190,21 +196,42 @@ fn message_to_contract(m: &Message, role: contract::Role, i: usize, names: &mut 
             out.content.push_str(t);
         } else if let Some(u) = &b.tool_use {
             if role != contract::Role::Assistant {
-                return Err(invalid(format!("messages.{i}.content.{j}: toolUse blocks belong to assistant messages")));
+                return Err(invalid(format!(
+                    "messages.{i}.content.{j}: toolUse blocks belong to assistant messages"
+                )));
             }
             if !u.input.is_object() {
-                return Err(invalid(format!("messages.{i}.content.{j}.toolUse.input: must be a JSON object")));
+                return Err(invalid(format!(
+                    "messages.{i}.content.{j}.toolUse.input: must be a JSON object"
+                )));
             }
             names.push((u.tool_use_id.clone(), u.name.clone()));
-            out.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse { id: u.tool_use_id.clone(), name: u.name.clone(), input_json: u.input.to_string() }));
+            out.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse {
+                id: u.tool_use_id.clone(),
+                name: u.name.clone(),
+                input_json: u.input.to_string(),
+            }));
         } else if let Some(r) = &b.tool_result {
             if role != contract::Role::User {
-                return Err(invalid(format!("messages.{i}.content.{j}: toolResult blocks belong to user messages")));
+                return Err(invalid(format!(
+                    "messages.{i}.content.{j}: toolResult blocks belong to user messages"
+                )));
             }
-            let Some(name) = names.iter().find(|(id, _)| *id == r.tool_use_id).map(|(_, n)| n.clone()) else {
+            let Some(name) =
+                names.iter().find(|(id, _)| *id == r.tool_use_id).map(|(_, n)| n.clone())
+            else {
                 return Err(invalid(format!("messages.{i}.content.{j}.toolResult.toolUseId: '{}' does not match any toolUse block in the previous turn", r.tool_use_id)));
             };
-            let content: String = r.content.iter().map(|c| c.text.clone().or_else(|| c.json.as_ref().map(|v| v.to_string())).unwrap_or_default()).collect();
+            let content: String = r
+                .content
+                .iter()
+                .map(|c| {
+                    c.text
+                        .clone()
+                        .or_else(|| c.json.as_ref().map(|v| v.to_string()))
+                        .unwrap_or_default()
+                })
+                .collect();
             out.blocks.push(contract::ContentBlock::tool_result(contract::ToolResult {
                 tool_use_id: r.tool_use_id.clone(),
                 content,
@@ -218,54 +245,93 @@ fn message_to_contract(m: &Message, role: contract::Role, i: usize, names: &mut 
     Ok(out)
 }
 
-fn tools_to_contract(config: &ToolConfig) -> Result<(Vec<contract::ToolSpec>, Option<contract::ToolChoice>), AwsError> {
+fn tools_to_contract(
+    config: &ToolConfig,
+) -> Result<(Vec<contract::ToolSpec>, Option<contract::ToolChoice>), AwsError> {
     use contract::tool_choice::Mode;
     if config.tools.is_empty() {
         return Err(invalid("toolConfig.tools: must have at least 1 tool"));
     }
     let mut specs = Vec::with_capacity(config.tools.len());
     for (i, t) in config.tools.iter().enumerate() {
-        let Some(spec) = &t.tool_spec else { return Err(invalid(format!("toolConfig.tools.{i}: only toolSpec tools are supported"))) };
-        if spec.name.is_empty() || spec.name.len() > 64 || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(invalid(format!("toolConfig.tools.{i}.toolSpec.name: must match [a-zA-Z0-9_-]{{1,64}}")));
+        let Some(spec) = &t.tool_spec else {
+            return Err(invalid(format!(
+                "toolConfig.tools.{i}: only toolSpec tools are supported"
+            )));
+        };
+        if spec.name.is_empty()
+            || spec.name.len() > 64
+            || !spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(format!(
+                "toolConfig.tools.{i}.toolSpec.name: must match [a-zA-Z0-9_-]{{1,64}}"
+            )));
         }
         let Some(schema) = spec.input_schema.as_ref().and_then(|s| s.json.as_ref()) else {
-            return Err(invalid(format!("toolConfig.tools.{i}.toolSpec.inputSchema: a json schema is required")));
+            return Err(invalid(format!(
+                "toolConfig.tools.{i}.toolSpec.inputSchema: a json schema is required"
+            )));
         };
         if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
-            return Err(invalid(format!("toolConfig.tools.{i}.toolSpec.inputSchema.json: the schema must be of type object")));
+            return Err(invalid(format!(
+                "toolConfig.tools.{i}.toolSpec.inputSchema.json: the schema must be of type object"
+            )));
         }
-        specs.push(contract::ToolSpec { name: spec.name.clone(), description: spec.description.clone().unwrap_or_default(), input_schema_json: schema.to_string() });
+        specs.push(contract::ToolSpec {
+            name: spec.name.clone(),
+            description: spec.description.clone().unwrap_or_default(),
+            input_schema_json: schema.to_string(),
+        });
     }
     let choice = match &config.tool_choice {
         None => None,
         Some(ToolChoiceIn { tool: Some(t), .. }) => {
             if !specs.iter().any(|s| s.name == t.name) {
-                return Err(invalid(format!("toolConfig.toolChoice.tool.name: '{}' is not one of the tools", t.name)));
+                return Err(invalid(format!(
+                    "toolConfig.toolChoice.tool.name: '{}' is not one of the tools",
+                    t.name
+                )));
             }
             Some(contract::ToolChoice { mode: Mode::Tool as i32, name: t.name.clone() })
         }
-        Some(ToolChoiceIn { any: Some(_), .. }) => Some(contract::ToolChoice { mode: Mode::Any as i32, name: String::new() }),
-        Some(ToolChoiceIn { auto: Some(_), .. }) => Some(contract::ToolChoice { mode: Mode::Auto as i32, name: String::new() }),
-        Some(_) => return Err(invalid("toolConfig.toolChoice: one of auto, any or tool is required")),
+        Some(ToolChoiceIn { any: Some(_), .. }) => {
+            Some(contract::ToolChoice { mode: Mode::Any as i32, name: String::new() })
+        }
+        Some(ToolChoiceIn { auto: Some(_), .. }) => {
+            Some(contract::ToolChoice { mode: Mode::Auto as i32, name: String::new() })
+        }
+        Some(_) => {
+            return Err(invalid("toolConfig.toolChoice: one of auto, any or tool is required"))
+        }
     };
     Ok((specs, choice))
 }
 
 fn schema_to_contract(config: &Option<OutputConfigIn>) -> Result<Option<String>, AwsError> {
-    let Some(format) = config.as_ref().and_then(|c| c.text_format.as_ref()) else { return Ok(None) };
+    let Some(format) = config.as_ref().and_then(|c| c.text_format.as_ref()) else {
+        return Ok(None);
+    };
     if format.kind != "json_schema" {
-        return Err(invalid(format!("outputConfig.textFormat.type: '{}' is not supported", format.kind)));
+        return Err(invalid(format!(
+            "outputConfig.textFormat.type: '{}' is not supported",
+            format.kind
+        )));
     }
     let Some(schema) = format.structure.as_ref().and_then(|s| s.json_schema.as_ref()) else {
         return Err(invalid("outputConfig.textFormat.structure.jsonSchema: is required"));
     };
-    serde_json::from_str::<serde_json::Value>(&schema.schema).map_err(|e| invalid(format!("outputConfig.textFormat.structure.jsonSchema.schema: not valid JSON: {e}")))?;
+    serde_json::from_str::<serde_json::Value>(&schema.schema).map_err(|e| {
+        invalid(format!("outputConfig.textFormat.structure.jsonSchema.schema: not valid JSON: {e}"))
+    })?;
     Ok(Some(schema.schema.clone()))
 }
 
 /// Converse request -> contract request for the local model `model`.
-pub fn to_contract(req: ConverseRequest, model: &str, stream: bool) -> Result<contract::GenerateRequest, AwsError> {
+pub fn to_contract(
+    req: ConverseRequest,
+    model: &str,
+    stream: bool,
+) -> Result<contract::GenerateRequest, AwsError> {
     if req.messages.is_empty() {
         return Err(invalid("A conversation must start with a user message. Try again with a conversation that starts with a user message."));
     }
@@ -280,10 +346,16 @@ pub fn to_contract(req: ConverseRequest, model: &str, stream: bool) -> Result<co
         let role = match m.role.as_str() {
             "user" => contract::Role::User,
             "assistant" => contract::Role::Assistant,
-            other => return Err(invalid(format!("messages.{i}.role: value '{other}' must be one of [user, assistant]"))),
+            other => {
+                return Err(invalid(format!(
+                    "messages.{i}.role: value '{other}' must be one of [user, assistant]"
+                )))
+            }
         };
         if m.content.is_empty() {
-            return Err(invalid(format!("messages.{i}.content: the content field must not be empty")));
+            return Err(invalid(format!(
+                "messages.{i}.content: the content field must not be empty"
+            )));
         }
         messages.push(message_to_contract(m, role, i, &mut names, !tools.is_empty())?);
     }
@@ -319,7 +391,11 @@ pub fn to_contract(req: ConverseRequest, model: &str, stream: bool) -> Result<co
             stop: ic.stop_sequences.unwrap_or_default(),
             ..Default::default()
         }),
-        format: if response_schema_json.is_some() { contract::ResponseFormat::Json as i32 } else { 0 },
+        format: if response_schema_json.is_some() {
+            contract::ResponseFormat::Json as i32
+        } else {
+            0
+        },
         response_schema_json,
         tools,
         tool_choice,
@@ -339,17 +415,29 @@ pub fn stop_reason(r: DoneReason) -> &'static str {
 
 pub fn usage(done: &GenerateResponse) -> TokenUsage {
     let u = done.usage.unwrap_or_default();
-    TokenUsage { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens }
+    TokenUsage {
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+        total_tokens: u.prompt_tokens + u.completion_tokens,
+    }
 }
 
-pub fn response(text: String, calls: &[contract::ToolUse], done: &GenerateResponse, latency_ms: u64) -> ConverseResponse {
+pub fn response(
+    text: String,
+    calls: &[contract::ToolUse],
+    done: &GenerateResponse,
+    latency_ms: u64,
+) -> ConverseResponse {
     let mut content = Vec::with_capacity(1 + calls.len());
     if !text.is_empty() || calls.is_empty() {
         content.push(serde_json::json!({ "text": text }));
     }
     for c in calls {
-        let input: serde_json::Value = serde_json::from_str(&c.input_json).unwrap_or_else(|_| serde_json::json!({}));
-        content.push(serde_json::json!({ "toolUse": { "toolUseId": c.id, "name": c.name, "input": input } }));
+        let input: serde_json::Value =
+            serde_json::from_str(&c.input_json).unwrap_or_else(|_| serde_json::json!({}));
+        content.push(
+            serde_json::json!({ "toolUse": { "toolUseId": c.id, "name": c.name, "input": input } }),
+        );
     }
     ConverseResponse {
         output: Output { message: OutMessage { role: "assistant", content } },
@@ -378,7 +466,10 @@ mod tests {
         assert_eq!(r.messages, vec![contract::Message::user("ab")]);
         assert_eq!(r.system.as_deref(), Some("s1\ns2"));
         let o = r.options.unwrap();
-        assert_eq!((o.num_predict, o.temperature, o.top_p, o.stop), (Some(5), Some(0.5), Some(0.9), vec!["x".to_string()]));
+        assert_eq!(
+            (o.num_predict, o.temperature, o.top_p, o.stop),
+            (Some(5), Some(0.5), Some(0.9), vec!["x".to_string()])
+        );
     }
 
     #[test]

@@ -85,14 +85,16 @@ impl From<contract::Error> for AwsError {
 /// 431 with a ValidationException, for headers beyond `max_header_bytes`
 /// (`telemetry::header_limit` checks them).
 pub fn header_refusal(_: &axum::extract::Request, size: usize, max: usize) -> Response {
-    let mut r = AwsError::new(AwsErrorType::Validation, telemetry::too_large_message(size, max)).into_response();
+    let mut r = AwsError::new(AwsErrorType::Validation, telemetry::too_large_message(size, max))
+        .into_response();
     *r.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
     r
 }
 
 impl IntoResponse for AwsError {
     fn into_response(self) -> Response {
-        let mut r = (self.kind.status(), Json(serde_json::json!({ "message": self.message }))).into_response();
+        let mut r = (self.kind.status(), Json(serde_json::json!({ "message": self.message })))
+            .into_response();
         r.headers_mut().insert("x-amzn-ErrorType", HeaderValue::from_static(self.kind.name()));
         r
     }

@@ -9,7 +9,8 @@ use crate::converse::{Metrics, TokenUsage};
 use crate::error::AwsErrorType;
 
 fn frame(headers: Vec<Header>, payload: serde_json::Value) -> Bytes {
-    let message = Message::new_from_parts(headers, serde_json::to_vec(&payload).unwrap_or_default());
+    let message =
+        Message::new_from_parts(headers, serde_json::to_vec(&payload).unwrap_or_default());
     let mut buf = Vec::new();
     // Encoding only fails for oversized headers, which these fixed ones are not.
     if write_message_to(&message, &mut buf).is_err() {
@@ -45,7 +46,10 @@ pub fn message_start() -> Bytes {
 }
 
 fn text_delta(index: u32, text: &str) -> Bytes {
-    event("contentBlockDelta", serde_json::json!({ "contentBlockIndex": index, "delta": { "text": text } }))
+    event(
+        "contentBlockDelta",
+        serde_json::json!({ "contentBlockIndex": index, "delta": { "text": text } }),
+    )
 }
 
 fn stop_block(index: u32) -> Bytes {
@@ -127,24 +131,45 @@ mod tests {
     fn frames_decode_with_the_official_codec() {
         let bytes = Blocks::default().text("héllo").remove(0);
         let m = read_message_from(bytes.as_ref()).unwrap();
-        let h = |name: &str| m.headers().iter().find(|h| h.name().as_str() == name).and_then(|h| h.value().as_string().ok()).map(|s| s.as_str().to_owned());
+        let h = |name: &str| {
+            m.headers()
+                .iter()
+                .find(|h| h.name().as_str() == name)
+                .and_then(|h| h.value().as_string().ok())
+                .map(|s| s.as_str().to_owned())
+        };
         assert_eq!(h(":message-type").as_deref(), Some("event"));
         assert_eq!(h(":event-type").as_deref(), Some("contentBlockDelta"));
         let v: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
         assert_eq!(v["delta"]["text"], "héllo");
         let mut blocks = Blocks::default();
-        let call = blocks.tool_use(&contract::ToolUseDelta { index: 0, id: "t1".into(), name: "f".into(), input_json: "{}".into() });
-        let types: Vec<_> = call.iter().map(|b| read_message_from(b.as_ref()).unwrap()).map(|m| {
-            let v: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
-            (v["contentBlockIndex"].as_u64(), v.get("start").is_some())
-        }).collect();
+        let call = blocks.tool_use(&contract::ToolUseDelta {
+            index: 0,
+            id: "t1".into(),
+            name: "f".into(),
+            input_json: "{}".into(),
+        });
+        let types: Vec<_> = call
+            .iter()
+            .map(|b| read_message_from(b.as_ref()).unwrap())
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();
+                (v["contentBlockIndex"].as_u64(), v.get("start").is_some())
+            })
+            .collect();
         assert_eq!(types, vec![(Some(0), true), (Some(0), false)]);
         let after_text = Blocks::default();
         let mut after_text = after_text;
         after_text.text("a");
-        let call = after_text.tool_use(&contract::ToolUseDelta { index: 0, id: "t1".into(), name: "f".into(), input_json: String::new() });
+        let call = after_text.tool_use(&contract::ToolUseDelta {
+            index: 0,
+            id: "t1".into(),
+            name: "f".into(),
+            input_json: String::new(),
+        });
         assert_eq!(call.len(), 2, "the text block stops, the tool block starts");
-        let e = read_message_from(exception(AwsErrorType::Throttling, "slow down").as_ref()).unwrap();
+        let e =
+            read_message_from(exception(AwsErrorType::Throttling, "slow down").as_ref()).unwrap();
         assert!(e.headers().iter().any(|h| h.name().as_str() == ":exception-type"));
     }
 }

@@ -37,7 +37,10 @@ impl Faults {
     /// The error this request gets, if it is one of the faulty ones.
     pub fn next(&self) -> Option<AwsError> {
         let BedrockFault(kind) = self.0.next()?;
-        Some(AwsError::new(kind, format!("injected fault: {} (bedrock_emulator.faults)", kind.name())))
+        Some(AwsError::new(
+            kind,
+            format!("injected fault: {} (bedrock_emulator.faults)", kind.name()),
+        ))
     }
 }
 
@@ -47,13 +50,19 @@ mod tests {
 
     #[test]
     fn each_fault_is_bedrocks_own_error() {
-        for (name, kind) in [("ServiceUnavailableException", AwsErrorType::ServiceUnavailable), ("InternalServerException", AwsErrorType::InternalServer),
-                             ("ThrottlingException", AwsErrorType::Throttling), ("ModelTimeoutException", AwsErrorType::ModelTimeout)] {
+        for (name, kind) in [
+            ("ServiceUnavailableException", AwsErrorType::ServiceUnavailable),
+            ("InternalServerException", AwsErrorType::InternalServer),
+            ("ThrottlingException", AwsErrorType::Throttling),
+            ("ModelTimeoutException", AwsErrorType::ModelTimeout),
+        ] {
             let f = Faults::new(&FaultSettings { error: name.into(), every: 2 }).unwrap();
             assert_eq!(f.next().unwrap().kind, kind);
             assert!(f.next().is_none());
         }
         // A client-side error is not a fault Bedrock has.
-        assert!(Faults::new(&FaultSettings { error: "ValidationException".into(), every: 1 }).is_err());
+        assert!(
+            Faults::new(&FaultSettings { error: "ValidationException".into(), every: 1 }).is_err()
+        );
     }
 }

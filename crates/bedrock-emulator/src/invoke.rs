@@ -20,7 +20,9 @@ impl Family {
     pub fn of(model_id: &str) -> Option<Family> {
         if model_id.contains("amazon.titan-embed-text-v2") {
             Some(Family::TitanV2)
-        } else if model_id.contains("cohere.embed-english-v3") || model_id.contains("cohere.embed-multilingual-v3") {
+        } else if model_id.contains("cohere.embed-english-v3")
+            || model_id.contains("cohere.embed-multilingual-v3")
+        {
             Some(Family::CohereV3)
         } else {
             None
@@ -29,7 +31,10 @@ impl Family {
 }
 
 fn malformed(detail: impl std::fmt::Display) -> AwsError {
-    AwsError::new(AwsErrorType::Validation, format!("Malformed input request: {detail}, please reformat your input and try again."))
+    AwsError::new(
+        AwsErrorType::Validation,
+        format!("Malformed input request: {detail}, please reformat your input and try again."),
+    )
 }
 
 fn text_input(text: String) -> contract::EmbedInput {
@@ -57,7 +62,9 @@ pub fn titan_request(body: &[u8], local: &str) -> Result<contract::EmbedRequest,
     no_extra_keys(&map, &["inputText", "dimensions", "normalize", "embeddingTypes"])?;
     let text = match map.get("inputText") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::String(_)) => return Err(malformed("#/inputText: expected minLength: 1, actual: 0")),
+        Some(Value::String(_)) => {
+            return Err(malformed("#/inputText: expected minLength: 1, actual: 0"))
+        }
         Some(_) => return Err(malformed("#/inputText: expected type: String")),
         None => return Err(malformed("#: required key [inputText] not found")),
     };
@@ -74,15 +81,28 @@ pub fn titan_request(body: &[u8], local: &str) -> Result<contract::EmbedRequest,
         }
     }
     if let Some(types) = map.get("embeddingTypes") {
-        let valid = types.as_array().is_some_and(|t| !t.is_empty() && t.iter().all(|x| x == "float" || x == "binary"));
+        let valid = types
+            .as_array()
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|x| x == "float" || x == "binary"));
         if !valid {
-            return Err(malformed("#/embeddingTypes: expected a non-empty list of \"float\" and \"binary\""));
+            return Err(malformed(
+                "#/embeddingTypes: expected a non-empty list of \"float\" and \"binary\"",
+            ));
         }
         if types.as_array().is_some_and(|t| t.iter().any(|x| x == "binary")) {
-            return Err(AwsError::new(AwsErrorType::Validation, "The emulator serves float embeddings only (embeddingTypes [\"float\"])."));
+            return Err(AwsError::new(
+                AwsErrorType::Validation,
+                "The emulator serves float embeddings only (embeddingTypes [\"float\"]).",
+            ));
         }
     }
-    Ok(contract::EmbedRequest { model: local.to_owned(), inputs: vec![text_input(text)], truncate: false, dimensions, trace: None })
+    Ok(contract::EmbedRequest {
+        model: local.to_owned(),
+        inputs: vec![text_input(text)],
+        truncate: false,
+        dimensions,
+        trace: None,
+    })
 }
 
 pub fn titan_response(out: contract::EmbedResponse) -> Value {
@@ -91,7 +111,10 @@ pub fn titan_response(out: contract::EmbedResponse) -> Value {
 }
 
 /// A Cohere v3 body as a contract request, and whether it asked for vectors by type.
-pub fn cohere_request(body: &[u8], local: &str) -> Result<(contract::EmbedRequest, Vec<String>, bool), AwsError> {
+pub fn cohere_request(
+    body: &[u8],
+    local: &str,
+) -> Result<(contract::EmbedRequest, Vec<String>, bool), AwsError> {
     let map = object(body)?;
     no_extra_keys(&map, &["texts", "input_type", "truncate", "embedding_types", "images"])?;
     if map.contains_key("images") {
@@ -100,34 +123,59 @@ pub fn cohere_request(body: &[u8], local: &str) -> Result<(contract::EmbedReques
     let texts: Vec<String> = match map.get("texts") {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|t| t.as_str().map(str::to_owned).ok_or_else(|| malformed("#/texts: expected type: String")))
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| malformed("#/texts: expected type: String"))
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(malformed("#/texts: expected type: JSONArray")),
         None => return Err(malformed("#: required key [texts] not found")),
     };
     if texts.is_empty() || texts.len() > 96 {
-        return Err(malformed(format!("#/texts: expected between 1 and 96 items, found {}", texts.len())));
+        return Err(malformed(format!(
+            "#/texts: expected between 1 and 96 items, found {}",
+            texts.len()
+        )));
     }
     if let Some(i) = texts.iter().position(String::is_empty) {
         return Err(malformed(format!("#/texts/{i}: expected minLength: 1, actual: 0")));
     }
     match map.get("input_type").and_then(Value::as_str) {
         Some("search_document" | "search_query" | "classification" | "clustering") => {}
-        Some(other) => return Err(malformed(format!("#/input_type: {other} is not a valid enum value"))),
+        Some(other) => {
+            return Err(malformed(format!("#/input_type: {other} is not a valid enum value")))
+        }
         None => return Err(malformed("#: required key [input_type] not found")),
     }
     let truncate = match map.get("truncate").map(|v| v.as_str()) {
         None | Some(Some("NONE")) => false,
         Some(Some("END")) => true,
-        Some(Some("START")) => return Err(AwsError::new(AwsErrorType::Validation, "The emulator cuts long texts at the end only (truncate END or NONE).")),
+        Some(Some("START")) => {
+            return Err(AwsError::new(
+                AwsErrorType::Validation,
+                "The emulator cuts long texts at the end only (truncate END or NONE).",
+            ))
+        }
         Some(_) => return Err(malformed("#/truncate: expected NONE, START or END")),
     };
     let by_type = match map.get("embedding_types") {
         None | Some(Value::Null) => false,
         Some(Value::Array(t)) if t == &[json!("float")] => true,
-        Some(_) => return Err(AwsError::new(AwsErrorType::Validation, "The emulator serves float embeddings only (embedding_types [\"float\"]).")),
+        Some(_) => {
+            return Err(AwsError::new(
+                AwsErrorType::Validation,
+                "The emulator serves float embeddings only (embedding_types [\"float\"]).",
+            ))
+        }
     };
-    let request = contract::EmbedRequest { model: local.to_owned(), inputs: texts.iter().cloned().map(text_input).collect(), truncate, dimensions: None, trace: None };
+    let request = contract::EmbedRequest {
+        model: local.to_owned(),
+        inputs: texts.iter().cloned().map(text_input).collect(),
+        truncate,
+        dimensions: None,
+        trace: None,
+    };
     Ok((request, texts, by_type))
 }
 
@@ -154,7 +202,9 @@ mod tests {
 
     #[test]
     fn titan_bodies_are_checked_as_bedrock_does() {
-        let ok = titan_request(br#"{"inputText": "hi", "dimensions": 512, "normalize": true}"#, "m").unwrap();
+        let ok =
+            titan_request(br#"{"inputText": "hi", "dimensions": 512, "normalize": true}"#, "m")
+                .unwrap();
         assert_eq!((ok.inputs.len(), ok.dimensions), (1, Some(512)));
         for (body, says) in [
             (&br#"{"dimensions": 256}"#[..], "inputText"),
@@ -176,7 +226,10 @@ mod tests {
             (&br#"{"texts": ["a"]}"#[..], "input_type"),
             (br#"{"texts": [], "input_type": "search_query"}"#, "between 1 and 96"),
             (br#"{"texts": ["a"], "input_type": "poetry"}"#, "poetry"),
-            (br#"{"texts": ["a"], "input_type": "clustering", "embedding_types": ["int8"]}"#, "float"),
+            (
+                br#"{"texts": ["a"], "input_type": "clustering", "embedding_types": ["int8"]}"#,
+                "float",
+            ),
         ] {
             let e = cohere_request(body, "m").unwrap_err();
             assert!(e.message.contains(says), "{}", e.message);

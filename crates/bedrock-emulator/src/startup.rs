@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api_keys::KeySource;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use api_keys::KeySource;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -40,7 +40,10 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: EmulatorSettings, generator: Arc<dyn Generator>) -> std::io::Result<Application> {
+    pub async fn build(
+        settings: EmulatorSettings,
+        generator: Arc<dyn Generator>,
+    ) -> std::io::Result<Application> {
         // `auth = "any"` checks that a credential is present, not that it is valid.
         api_keys::require_authentication(
             "bedrock-emulator",
@@ -52,8 +55,10 @@ impl Application {
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = telemetry::listen(settings.listen).await?;
-        let faults = Faults::new(&settings.faults).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let keys = Arc::new(KeySource::load(settings.api_keys.clone(), settings.api_keys_file.clone())?);
+        let faults = Faults::new(&settings.faults)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let keys =
+            Arc::new(KeySource::load(settings.api_keys.clone(), settings.api_keys_file.clone())?);
         if settings.auth == AuthMode::Keys {
             // Only key ids are logged, never keys.
             let in_force = keys.keys();
@@ -61,8 +66,19 @@ impl Application {
             tracing::info!(api_keys = ids.len(), key_ids = ?ids, "bedrock-emulator accepts API keys");
         }
         let reload = (Arc::clone(&keys), Duration::from_millis(settings.api_keys_reload_ms));
-        let state = Arc::new(AppState { in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))), generator, keys, faults, settings });
-        Ok(Application { listener, timeouts: (&state.settings.connections).into(), router: router(state), reload })
+        let state = Arc::new(AppState {
+            in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests.max(1))),
+            generator,
+            keys,
+            faults,
+            settings,
+        });
+        Ok(Application {
+            listener,
+            timeouts: (&state.settings.connections).into(),
+            router: router(state),
+            reload,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -73,7 +89,10 @@ impl Application {
         self.local_addr().port()
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         // The watcher lives exactly as long as the server.
         let (keys, every) = self.reload;
         let _watcher = keys.watch_while_alive(every);
@@ -83,7 +102,10 @@ impl Application {
 
 fn router(state: Arc<AppState>) -> Router {
     let max_body = state.settings.max_body_bytes;
-    let header_limit = telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: crate::error::header_refusal };
+    let header_limit = telemetry::HeaderLimit {
+        max_bytes: state.settings.max_header_bytes,
+        refuse: crate::error::header_refusal,
+    };
     Router::new()
         .route("/model/{model_id}/converse", post(routes::converse))
         .route("/model/{model_id}/converse-stream", post(routes::converse_stream))

@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 use aws_sdk_bedrockruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockruntime::config::StalledStreamProtectionConfig;
 use aws_sdk_bedrockruntime::error::SdkError;
-use aws_sdk_bedrockruntime::types::{ContentBlock, ContentBlockDelta, ContentBlockStart, ConverseStreamOutput, StopReason};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ContentBlockDelta, ContentBlockStart, ConverseStreamOutput, StopReason,
+};
 use aws_sdk_bedrockruntime::Client;
-use contract::{ChunkStream, DoneReason, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage};
+use contract::{
+    ChunkStream, DoneReason, ErrorKind, GenerateResponse, HopTiming, StreamChunk, Timings, Usage,
+};
 use rand::Rng;
 
 use crate::embed::{self, Family};
@@ -31,19 +35,31 @@ fn done_reason(r: Option<&StopReason>) -> DoneReason {
         Some(StopReason::MaxTokens) => DoneReason::Length,
         Some(StopReason::StopSequence) => DoneReason::StopSequence,
         Some(StopReason::ToolUse) => DoneReason::ToolUse,
-        Some(StopReason::GuardrailIntervened | StopReason::ContentFiltered) => DoneReason::ContentFiltered,
+        Some(StopReason::GuardrailIntervened | StopReason::ContentFiltered) => {
+            DoneReason::ContentFiltered
+        }
         _ => DoneReason::Stop,
     }
 }
 
-fn final_chunk(model: &str, message: contract::Message, reason: DoneReason, usage: Usage, started: Instant) -> StreamChunk {
+fn final_chunk(
+    model: &str,
+    message: contract::Message,
+    reason: DoneReason,
+    usage: Usage,
+    started: Instant,
+) -> StreamChunk {
     let total = started.elapsed().as_nanos() as u64;
     StreamChunk::done(GenerateResponse {
         model: model.to_owned(),
         message: Some(message),
         done_reason: reason as i32,
         usage: Some(usage),
-        timings: Some(Timings { total_ns: total, hops: vec![HopTiming { hop: "bedrock".into(), dur_ns: total }], ..Default::default() }),
+        timings: Some(Timings {
+            total_ns: total,
+            hops: vec![HopTiming { hop: "bedrock".into(), dur_ns: total }],
+            ..Default::default()
+        }),
     })
 }
 
@@ -106,10 +122,18 @@ impl BedrockClient {
 
     /// Embeds through InvokeModel (`embed.rs`): the model name maps through
     /// `embedding_model_ids`, or is itself a Titan V2 / Cohere v3 id.
-    pub async fn embed(&self, req: contract::EmbedRequest) -> Result<contract::EmbedResponse, contract::Error> {
+    pub async fn embed(
+        &self,
+        req: contract::EmbedRequest,
+    ) -> Result<contract::EmbedResponse, contract::Error> {
         use futures::{StreamExt, TryStreamExt};
         let started = Instant::now();
-        let model_id = self.settings.embedding_model_ids.get(&req.model).map_or(req.model.as_str(), String::as_str).to_owned();
+        let model_id = self
+            .settings
+            .embedding_model_ids
+            .get(&req.model)
+            .map_or(req.model.as_str(), String::as_str)
+            .to_owned();
         let family = Family::of(&model_id).ok_or_else(|| {
             contract::Error::new(
                 ErrorKind::InvalidRequest,
@@ -128,18 +152,33 @@ impl BedrockClient {
                     .map(|t| {
                         let body = embed::titan_body(t, req.dimensions);
                         let (model_id, traceparent) = (model_id.clone(), traceparent.clone());
-                        async move { embed::titan_answer(&self.invoke(&model_id, &body, traceparent).await?) }
+                        async move {
+                            embed::titan_answer(&self.invoke(&model_id, &body, traceparent).await?)
+                        }
                     })
                     .collect();
-                let answers: Vec<(Vec<f32>, u32)> = futures::stream::iter(calls).buffered(TITAN_CALLS_AT_ONCE).try_collect().await?;
+                let answers: Vec<(Vec<f32>, u32)> = futures::stream::iter(calls)
+                    .buffered(TITAN_CALLS_AT_ONCE)
+                    .try_collect()
+                    .await?;
                 let tokens = answers.iter().map(|(_, n)| *n).sum();
                 (answers.into_iter().map(|(v, _)| v).collect::<Vec<_>>(), tokens)
             }
             Family::CohereV3 => {
                 let mut vectors = Vec::with_capacity(texts.len());
                 for batch in texts.chunks(embed::COHERE_BATCH) {
-                    let answer = self.invoke(&model_id, &embed::cohere_body(batch, req.truncate), traceparent.clone()).await?;
-                    vectors.extend(embed::cohere_answer(&answer, batch.len())?.into_iter().map(embed::normalized));
+                    let answer = self
+                        .invoke(
+                            &model_id,
+                            &embed::cohere_body(batch, req.truncate),
+                            traceparent.clone(),
+                        )
+                        .await?;
+                    vectors.extend(
+                        embed::cohere_answer(&answer, batch.len())?
+                            .into_iter()
+                            .map(embed::normalized),
+                    );
                 }
                 // Cohere's body reports no token count.
                 (vectors, 0)
@@ -150,13 +189,23 @@ impl BedrockClient {
             model: req.model,
             embeddings: vectors.into_iter().map(|values| contract::Embedding { values }).collect(),
             prompt_tokens: tokens,
-            timings: Some(Timings { total_ns: total, hops: vec![HopTiming { hop: "bedrock".into(), dur_ns: total }], ..Default::default() }),
+            timings: Some(Timings {
+                total_ns: total,
+                hops: vec![HopTiming { hop: "bedrock".into(), dur_ns: total }],
+                ..Default::default()
+            }),
         })
     }
 
     /// One InvokeModel call with a JSON body, with retries; the answer's bytes.
-    async fn invoke(&self, model_id: &str, body: &serde_json::Value, traceparent: Option<String>) -> Result<Vec<u8>, contract::Error> {
-        let bytes = serde_json::to_vec(body).map_err(|e| contract::Error::new(ErrorKind::Internal, e.to_string()))?;
+    async fn invoke(
+        &self,
+        model_id: &str,
+        body: &serde_json::Value,
+        traceparent: Option<String>,
+    ) -> Result<Vec<u8>, contract::Error> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| contract::Error::new(ErrorKind::Internal, e.to_string()))?;
         self.with_retries(|| {
             let call = self
                 .client
@@ -167,14 +216,22 @@ impl BedrockClient {
                 .body(aws_sdk_bedrockruntime::primitives::Blob::new(bytes.clone()))
                 .send();
             let traceparent = traceparent.clone();
-            async move { with_traceparent(traceparent, call).await.map(|o| o.body.into_inner()).map_err(|e| map_sdk_error(&e)) }
+            async move {
+                with_traceparent(traceparent, call)
+                    .await
+                    .map(|o| o.body.into_inner())
+                    .map_err(|e| map_sdk_error(&e))
+            }
         })
         .await
     }
 
     /// Generates through Converse (one chunk of text then `done`) or ConverseStream (deltas as
     /// Bedrock sends them), depending on `req.stream`.
-    pub async fn generate(&self, req: contract::GenerateRequest) -> Result<ChunkStream, contract::Error> {
+    pub async fn generate(
+        &self,
+        req: contract::GenerateRequest,
+    ) -> Result<ChunkStream, contract::Error> {
         let started = Instant::now();
         let parts = to_converse_parts(&req)?;
         // Converse has no switch for one call per answer: the calls after the first are
@@ -196,24 +253,45 @@ impl BedrockClient {
                         .set_tool_config(parts.tools.clone())
                         .set_output_config(parts.output.clone())
                         .send();
-                    async { with_traceparent(traceparent.clone(), call).await.map_err(|e| map_sdk_error(&e)) }
+                    async {
+                        with_traceparent(traceparent.clone(), call)
+                            .await
+                            .map_err(|e| map_sdk_error(&e))
+                    }
                 })
                 .await?;
             let mut message = contract::Message::assistant("");
-            for block in out.output().and_then(|o| o.as_message().ok()).map(|m| m.content()).unwrap_or_default() {
+            for block in out
+                .output()
+                .and_then(|o| o.as_message().ok())
+                .map(|m| m.content())
+                .unwrap_or_default()
+            {
                 match block {
                     ContentBlock::Text(t) => message.content.push_str(t),
-                    ContentBlock::ToolUse(_) if one_call && message.tool_uses().next().is_some() => {}
-                    ContentBlock::ToolUse(u) => message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse {
-                        id: u.tool_use_id().to_owned(),
-                        name: u.name().to_owned(),
-                        input_json: crate::document::to_json(u.input()).to_string(),
-                    })),
+                    ContentBlock::ToolUse(_)
+                        if one_call && message.tool_uses().next().is_some() => {}
+                    ContentBlock::ToolUse(u) => {
+                        message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse {
+                            id: u.tool_use_id().to_owned(),
+                            name: u.name().to_owned(),
+                            input_json: crate::document::to_json(u.input()).to_string(),
+                        }))
+                    }
                     _ => {}
                 }
             }
-            let usage = out.usage().map_or_else(Usage::default, |u| Usage { prompt_tokens: u.input_tokens() as u32, completion_tokens: u.output_tokens() as u32 });
-            let chunk = final_chunk(&req.model, message, done_reason(Some(out.stop_reason())), usage, started);
+            let usage = out.usage().map_or_else(Usage::default, |u| Usage {
+                prompt_tokens: u.input_tokens() as u32,
+                completion_tokens: u.output_tokens() as u32,
+            });
+            let chunk = final_chunk(
+                &req.model,
+                message,
+                done_reason(Some(out.stop_reason())),
+                usage,
+                started,
+            );
             return Ok(Box::pin(futures::stream::iter([chunk])));
         }
         let out = self
@@ -228,71 +306,121 @@ impl BedrockClient {
                     .set_tool_config(parts.tools.clone())
                     .set_output_config(parts.output.clone())
                     .send();
-                async { with_traceparent(traceparent.clone(), call).await.map_err(|e| map_sdk_error(&e)) }
+                async {
+                    with_traceparent(traceparent.clone(), call).await.map_err(|e| map_sdk_error(&e))
+                }
             })
             .await?;
         let model = req.model.clone();
         let chunk_timeout = Duration::from_secs(self.settings.chunk_timeout_secs);
         // Tool calls are numbered in the order they start; Bedrock numbers all content blocks.
         let state = (out.stream, DoneReason::Stop, Usage::default(), false, ToolIndex::default());
-        let stream = futures::stream::unfold(state, move |(mut events, mut reason, mut usage, finished, mut tools)| {
-            let model = model.clone();
-            async move {
-                if finished {
-                    return None;
-                }
-                loop {
-                    let Ok(event) = tokio::time::timeout(chunk_timeout, events.recv()).await else {
-                        let e = contract::Error::new(ErrorKind::Timeout, format!("Bedrock sent nothing for {} s: timed out waiting for the next event", chunk_timeout.as_secs()));
-                        return Some((StreamChunk::error(e), (events, reason, usage, true, tools)));
-                    };
-                    match event {
-                        Ok(Some(ConverseStreamOutput::ContentBlockStart(s))) => {
-                            if let Some(ContentBlockStart::ToolUse(u)) = s.start() {
-                                let index = tools.start(s.content_block_index());
-                                if one_call && index > 0 {
-                                    continue;
+        let stream = futures::stream::unfold(
+            state,
+            move |(mut events, mut reason, mut usage, finished, mut tools)| {
+                let model = model.clone();
+                async move {
+                    if finished {
+                        return None;
+                    }
+                    loop {
+                        let Ok(event) = tokio::time::timeout(chunk_timeout, events.recv()).await
+                        else {
+                            let e = contract::Error::new(ErrorKind::Timeout, format!("Bedrock sent nothing for {} s: timed out waiting for the next event", chunk_timeout.as_secs()));
+                            return Some((
+                                StreamChunk::error(e),
+                                (events, reason, usage, true, tools),
+                            ));
+                        };
+                        match event {
+                            Ok(Some(ConverseStreamOutput::ContentBlockStart(s))) => {
+                                if let Some(ContentBlockStart::ToolUse(u)) = s.start() {
+                                    let index = tools.start(s.content_block_index());
+                                    if one_call && index > 0 {
+                                        continue;
+                                    }
+                                    let piece = contract::ToolUseDelta {
+                                        index,
+                                        id: u.tool_use_id().to_owned(),
+                                        name: u.name().to_owned(),
+                                        input_json: String::new(),
+                                    };
+                                    return Some((
+                                        StreamChunk::tool_use_delta(piece),
+                                        (events, reason, usage, false, tools),
+                                    ));
                                 }
-                                let piece = contract::ToolUseDelta { index, id: u.tool_use_id().to_owned(), name: u.name().to_owned(), input_json: String::new() };
-                                return Some((StreamChunk::tool_use_delta(piece), (events, reason, usage, false, tools)));
                             }
-                        }
-                        Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => match d.delta() {
-                            Some(ContentBlockDelta::Text(t)) => {
-                                return Some((StreamChunk::delta(t.clone()), (events, reason, usage, false, tools)));
+                            Ok(Some(ConverseStreamOutput::ContentBlockDelta(d))) => match d.delta()
+                            {
+                                Some(ContentBlockDelta::Text(t)) => {
+                                    return Some((
+                                        StreamChunk::delta(t.clone()),
+                                        (events, reason, usage, false, tools),
+                                    ));
+                                }
+                                Some(ContentBlockDelta::ToolUse(u)) => {
+                                    let Some(index) = tools
+                                        .of(d.content_block_index())
+                                        .filter(|i| !one_call || *i == 0)
+                                    else {
+                                        continue;
+                                    };
+                                    let piece = contract::ToolUseDelta {
+                                        index,
+                                        input_json: u.input().to_owned(),
+                                        ..Default::default()
+                                    };
+                                    return Some((
+                                        StreamChunk::tool_use_delta(piece),
+                                        (events, reason, usage, false, tools),
+                                    ));
+                                }
+                                _ => {}
+                            },
+                            Ok(Some(ConverseStreamOutput::MessageStop(s))) => {
+                                reason = done_reason(Some(s.stop_reason()))
                             }
-                            Some(ContentBlockDelta::ToolUse(u)) => {
-                                let Some(index) = tools.of(d.content_block_index()).filter(|i| !one_call || *i == 0) else { continue };
-                                let piece = contract::ToolUseDelta { index, input_json: u.input().to_owned(), ..Default::default() };
-                                return Some((StreamChunk::tool_use_delta(piece), (events, reason, usage, false, tools)));
+                            Ok(Some(ConverseStreamOutput::Metadata(m))) => {
+                                if let Some(u) = m.usage() {
+                                    usage = Usage {
+                                        prompt_tokens: u.input_tokens() as u32,
+                                        completion_tokens: u.output_tokens() as u32,
+                                    };
+                                }
                             }
-                            _ => {}
-                        },
-                        Ok(Some(ConverseStreamOutput::MessageStop(s))) => reason = done_reason(Some(s.stop_reason())),
-                        Ok(Some(ConverseStreamOutput::Metadata(m))) => {
-                            if let Some(u) = m.usage() {
-                                usage = Usage { prompt_tokens: u.input_tokens() as u32, completion_tokens: u.output_tokens() as u32 };
+                            Ok(Some(_)) => {}
+                            Ok(None) => {
+                                let done = final_chunk(
+                                    &model,
+                                    contract::Message::assistant(""),
+                                    reason,
+                                    usage,
+                                    started,
+                                );
+                                return Some((done, (events, reason, usage, true, tools)));
                             }
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            let done = final_chunk(&model, contract::Message::assistant(""), reason, usage, started);
-                            return Some((done, (events, reason, usage, true, tools)));
-                        }
-                        Err(e) => {
-                            // Bedrock's own errors keep their meaning; anything else broke a
-                            // stream that had been reached.
-                            let error = match &e {
-                                SdkError::ServiceError(_) => map_sdk_error(&e),
-                                _ => contract::Error::new(ErrorKind::Upstream, format!("the Bedrock stream broke: {}", contract::error_chain(&e))),
-                            };
-                            let err = StreamChunk::error(error);
-                            return Some((err, (events, reason, usage, true, tools)));
+                            Err(e) => {
+                                // Bedrock's own errors keep their meaning; anything else broke a
+                                // stream that had been reached.
+                                let error = match &e {
+                                    SdkError::ServiceError(_) => map_sdk_error(&e),
+                                    _ => contract::Error::new(
+                                        ErrorKind::Upstream,
+                                        format!(
+                                            "the Bedrock stream broke: {}",
+                                            contract::error_chain(&e)
+                                        ),
+                                    ),
+                                };
+                                let err = StreamChunk::error(error);
+                                return Some((err, (events, reason, usage, true, tools)));
+                            }
                         }
                     }
                 }
-            }
-        });
+            },
+        );
         Ok(Box::pin(stream))
     }
 }

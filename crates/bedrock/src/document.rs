@@ -14,7 +14,9 @@ pub fn from_json(v: &Value) -> Document {
         }),
         Value::String(s) => Document::String(s.clone()),
         Value::Array(a) => Document::Array(a.iter().map(from_json).collect()),
-        Value::Object(o) => Document::Object(o.iter().map(|(k, v)| (k.clone(), from_json(v))).collect()),
+        Value::Object(o) => {
+            Document::Object(o.iter().map(|(k, v)| (k.clone(), from_json(v))).collect())
+        }
     }
 }
 
@@ -24,10 +26,14 @@ pub fn to_json(d: &Document) -> Value {
         Document::Bool(b) => Value::Bool(*b),
         Document::Number(Number::PosInt(u)) => Value::from(*u),
         Document::Number(Number::NegInt(i)) => Value::from(*i),
-        Document::Number(Number::Float(f)) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Document::Number(Number::Float(f)) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
         Document::String(s) => Value::String(s.clone()),
         Document::Array(a) => Value::Array(a.iter().map(to_json).collect()),
-        Document::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Document::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
     }
 }
 

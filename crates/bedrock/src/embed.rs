@@ -22,7 +22,9 @@ impl Family {
     pub fn of(model_id: &str) -> Option<Family> {
         if model_id.contains("amazon.titan-embed-text-v2") {
             Some(Family::TitanV2)
-        } else if model_id.contains("cohere.embed-english-v3") || model_id.contains("cohere.embed-multilingual-v3") {
+        } else if model_id.contains("cohere.embed-english-v3")
+            || model_id.contains("cohere.embed-multilingual-v3")
+        {
             Some(Family::CohereV3)
         } else {
             None
@@ -48,19 +50,31 @@ pub fn texts(req: &contract::EmbedRequest) -> Result<Vec<String>, contract::Erro
         .enumerate()
         .map(|(i, input)| match &input.kind {
             Some(contract::embed_input::Kind::Text(t)) if !t.is_empty() => Ok(t.clone()),
-            Some(contract::embed_input::Kind::Text(_)) => Err(invalid(format!("input {i} is an empty string"))),
-            Some(contract::embed_input::Kind::Tokens(_)) => Err(invalid(format!("input {i} is token ids; Bedrock's embedding models take text"))),
+            Some(contract::embed_input::Kind::Text(_)) => {
+                Err(invalid(format!("input {i} is an empty string")))
+            }
+            Some(contract::embed_input::Kind::Tokens(_)) => Err(invalid(format!(
+                "input {i} is token ids; Bedrock's embedding models take text"
+            ))),
             None => Err(invalid(format!("input {i} has neither text nor tokens"))),
         })
         .collect()
 }
 
 /// Checks `dimensions` for the family before any call.
-pub fn check_dimensions(family: Family, dimensions: Option<u32>, model_id: &str) -> Result<(), contract::Error> {
+pub fn check_dimensions(
+    family: Family,
+    dimensions: Option<u32>,
+    model_id: &str,
+) -> Result<(), contract::Error> {
     match (family, dimensions) {
         (_, None) | (Family::TitanV2, Some(256 | 512 | 1024)) => Ok(()),
-        (Family::TitanV2, Some(d)) => Err(invalid(format!("dimensions {d} is not offered by {model_id}: 256, 512 or 1024"))),
-        (Family::CohereV3, Some(d)) => Err(invalid(format!("{model_id} has a fixed 1024 dimensions and cannot give {d}"))),
+        (Family::TitanV2, Some(d)) => {
+            Err(invalid(format!("dimensions {d} is not offered by {model_id}: 256, 512 or 1024")))
+        }
+        (Family::CohereV3, Some(d)) => {
+            Err(invalid(format!("{model_id} has a fixed 1024 dimensions and cannot give {d}")))
+        }
     }
 }
 
@@ -74,8 +88,10 @@ pub fn titan_body(text: &str, dimensions: Option<u32>) -> Value {
 
 /// A Titan answer: the vector and the tokens read.
 pub fn titan_answer(body: &[u8]) -> Result<(Vec<f32>, u32), contract::Error> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| upstream(format!("Titan's answer is not JSON: {e}")))?;
-    let vector = floats(&v["embedding"]).ok_or_else(|| upstream("Titan's answer has no embedding".into()))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| upstream(format!("Titan's answer is not JSON: {e}")))?;
+    let vector = floats(&v["embedding"])
+        .ok_or_else(|| upstream("Titan's answer has no embedding".into()))?;
     let tokens = v["inputTextTokenCount"].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
     Ok((vector, tokens))
 }
@@ -86,11 +102,16 @@ pub fn cohere_body(texts: &[String], truncate: bool) -> Value {
 
 /// A Cohere answer's vectors, `expected` of them.
 pub fn cohere_answer(body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>, contract::Error> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| upstream(format!("Cohere's answer is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| upstream(format!("Cohere's answer is not JSON: {e}")))?;
     let list = v["embeddings"].get("float").unwrap_or(&v["embeddings"]);
-    let vectors: Vec<Vec<f32>> = list.as_array().map(|l| l.iter().filter_map(floats).collect()).unwrap_or_default();
+    let vectors: Vec<Vec<f32>> =
+        list.as_array().map(|l| l.iter().filter_map(floats).collect()).unwrap_or_default();
     if vectors.len() != expected {
-        return Err(upstream(format!("Cohere answered {} vectors for {expected} texts", vectors.len())));
+        return Err(upstream(format!(
+            "Cohere answered {} vectors for {expected} texts",
+            vectors.len()
+        )));
     }
     Ok(vectors)
 }
@@ -119,18 +140,29 @@ mod tests {
 
     #[test]
     fn requests_bedrock_would_refuse_are_refused_first() {
-        let tokens = contract::EmbedInput { kind: Some(contract::embed_input::Kind::Tokens(contract::TokenIds { ids: vec![1] })) };
+        let tokens = contract::EmbedInput {
+            kind: Some(contract::embed_input::Kind::Tokens(contract::TokenIds { ids: vec![1] })),
+        };
         let req = contract::EmbedRequest { inputs: vec![text("a"), tokens], ..Default::default() };
         assert!(texts(&req).unwrap_err().message.contains("input 1"));
         assert!(check_dimensions(Family::TitanV2, Some(300), "t").is_err());
         assert!(check_dimensions(Family::TitanV2, Some(512), "t").is_ok());
-        assert!(check_dimensions(Family::CohereV3, Some(512), "c").unwrap_err().message.contains("fixed 1024"));
+        assert!(check_dimensions(Family::CohereV3, Some(512), "c")
+            .unwrap_err()
+            .message
+            .contains("fixed 1024"));
     }
 
     #[test]
     fn answers_are_read_in_both_shapes() {
-        assert_eq!(titan_answer(br#"{"embedding": [0.6, 0.8], "inputTextTokenCount": 4}"#).unwrap(), (vec![0.6, 0.8], 4));
-        assert_eq!(cohere_answer(br#"{"embeddings": {"float": [[1.0], [2.0]]}}"#, 2).unwrap(), vec![vec![1.0], vec![2.0]]);
+        assert_eq!(
+            titan_answer(br#"{"embedding": [0.6, 0.8], "inputTextTokenCount": 4}"#).unwrap(),
+            (vec![0.6, 0.8], 4)
+        );
+        assert_eq!(
+            cohere_answer(br#"{"embeddings": {"float": [[1.0], [2.0]]}}"#, 2).unwrap(),
+            vec![vec![1.0], vec![2.0]]
+        );
         assert_eq!(cohere_answer(br#"{"embeddings": [[1.0]]}"#, 1).unwrap(), vec![vec![1.0]]);
         assert!(cohere_answer(br#"{"embeddings": [[1.0]]}"#, 2).is_err());
         assert_eq!(normalized(vec![3.0, 4.0]), vec![0.6, 0.8]);

@@ -16,8 +16,13 @@ where
             let message = err.message().unwrap_or("Bedrock returned an error").to_owned();
             from_code(err.code().unwrap_or(""), message)
         }
-        SdkError::TimeoutError(_) => contract::Error::new(ErrorKind::Timeout, "Bedrock did not answer in time"),
-        other => contract::Error::new(ErrorKind::Upstream, format!("could not reach Bedrock: {}", contract::error_chain(other))),
+        SdkError::TimeoutError(_) => {
+            contract::Error::new(ErrorKind::Timeout, "Bedrock did not answer in time")
+        }
+        other => contract::Error::new(
+            ErrorKind::Upstream,
+            format!("could not reach Bedrock: {}", contract::error_chain(other)),
+        ),
     }
 }
 
@@ -26,7 +31,10 @@ pub(crate) fn from_code(code: &str, message: String) -> contract::Error {
         "ResourceNotFoundException" => ErrorKind::ModelNotFound,
         "ValidationException" => ErrorKind::InvalidRequest,
         "AccessDeniedException" | "UnrecognizedClientException" => ErrorKind::Unauthorized,
-        "ThrottlingException" | "ServiceUnavailableException" | "ModelNotReadyException" | "ServiceQuotaExceededException" => ErrorKind::Overloaded,
+        "ThrottlingException"
+        | "ServiceUnavailableException"
+        | "ModelNotReadyException"
+        | "ServiceQuotaExceededException" => ErrorKind::Overloaded,
         "ModelTimeoutException" => ErrorKind::Timeout,
         _ => ErrorKind::Upstream,
     };

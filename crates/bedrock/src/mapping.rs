@@ -3,9 +3,11 @@
 //! `outputConfig.textFormat` (Converse's structured output).
 
 use aws_sdk_bedrockruntime::types::{
-    AnyToolChoice, AutoToolChoice, ContentBlock, ConversationRole, InferenceConfiguration, JsonSchemaDefinition, Message, OutputConfig, OutputFormat,
-    OutputFormatStructure, OutputFormatType, SpecificToolChoice, SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema,
-    ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification, ToolUseBlock,
+    AnyToolChoice, AutoToolChoice, ContentBlock, ConversationRole, InferenceConfiguration,
+    JsonSchemaDefinition, Message, OutputConfig, OutputFormat, OutputFormatStructure,
+    OutputFormatType, SpecificToolChoice, SystemContentBlock, Tool, ToolChoice, ToolConfiguration,
+    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
+    ToolUseBlock,
 };
 use contract::ErrorKind;
 
@@ -55,8 +57,14 @@ impl CallIds {
         };
         match pos {
             Some(i) => Ok(self.open.remove(i).0),
-            None if r.tool_use_id.is_empty() => Err(invalid(format!("a tool result (tool \"{}\") answers no earlier tool call", r.name))),
-            None => Err(invalid(format!("a tool result answers \"{}\", which is no earlier tool call", r.tool_use_id))),
+            None if r.tool_use_id.is_empty() => Err(invalid(format!(
+                "a tool result (tool \"{}\") answers no earlier tool call",
+                r.name
+            ))),
+            None => Err(invalid(format!(
+                "a tool result answers \"{}\", which is no earlier tool call",
+                r.tool_use_id
+            ))),
         }
     }
 }
@@ -64,7 +72,9 @@ impl CallIds {
 /// Bedrock wants user/assistant turns starting with the user; system text goes apart.
 /// Consecutive messages of one role are joined (tool results travel in user turns), as
 /// Bedrock rejects them otherwise.
-pub fn to_converse_parts(req: &contract::GenerateRequest) -> Result<ConverseParts, contract::Error> {
+pub fn to_converse_parts(
+    req: &contract::GenerateRequest,
+) -> Result<ConverseParts, contract::Error> {
     let mut system: Vec<String> = req.system.iter().cloned().collect();
     let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
     let mut ids = CallIds::default();
@@ -94,7 +104,12 @@ pub fn to_converse_parts(req: &contract::GenerateRequest) -> Result<ConversePart
         }
         for u in m.tool_uses().filter(|_| tools.is_some()) {
             let input = json(&u.input_json, &format!("the input of tool call \"{}\"", u.name))?;
-            let block = ToolUseBlock::builder().tool_use_id(ids.call(u)).name(&u.name).input(document::from_json(&input)).build().map_err(|e| invalid(e.to_string()))?;
+            let block = ToolUseBlock::builder()
+                .tool_use_id(ids.call(u))
+                .name(&u.name)
+                .input(document::from_json(&input))
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
             blocks.push(ContentBlock::ToolUse(block));
         }
         for r in m.tool_results().filter(|_| tools.is_some()) {
@@ -129,7 +144,13 @@ pub fn to_converse_parts(req: &contract::GenerateRequest) -> Result<ConversePart
     }
     let messages = turns
         .into_iter()
-        .map(|(role, content)| Message::builder().role(role).set_content(Some(content)).build().map_err(|e| invalid(e.to_string())))
+        .map(|(role, content)| {
+            Message::builder()
+                .role(role)
+                .set_content(Some(content))
+                .build()
+                .map_err(|e| invalid(e.to_string()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let o = req.options.clone().unwrap_or_default();
     let inference = InferenceConfiguration::builder()
@@ -162,14 +183,23 @@ fn append_text(blocks: &mut Vec<ContentBlock>, text: &str) {
 
 /// A message's tool calls and results as plain text.
 fn history_as_text(m: &contract::Message) -> String {
-    let calls = m.tool_uses().map(|u| format!("[called the tool {} with {}]", u.name, u.input_json));
-    let results = m.tool_results().map(|r| format!("[result of the tool {}: {}]", if r.name.is_empty() { "call" } else { &r.name }, r.content));
+    let calls =
+        m.tool_uses().map(|u| format!("[called the tool {} with {}]", u.name, u.input_json));
+    let results = m.tool_results().map(|r| {
+        format!(
+            "[result of the tool {}: {}]",
+            if r.name.is_empty() { "call" } else { &r.name },
+            r.content
+        )
+    });
     calls.chain(results).collect::<Vec<_>>().join("\n")
 }
 
 /// `toolConfig`, or none when there are no tools or `tool_choice` is none (Bedrock has no
 /// "none" choice: the tools are then not offered, and the history's tool blocks go as text).
-fn tool_config(req: &contract::GenerateRequest) -> Result<Option<ToolConfiguration>, contract::Error> {
+fn tool_config(
+    req: &contract::GenerateRequest,
+) -> Result<Option<ToolConfiguration>, contract::Error> {
     use contract::tool_choice::Mode;
     let choice = req.tool_choice.clone().unwrap_or_default();
     if req.tools.is_empty() || choice.mode() == Mode::None {
@@ -177,7 +207,11 @@ fn tool_config(req: &contract::GenerateRequest) -> Result<Option<ToolConfigurati
     }
     let mut tools = Vec::with_capacity(req.tools.len());
     for t in &req.tools {
-        let schema = if t.input_schema_json.is_empty() { serde_json::json!({"type": "object"}) } else { json(&t.input_schema_json, &format!("the schema of tool \"{}\"", t.name))? };
+        let schema = if t.input_schema_json.is_empty() {
+            serde_json::json!({"type": "object"})
+        } else {
+            json(&t.input_schema_json, &format!("the schema of tool \"{}\"", t.name))?
+        };
         let spec = ToolSpecification::builder()
             .name(&t.name)
             .set_description((!t.description.is_empty()).then(|| t.description.clone()))
@@ -189,9 +223,20 @@ fn tool_config(req: &contract::GenerateRequest) -> Result<Option<ToolConfigurati
     let choice = match choice.mode() {
         Mode::Auto | Mode::None => ToolChoice::Auto(AutoToolChoice::builder().build()),
         Mode::Any => ToolChoice::Any(AnyToolChoice::builder().build()),
-        Mode::Tool => ToolChoice::Tool(SpecificToolChoice::builder().name(&choice.name).build().map_err(|e| invalid(e.to_string()))?),
+        Mode::Tool => ToolChoice::Tool(
+            SpecificToolChoice::builder()
+                .name(&choice.name)
+                .build()
+                .map_err(|e| invalid(e.to_string()))?,
+        ),
     };
-    Ok(Some(ToolConfiguration::builder().set_tools(Some(tools)).tool_choice(choice).build().map_err(|e| invalid(e.to_string()))?))
+    Ok(Some(
+        ToolConfiguration::builder()
+            .set_tools(Some(tools))
+            .tool_choice(choice)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?,
+    ))
 }
 
 /// A response schema (or `format: json`, as the schema of any object) as Converse's
@@ -205,7 +250,11 @@ fn output_config(req: &contract::GenerateRequest) -> Result<Option<OutputConfig>
         (None, contract::ResponseFormat::Json) => r#"{"type":"object"}"#.to_owned(),
         (None, contract::ResponseFormat::Text) => return Ok(None),
     };
-    let definition = JsonSchemaDefinition::builder().schema(schema).name("response").build().map_err(|e| invalid(e.to_string()))?;
+    let definition = JsonSchemaDefinition::builder()
+        .schema(schema)
+        .name("response")
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
     let format = OutputFormat::builder()
         .r#type(OutputFormatType::JsonSchema)
         .structure(OutputFormatStructure::JsonSchema(definition))
@@ -224,7 +273,11 @@ mod tests {
         let req = contract::GenerateRequest {
             messages: vec![M::system("s"), M::user("a"), M::user("b"), M::assistant("c")],
             system: Some("top".into()),
-            options: Some(contract::Options { num_predict: Some(-1), temperature: Some(0.2), ..Default::default() }),
+            options: Some(contract::Options {
+                num_predict: Some(-1),
+                temperature: Some(0.2),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let p = to_converse_parts(&req).unwrap();
@@ -240,13 +293,29 @@ mod tests {
     fn tools_calls_results_and_schemas_map() {
         use contract::{ContentBlock as B, ToolResult, ToolUse};
         let mut call = M::assistant("");
-        call.blocks.push(B::tool_use(ToolUse { id: String::new(), name: "f".into(), input_json: r#"{"x":1}"#.into() }));
+        call.blocks.push(B::tool_use(ToolUse {
+            id: String::new(),
+            name: "f".into(),
+            input_json: r#"{"x":1}"#.into(),
+        }));
         let mut result = M::new(contract::Role::Tool, "42");
-        result.blocks.push(B::tool_result(ToolResult { tool_use_id: String::new(), content: "42".into(), is_error: false, name: "f".into() }));
+        result.blocks.push(B::tool_result(ToolResult {
+            tool_use_id: String::new(),
+            content: "42".into(),
+            is_error: false,
+            name: "f".into(),
+        }));
         let req = contract::GenerateRequest {
             messages: vec![M::user("go"), call, result],
-            tools: vec![contract::ToolSpec { name: "f".into(), description: "d".into(), input_schema_json: r#"{"type":"object"}"#.into() }],
-            tool_choice: Some(contract::ToolChoice { mode: contract::tool_choice::Mode::Any as i32, name: String::new() }),
+            tools: vec![contract::ToolSpec {
+                name: "f".into(),
+                description: "d".into(),
+                input_schema_json: r#"{"type":"object"}"#.into(),
+            }],
+            tool_choice: Some(contract::ToolChoice {
+                mode: contract::tool_choice::Mode::Any as i32,
+                name: String::new(),
+            }),
             response_schema_json: Some(r#"{"type":"string"}"#.into()),
             ..Default::default()
         };
@@ -254,7 +323,11 @@ mod tests {
         assert_eq!(p.messages.len(), 3);
         let used = p.messages[1].content()[0].as_tool_use().unwrap();
         let answered = p.messages[2].content()[0].as_tool_result().unwrap();
-        assert_eq!(used.tool_use_id(), answered.tool_use_id(), "Ollama's id-less round trip is paired");
+        assert_eq!(
+            used.tool_use_id(),
+            answered.tool_use_id(),
+            "Ollama's id-less round trip is paired"
+        );
         let tools = p.tools.unwrap();
         assert!(matches!(tools.tool_choice(), Some(ToolChoice::Any(_))));
         assert!(p.output.is_some());
@@ -262,13 +335,21 @@ mod tests {
         let p = to_converse_parts(&untooled).unwrap();
         assert!(p.tools.is_none());
         assert_eq!(p.messages[2].content()[0].as_text().unwrap(), "[result of the tool f: 42]");
-        let orphan = contract::GenerateRequest { messages: vec![M::user("go"), req.messages[2].clone()], ..req.clone() };
-        assert!(to_converse_parts(&orphan).err().unwrap().message.contains("answers no earlier tool call"));
+        let orphan = contract::GenerateRequest {
+            messages: vec![M::user("go"), req.messages[2].clone()],
+            ..req.clone()
+        };
+        assert!(to_converse_parts(&orphan)
+            .err()
+            .unwrap()
+            .message
+            .contains("answers no earlier tool call"));
     }
 
     #[test]
     fn must_start_with_user() {
-        let req = contract::GenerateRequest { messages: vec![M::assistant("x")], ..Default::default() };
+        let req =
+            contract::GenerateRequest { messages: vec![M::assistant("x")], ..Default::default() };
         assert_eq!(to_converse_parts(&req).err().unwrap().kind(), ErrorKind::InvalidRequest);
     }
 }

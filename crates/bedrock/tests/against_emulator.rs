@@ -15,7 +15,11 @@ const MODEL_ID: &str = "test.instant-v1:0";
 async fn emulator(max_concurrent: usize, word_delay_ms: u64) -> String {
     let mut models = BTreeMap::new();
     models.insert(MODEL_ID.to_string(), "local".to_string());
-    let instant = instant::InstantConfig { reply: "one two three four".into(), models: vec!["local".into()], word_delay_ms };
+    let instant = instant::InstantConfig {
+        reply: "one two three four".into(),
+        models: vec!["local".into()],
+        word_delay_ms,
+    };
     let settings = EmulatorSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         generator: GeneratorKind::Instant,
@@ -25,7 +29,9 @@ async fn emulator(max_concurrent: usize, word_delay_ms: u64) -> String {
         instant: instant.clone(),
         ..Default::default()
     };
-    let app = Application::build(settings, Arc::new(instant::InstantGenerator::new(instant))).await.unwrap();
+    let app = Application::build(settings, Arc::new(instant::InstantGenerator::new(instant)))
+        .await
+        .unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     url
@@ -52,7 +58,12 @@ async fn client(url: &str, max_attempts: u32) -> BedrockClient {
 }
 
 fn request(model: &str, stream: bool) -> contract::GenerateRequest {
-    contract::GenerateRequest { model: model.into(), messages: vec![Message::user("hi")], stream, ..Default::default() }
+    contract::GenerateRequest {
+        model: model.into(),
+        messages: vec![Message::user("hi")],
+        stream,
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -111,7 +122,12 @@ async fn max_tokens_and_stop_sequences_come_back_as_done_reasons() {
 #[tokio::test]
 async fn unknown_model_is_a_non_retryable_model_not_found() {
     let url = emulator(4, 0).await;
-    let e = client(&url, 3).await.generate(request("vendor.no-such-model-v1:0", false)).await.err().unwrap();
+    let e = client(&url, 3)
+        .await
+        .generate(request("vendor.no-such-model-v1:0", false))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.kind(), ErrorKind::ModelNotFound);
     assert!(!e.retryable);
 }

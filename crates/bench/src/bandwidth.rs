@@ -45,7 +45,9 @@ fn sum(words: &[u64]) -> u64 {
             *lane = lane.wrapping_add(*w);
         }
     }
-    it.remainder().iter().fold(lanes.iter().fold(0, |a, b| a.wrapping_add(*b)), |a, b| a.wrapping_add(*b))
+    it.remainder()
+        .iter()
+        .fold(lanes.iter().fold(0, |a, b| a.wrapping_add(*b)), |a, b| a.wrapping_add(*b))
 }
 
 #[cfg(test)]

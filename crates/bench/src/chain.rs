@@ -12,7 +12,12 @@ use crate::server::Spawned;
 use crate::suites::{median, serve, BenchOptions, READY};
 
 /// Time to the first streamed token of a short answer.
-async fn ttft(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<Duration> {
+async fn ttft(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    seed: u32,
+) -> anyhow::Result<Duration> {
     let body = json!({"model": model, "prompt": "Name three colors.", "stream": true, "options": {"num_predict": 4, "seed": seed, "temperature": 0.8}});
     let started = Instant::now();
     let r = client.post(format!("{url}/api/generate")).json(&body).send().await?;
@@ -37,11 +42,21 @@ const HOPS: [&str; 5] = ["llm-server", "gateway", "main-service", "lambda", "bed
 /// `Server-Timing` of a short non-streamed answer through the chain: each hop's wall time, ms,
 /// in [`HOPS`] order. (On a stream the gateway's entry is its time to the response headers, so
 /// hops could not be subtracted from one another.)
-async fn hop_timings(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<[f64; 5]> {
+async fn hop_timings(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    seed: u32,
+) -> anyhow::Result<[f64; 5]> {
     let body = json!({"model": model, "prompt": "Name three colors.", "stream": false, "options": {"num_predict": 4, "seed": seed}});
     let r = client.post(format!("{url}/api/generate")).json(&body).send().await?;
     anyhow::ensure!(r.status().is_success(), "generate failed: {}", r.status());
-    let header = r.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let header = r
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let mut out = [f64::NAN; 5];
     for entry in header.split(',') {
         let mut parts = entry.split(';').map(str::trim);
@@ -57,7 +72,13 @@ async fn hop_timings(client: &reqwest::Client, url: &str, model: &str, seed: u32
 
 pub async fn chain(opts: &BenchOptions) -> anyhow::Result<Section> {
     let run_dir = std::env::temp_dir().join(format!("strata-bench-up-{}", std::process::id()));
-    let up = Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &[], READY).await?;
+    let up = Spawned::start(
+        &opts.strata,
+        &["up", "--run-dir", &run_dir.display().to_string()],
+        &[],
+        READY,
+    )
+    .await?;
     let server = serve(opts, None).await?;
     let http = reqwest::Client::new();
     // Warm both (the chain's emulator loads the model on first use).
@@ -85,7 +106,9 @@ pub async fn chain(opts: &BenchOptions) -> anyhow::Result<Section> {
     let _ = std::fs::remove_dir_all(&run_dir);
     // A hop's own share: its wall time minus the next hop's (which it waits on).
     let wall: Vec<f64> = per_hop.into_iter().map(median).collect();
-    let own: Vec<f64> = (0..HOPS.len()).map(|i| (wall[i] - wall.get(i + 1).copied().unwrap_or(0.0)).max(0.0)).collect();
+    let own: Vec<f64> = (0..HOPS.len())
+        .map(|i| (wall[i] - wall.get(i + 1).copied().unwrap_or(0.0)).max(0.0))
+        .collect();
     let (a, c) = (median(alone), median(chained));
     let ratio = c / a.max(1e-9);
     let (ta, tc) = (median(ttft_alone), median(ttft_chain));

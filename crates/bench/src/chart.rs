@@ -18,7 +18,11 @@ pub fn latency_vs_load(path: &Path, series: &[Series], bound_ms: f64) -> anyhow:
         std::fs::create_dir_all(dir)?;
     }
     let rates: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
-    let latencies: Vec<f64> = series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2])).filter(|v| finite(*v)).collect();
+    let latencies: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().flat_map(|p| [p.1, p.2]))
+        .filter(|v| finite(*v))
+        .collect();
     let x_max = rates.iter().copied().fold(100.0, f64::max) * 1.3;
     let x_min = rates.iter().copied().fold(x_max, f64::min) / 1.3;
     let y_max = latencies.iter().copied().fold(bound_ms, f64::max) * 1.5;
@@ -49,20 +53,35 @@ pub fn latency_vs_load(path: &Path, series: &[Series], bound_ms: f64) -> anyhow:
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK));
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let p50: Vec<(f64, f64)> = s.points.iter().filter(|p| finite(p.1)).map(|p| (p.0, p.1)).collect();
-        let p99: Vec<(f64, f64)> = s.points.iter().filter(|p| finite(p.2)).map(|p| (p.0, p.2)).collect();
+        let p50: Vec<(f64, f64)> =
+            s.points.iter().filter(|p| finite(p.1)).map(|p| (p.0, p.1)).collect();
+        let p99: Vec<(f64, f64)> =
+            s.points.iter().filter(|p| finite(p.2)).map(|p| (p.0, p.2)).collect();
         chart
             .draw_series(LineSeries::new(p50.iter().copied(), color.stroke_width(2)).point_size(3))
             .map_err(draw)?
             .label(format!("{} P50", s.name))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(DashedLineSeries::new(p99.iter().copied(), 8, 5, color.stroke_width(2)))
             .map_err(draw)?
             .label(format!("{} P99", s.name))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 13, y), (x + 21, y)], color.stroke_width(1)));
+            .legend(move |(x, y)| {
+                PathElement::new(
+                    vec![(x, y), (x + 8, y), (x + 13, y), (x + 21, y)],
+                    color.stroke_width(1),
+                )
+            });
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(draw)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw)?;
     root.present().map_err(draw)?;
     Ok(())
 }
@@ -85,11 +104,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("overhead.svg");
         let series = vec![
-            Series { name: "fast".into(), points: vec![(25.0, 0.3, 0.9), (1000.0, 0.4, 2.0), (4000.0, 0.9, 30.0)] },
-            Series { name: "slow".into(), points: vec![(25.0, 15.0, 40.0), (100.0, 900.0, f64::NAN)] },
+            Series {
+                name: "fast".into(),
+                points: vec![(25.0, 0.3, 0.9), (1000.0, 0.4, 2.0), (4000.0, 0.9, 30.0)],
+            },
+            Series {
+                name: "slow".into(),
+                points: vec![(25.0, 15.0, 40.0), (100.0, 900.0, f64::NAN)],
+            },
         ];
         latency_vs_load(&path, &series, 50.0).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("fast P50") && svg.contains("slow P99") && svg.contains("50 ms bound"), "{}", &svg[..svg.len().min(500)]);
+        assert!(
+            svg.starts_with("<svg")
+                && svg.contains("fast P50")
+                && svg.contains("slow P99")
+                && svg.contains("50 ms bound"),
+            "{}",
+            &svg[..svg.len().min(500)]
+        );
     }
 }

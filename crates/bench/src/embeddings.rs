@@ -19,19 +19,48 @@ const TARGET_VS_LLAMA_CPP: f64 = 0.9;
 const TARGET_CHAIN_VS_SERVE: f64 = 0.8;
 
 fn texts() -> Vec<String> {
-    let topics = ["cats", "the stock market", "rain in spring", "old lighthouses", "bread baking", "train timetables", "chess openings", "coral reefs"];
-    (0..INPUTS).map(|i| format!("Note {i}: a short sentence about {}, written for a search index.", topics[i % topics.len()])).collect()
+    let topics = [
+        "cats",
+        "the stock market",
+        "rain in spring",
+        "old lighthouses",
+        "bread baking",
+        "train timetables",
+        "chess openings",
+        "coral reefs",
+    ];
+    (0..INPUTS)
+        .map(|i| {
+            format!(
+                "Note {i}: a short sentence about {}, written for a search index.",
+                topics[i % topics.len()]
+            )
+        })
+        .collect()
 }
 
 /// Inputs per second embedding `texts` through `url` in requests of `batch`.
-async fn rate(client: &reqwest::Client, url: &str, model: &str, texts: &[String], batch: usize) -> anyhow::Result<f64> {
+async fn rate(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    texts: &[String],
+    batch: usize,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     for group in texts.chunks(batch) {
-        let r = client.post(format!("{url}/api/embed")).json(&json!({"model": model, "input": group})).send().await?;
+        let r = client
+            .post(format!("{url}/api/embed"))
+            .json(&json!({"model": model, "input": group}))
+            .send()
+            .await?;
         let status = r.status();
         let v: Value = r.json().await?;
         anyhow::ensure!(status.is_success(), "embed: {status} {v}");
-        anyhow::ensure!(v["embeddings"].as_array().map(Vec::len) == Some(group.len()), "embed: wrong number of vectors: {v}");
+        anyhow::ensure!(
+            v["embeddings"].as_array().map(Vec::len) == Some(group.len()),
+            "embed: wrong number of vectors: {v}"
+        );
     }
     Ok(texts.len() as f64 / started.elapsed().as_secs_f64())
 }
@@ -57,16 +86,24 @@ pub async fn embeddings(opts: &BenchOptions) -> anyhow::Result<Section> {
     let mut reference = Vec::new();
     for &batch in &BATCHES {
         let (path, texts) = (opts.model_path.clone(), texts.clone());
-        let r = tokio::task::spawn_blocking(move || engine::reference_embed_rate(&path, &texts, batch, threads, reps))
-            .await?
-            .map_err(|e| anyhow::anyhow!("llama.cpp reference: {e}"))?;
+        let r = tokio::task::spawn_blocking(move || {
+            engine::reference_embed_rate(&path, &texts, batch, threads, reps)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("llama.cpp reference: {e}"))?;
         reference.push(r);
         // Let llama.cpp's OpenMP workers park before anything else runs.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     let run_dir = std::env::temp_dir().join(format!("strata-bench-embed-{}", std::process::id()));
-    let up = Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &[], READY).await?;
+    let up = Spawned::start(
+        &opts.strata,
+        &["up", "--run-dir", &run_dir.display().to_string()],
+        &[],
+        READY,
+    )
+    .await?;
     let largest = *BATCHES.last().expect("batches");
     rate(&client, &up.url, &opts.model, &texts[..8], 8).await?;
     let mut chained = Vec::new();
@@ -81,7 +118,11 @@ pub async fn embeddings(opts: &BenchOptions) -> anyhow::Result<Section> {
         .iter()
         .zip(served.iter().zip(&reference))
         .map(|(batch, (s, r))| {
-            let chain_cells = if *batch == largest { vec![f1(chain), f2(chain / s)] } else { vec!["".into(), "".into()] };
+            let chain_cells = if *batch == largest {
+                vec![f1(chain), f2(chain / s)]
+            } else {
+                vec!["".into(), "".into()]
+            };
             let mut cells = vec![batch.to_string(), f1(*s), f1(*r), f2(s / r)];
             cells.extend(chain_cells);
             Row { cells }
@@ -90,11 +131,22 @@ pub async fn embeddings(opts: &BenchOptions) -> anyhow::Result<Section> {
     let mut targets: Vec<(String, bool)> = BATCHES
         .iter()
         .zip(served.iter().zip(&reference))
-        .map(|(batch, (s, r))| (format!("serve at batch {batch} >= {TARGET_VS_LLAMA_CPP}x llama.cpp (measured {:.2}x)", s / r), s / r >= TARGET_VS_LLAMA_CPP))
+        .map(|(batch, (s, r))| {
+            (
+                format!(
+                    "serve at batch {batch} >= {TARGET_VS_LLAMA_CPP}x llama.cpp (measured {:.2}x)",
+                    s / r
+                ),
+                s / r >= TARGET_VS_LLAMA_CPP,
+            )
+        })
         .collect();
     let serve_largest = served.last().copied().unwrap_or(f64::MIN_POSITIVE);
     targets.push((
-        format!("the chain at batch {largest} >= {TARGET_CHAIN_VS_SERVE}x serve (measured {:.2}x)", chain / serve_largest),
+        format!(
+            "the chain at batch {largest} >= {TARGET_CHAIN_VS_SERVE}x serve (measured {:.2}x)",
+            chain / serve_largest
+        ),
         chain / serve_largest >= TARGET_CHAIN_VS_SERVE,
     ));
     Ok(Section {

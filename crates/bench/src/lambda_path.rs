@@ -20,15 +20,27 @@ use crate::suites::{median, BenchOptions, READY, STORY};
 
 /// The model id `strata bedrock-emulator` serves the default model as.
 const MODEL_ID: &str = "strata.smollm2-135m-instruct-v1:0";
-const CREDENTIALS: [(&str, &str); 3] = [("AWS_ACCESS_KEY_ID", "AKIDLOCAL"), ("AWS_SECRET_ACCESS_KEY", "local-secret"), ("AWS_REGION", "us-east-1")];
+const CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "AKIDLOCAL"),
+    ("AWS_SECRET_ACCESS_KEY", "local-secret"),
+    ("AWS_REGION", "us-east-1"),
+];
 
 /// Spawn to first `/next`, as lambda-service records it, over `rounds` fresh services.
 async fn cold_starts(bootstrap: &Path, rounds: usize) -> anyhow::Result<Vec<Duration>> {
     let mut all = Vec::new();
     for _ in 0..rounds {
-        let mut f = lambda_service::FunctionSettings { path: bootstrap.to_owned(), concurrency: 2, ..Default::default() };
+        let mut f = lambda_service::FunctionSettings {
+            path: bootstrap.to_owned(),
+            concurrency: 2,
+            ..Default::default()
+        };
         f.env.extend(CREDENTIALS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let settings = lambda_service::LambdaServiceSettings { listen: "127.0.0.1:0".parse()?, functions: BTreeMap::from([("strata".to_string(), f)]), ..Default::default() };
+        let settings = lambda_service::LambdaServiceSettings {
+            listen: "127.0.0.1:0".parse()?,
+            functions: BTreeMap::from([("strata".to_string(), f)]),
+            ..Default::default()
+        };
         let app = lambda_service::Application::build(settings).await?;
         let function = app.function("strata").context("function")?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -51,11 +63,20 @@ async fn cold_starts(bootstrap: &Path, rounds: usize) -> anyhow::Result<Vec<Dura
 /// Decode speed as the client sees it: tokens after the first / time from first to last.
 fn client_rate(tokens: u64, first: Instant, last: Instant) -> f64 {
     let secs = last.duration_since(first).as_secs_f64();
-    if tokens > 1 && secs > 0.0 { (tokens - 1) as f64 / secs } else { 0.0 }
+    if tokens > 1 && secs > 0.0 {
+        (tokens - 1) as f64 / secs
+    } else {
+        0.0
+    }
 }
 
 /// One streamed Ollama generate from `strata serve`.
-pub(crate) async fn through_serve(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<f64> {
+pub(crate) async fn through_serve(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    seed: u32,
+) -> anyhow::Result<f64> {
     let body = json!({"model": model, "prompt": STORY, "stream": true, "options": {"num_predict": 128, "seed": seed, "temperature": 0.8}});
     let r = client.post(format!("{url}/api/generate")).json(&body).send().await?;
     anyhow::ensure!(r.status().is_success(), "generate failed: {}", r.status());
@@ -66,7 +87,11 @@ pub(crate) async fn through_serve(client: &reqwest::Client, url: &str, model: &s
             let line: Vec<u8> = buf.drain(..=pos).collect();
             let v: serde_json::Value = serde_json::from_slice(&line)?;
             if v["done"] == true {
-                return Ok(client_rate(v["eval_count"].as_u64().unwrap_or(0), first.context("no token")?, Instant::now()));
+                return Ok(client_rate(
+                    v["eval_count"].as_u64().unwrap_or(0),
+                    first.context("no token")?,
+                    Instant::now(),
+                ));
             }
             first.get_or_insert_with(Instant::now);
         }
@@ -78,7 +103,12 @@ pub(crate) async fn through_serve(client: &reqwest::Client, url: &str, model: &s
 async fn through_lambda(client: &aws_sdk_lambda::Client, seed: u32) -> anyhow::Result<f64> {
     let req = json!({"model": MODEL_ID, "messages": [{"role": 2, "content": STORY}], "stream": true,
                      "options": {"numPredict": 128, "seed": seed, "temperature": 0.8}});
-    let mut out = client.invoke_with_response_stream().function_name("strata").payload(Blob::new(req.to_string())).send().await?;
+    let mut out = client
+        .invoke_with_response_stream()
+        .function_name("strata")
+        .payload(Blob::new(req.to_string()))
+        .send()
+        .await?;
     let mut decoder = LineDecoder::new(out.response_stream_content_type());
     let mut first = None;
     while let Some(event) = out.event_stream.recv().await? {
@@ -102,9 +132,14 @@ async fn through_lambda(client: &aws_sdk_lambda::Client, seed: u32) -> anyhow::R
 
 pub async fn lambda(opts: &BenchOptions) -> anyhow::Result<Section> {
     let bootstrap = opts.strata.with_file_name("bootstrap");
-    anyhow::ensure!(bootstrap.is_file(), "{} is missing: build it with `cargo build --release --bins`", bootstrap.display());
+    anyhow::ensure!(
+        bootstrap.is_file(),
+        "{} is missing: build it with `cargo build --release --bins`",
+        bootstrap.display()
+    );
     let rounds = if opts.quick { 3 } else { 10 };
-    let mut cold: Vec<f64> = cold_starts(&bootstrap, rounds).await?.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut cold: Vec<f64> =
+        cold_starts(&bootstrap, rounds).await?.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     cold.sort_by(|a, b| a.total_cmp(b));
     let cold_p50 = median(cold.clone());
     let cold_max = cold.last().copied().unwrap_or_default();
@@ -114,7 +149,9 @@ pub async fn lambda(opts: &BenchOptions) -> anyhow::Result<Section> {
     let mut env = creds.clone();
     env.push(("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator.url.clone()));
     let function_arg = format!("strata={}", bootstrap.display());
-    let service = Spawned::start(&opts.strata, &["lambda-service", "--function", &function_arg], &env, READY).await?;
+    let service =
+        Spawned::start(&opts.strata, &["lambda-service", "--function", &function_arg], &env, READY)
+            .await?;
     let server = crate::suites::serve(opts, None).await?;
     let config = aws_sdk_lambda::Config::builder()
         .behavior_version_latest()

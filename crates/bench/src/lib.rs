@@ -16,13 +16,13 @@ mod relay;
 mod report;
 mod responsiveness;
 mod server;
-mod structured;
 mod soak;
+mod structured;
 mod suites;
 mod usage;
 
+pub use litellm::default_executable as default_litellm;
 pub use overhead::{Answer as OverheadAnswer, OverheadPlan};
 pub use report::{Report, Row, Section};
 pub use soak::{Generator, SoakOptions};
-pub use litellm::default_executable as default_litellm;
 pub use suites::{run, BenchOptions, Suite};

@@ -59,7 +59,13 @@ fn master_key() -> anyhow::Result<String> {
 
 impl LiteLlm {
     /// Starts `litellm` with two workers and waits until its readiness route answers 200.
-    pub async fn start(executable: &Path, model: &str, model_id: &str, endpoint: &str, ready_timeout: Duration) -> anyhow::Result<LiteLlm> {
+    pub async fn start(
+        executable: &Path,
+        model: &str,
+        model_id: &str,
+        endpoint: &str,
+        ready_timeout: Duration,
+    ) -> anyhow::Result<LiteLlm> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, config_yaml(model, model_id, endpoint))?;
@@ -92,7 +98,12 @@ impl LiteLlm {
             if let Ok(Some(status)) = proxy.child.try_wait() {
                 bail!("litellm exited with {status} before it was ready: {}", proxy.log_tail());
             }
-            if let Ok(r) = client.get(format!("{}/health/readiness", proxy.url)).timeout(Duration::from_secs(2)).send().await {
+            if let Ok(r) = client
+                .get(format!("{}/health/readiness", proxy.url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return Ok(proxy);
                 }
@@ -155,7 +166,11 @@ mod tests {
 
     #[test]
     fn the_config_names_the_converse_route_and_the_endpoint() {
-        let y = config_yaml("smollm2:135m", "strata.smollm2-135m-instruct-v1:0", "http://127.0.0.1:1234");
+        let y = config_yaml(
+            "smollm2:135m",
+            "strata.smollm2-135m-instruct-v1:0",
+            "http://127.0.0.1:1234",
+        );
         assert!(y.contains("model: \"bedrock/converse/strata.smollm2-135m-instruct-v1:0\""), "{y}");
         assert!(y.contains("aws_bedrock_runtime_endpoint: \"http://127.0.0.1:1234\""), "{y}");
         assert!(y.contains("  - model_name: \"smollm2:135m\"\n    litellm_params:\n"), "{y}");

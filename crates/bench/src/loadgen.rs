@@ -68,7 +68,11 @@ impl Outcome {
     }
 
     pub fn error_rate(&self) -> f64 {
-        if self.due == 0 { 0.0 } else { self.errors() as f64 / self.due as f64 }
+        if self.due == 0 {
+            0.0
+        } else {
+            self.errors() as f64 / self.due as f64
+        }
     }
 
     /// Complete 2xx answers per second, over the schedule or, when answers came in after it
@@ -79,11 +83,19 @@ impl Outcome {
 
     /// The latency at quantile `q` (0..=1) of the 2xx answers, milliseconds.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.latency_us.is_empty() { f64::NAN } else { self.latency_us.value_at_quantile(q) as f64 / 1000.0 }
+        if self.latency_us.is_empty() {
+            f64::NAN
+        } else {
+            self.latency_us.value_at_quantile(q) as f64 / 1000.0
+        }
     }
 
     pub fn max_ms(&self) -> f64 {
-        if self.latency_us.is_empty() { f64::NAN } else { self.latency_us.max() as f64 / 1000.0 }
+        if self.latency_us.is_empty() {
+            f64::NAN
+        } else {
+            self.latency_us.max() as f64 / 1000.0
+        }
     }
 }
 
@@ -142,7 +154,11 @@ pub fn client() -> reqwest::Client {
 /// thread of its own (a runtime timer ticks in whole milliseconds, too coarse for thousands of
 /// requests per second); the requests run on the caller's runtime.
 pub async fn run(client: &reqwest::Client, request: &Request, load: Load) -> Outcome {
-    let shared = Arc::new(Shared { counters: Counters::default(), latency_us: Mutex::new(histogram()), first_error: Mutex::new(None) });
+    let shared = Arc::new(Shared {
+        counters: Counters::default(),
+        latency_us: Mutex::new(histogram()),
+        first_error: Mutex::new(None),
+    });
     let slots = Arc::new(Semaphore::new(load.max_in_flight.max(1)));
     let runtime = tokio::runtime::Handle::current();
     let due = due_count(&load);
@@ -160,12 +176,17 @@ pub async fn run(client: &reqwest::Client, request: &Request, load: Load) -> Out
                     if at > now {
                         std::thread::sleep(at - now);
                     }
-                    lag.saturating_record(Instant::now().saturating_duration_since(at).as_micros() as u64);
+                    lag.saturating_record(
+                        Instant::now().saturating_duration_since(at).as_micros() as u64
+                    );
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        shared.error(&shared.counters.overflows, || format!("more than {} requests in flight", load.max_in_flight));
+                        shared.error(&shared.counters.overflows, || {
+                            format!("more than {} requests in flight", load.max_in_flight)
+                        });
                         continue;
                     };
-                    let (client, request, shared) = (client.clone(), request.clone(), shared.clone());
+                    let (client, request, shared) =
+                        (client.clone(), request.clone(), shared.clone());
                     runtime.spawn(async move {
                         one(&client, request, load.timeout, at, &shared).await;
                         drop(permit);
@@ -176,7 +197,10 @@ pub async fn run(client: &reqwest::Client, request: &Request, load: Load) -> Out
             .expect("starting the schedule thread")
     };
     // Wait for the schedule without blocking the runtime, then for every request in flight.
-    let send_lag_us = tokio::task::spawn_blocking(move || scheduler.join().expect("the schedule thread")).await.expect("joining the schedule");
+    let send_lag_us =
+        tokio::task::spawn_blocking(move || scheduler.join().expect("the schedule thread"))
+            .await
+            .expect("joining the schedule");
     let all = u32::try_from(load.max_in_flight.max(1)).unwrap_or(u32::MAX);
     let _drained = slots.acquire_many(all).await.expect("the semaphore is never closed");
     let elapsed = start.elapsed();
@@ -199,12 +223,26 @@ pub async fn run(client: &reqwest::Client, request: &Request, load: Load) -> Out
 }
 
 /// One request, read to the end of its answer, recorded against the time it was due.
-async fn one(client: &reqwest::Client, request: Request, timeout: Duration, due: Instant, shared: &Shared) {
+async fn one(
+    client: &reqwest::Client,
+    request: Request,
+    timeout: Duration,
+    due: Instant,
+    shared: &Shared,
+) {
     let c = &shared.counters;
-    let sent = client.post(&request.url).headers(request.headers).body(request.body).timeout(timeout).send().await;
+    let sent = client
+        .post(&request.url)
+        .headers(request.headers)
+        .body(request.body)
+        .timeout(timeout)
+        .send()
+        .await;
     let response = match sent {
         Ok(r) => r,
-        Err(e) if e.is_timeout() => return shared.error(&c.timeouts, || format!("no answer within {timeout:?}")),
+        Err(e) if e.is_timeout() => {
+            return shared.error(&c.timeouts, || format!("no answer within {timeout:?}"))
+        }
         Err(e) => return shared.error(&c.transport_errors, || without_url(e)),
     };
     let status = response.status();
@@ -214,8 +252,12 @@ async fn one(client: &reqwest::Client, request: Request, timeout: Duration, due:
             shared.latency_us.lock().expect("histogram lock").saturating_record(us.max(1));
             c.ok.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(body) => shared.error(&c.status_errors, || format!("status {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))),
-        Err(e) if e.is_timeout() => shared.error(&c.timeouts, || format!("no complete answer within {timeout:?}")),
+        Ok(body) => shared.error(&c.status_errors, || {
+            format!("status {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]))
+        }),
+        Err(e) if e.is_timeout() => {
+            shared.error(&c.timeouts, || format!("no complete answer within {timeout:?}"))
+        }
         Err(e) => shared.error(&c.transport_errors, || without_url(e)),
     }
 }
@@ -231,7 +273,10 @@ mod tests {
         let gate = Arc::new(tokio::sync::Mutex::new(()));
         let app = axum::Router::new()
             .route("/ok", post(|| async { "ok" }))
-            .route("/fail", post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
+            .route(
+                "/fail",
+                post(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+            )
             .route("/hang", post(std::future::pending::<&'static str>))
             .route(
                 "/serial",
@@ -251,11 +296,20 @@ mod tests {
     }
 
     fn request(url: &str, path: &str) -> Request {
-        Request { url: format!("{url}{path}"), headers: HeaderMap::new(), body: Bytes::from_static(b"{}") }
+        Request {
+            url: format!("{url}{path}"),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"{}"),
+        }
     }
 
     fn load(rate: f64, ms: u64, max_in_flight: usize, timeout_ms: u64) -> Load {
-        Load { rate, duration: Duration::from_millis(ms), max_in_flight, timeout: Duration::from_millis(timeout_ms) }
+        Load {
+            rate,
+            duration: Duration::from_millis(ms),
+            max_in_flight,
+            timeout: Duration::from_millis(timeout_ms),
+        }
     }
 
     #[test]
@@ -308,7 +362,11 @@ mod tests {
         let url = server().await;
         let o = run(&client(), &request(&url, "/fail"), load(100.0, 200, 1000, 30_000)).await;
         assert_eq!((o.due, o.ok, o.status_errors), (20, 0, 20));
-        assert!(o.first_error.as_deref().unwrap_or_default().contains("500"), "{:?}", o.first_error);
+        assert!(
+            o.first_error.as_deref().unwrap_or_default().contains("500"),
+            "{:?}",
+            o.first_error
+        );
         assert!(o.quantile_ms(0.5).is_nan());
     }
 

@@ -55,13 +55,24 @@ pub async fn memory(opts: &BenchOptions) -> anyhow::Result<Section> {
     let cold_p50 = median(cold.clone());
 
     let mb = |b: u64| b as f64 / 1e6;
-    let mut rows = vec![Row { cells: vec!["strata serve, model loaded".into(), "1".into(), f1(serve_rss), "".into()] }];
+    let mut rows = vec![Row {
+        cells: vec!["strata serve, model loaded".into(), "1".into(), f1(serve_rss), "".into()],
+    }];
     let mut over = Vec::new();
     let mut hops = Vec::new();
     for (role, (n, rss)) in &idle {
         let under = loaded.get(role).map(|(_, r)| *r).unwrap_or(0);
-        rows.push(Row { cells: vec![format!("`{role}` (strata up, no model)"), n.to_string(), f1(mb(*rss)), f1(mb(under))] });
-        hops.push(json!({"role": role, "processes": n, "idle_rss_bytes": rss, "load_rss_bytes": under}));
+        rows.push(Row {
+            cells: vec![
+                format!("`{role}` (strata up, no model)"),
+                n.to_string(),
+                f1(mb(*rss)),
+                f1(mb(under)),
+            ],
+        });
+        hops.push(
+            json!({"role": role, "processes": n, "idle_rss_bytes": rss, "load_rss_bytes": under}),
+        );
         if mb(*rss) > IDLE_HOP_MB {
             over.push(format!("{role} {:.1} MB", mb(*rss)));
         }
@@ -108,10 +119,19 @@ pub async fn memory(opts: &BenchOptions) -> anyhow::Result<Section> {
 
 /// RSS per role of `strata up`'s processes idle and at the peak of a short load, and how many
 /// requests the load made.
-async fn chain_rss(opts: &BenchOptions, load_for: Duration) -> anyhow::Result<(ByRole, ByRole, u64)> {
+async fn chain_rss(
+    opts: &BenchOptions,
+    load_for: Duration,
+) -> anyhow::Result<(ByRole, ByRole, u64)> {
     let run_dir = std::env::temp_dir().join(format!("strata-bench-memory-{}", std::process::id()));
     let env = [(INSTANT.0, INSTANT.1.to_owned())];
-    let up = Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &env, READY).await?;
+    let up = Spawned::start(
+        &opts.strata,
+        &["up", "--run-dir", &run_dir.display().to_string()],
+        &env,
+        READY,
+    )
+    .await?;
     let client = reqwest::Client::builder().timeout(READY).build()?;
     for (n, kind) in KINDS.into_iter().enumerate() {
         if let Outcome::Error(e) = soak::one(&client, &up.url, &opts.model, kind, n as u64).await {
@@ -129,14 +149,30 @@ async fn chain_rss(opts: &BenchOptions, load_for: Duration) -> anyhow::Result<(B
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             loop {
                 every.tick().await;
-                let s = tokio::task::spawn_blocking(move || soak::sample(root, started)).await.expect("sampling");
+                let s = tokio::task::spawn_blocking(move || soak::sample(root, started))
+                    .await
+                    .expect("sampling");
                 samples.lock().expect("samples lock").push(s);
             }
         })
     };
-    let load = SoakOptions { duration: load_for, warmup: Duration::ZERO, concurrency: LOAD_CLIENTS, rate: None, generator: Generator::Instant };
+    let load = SoakOptions {
+        duration: load_for,
+        warmup: Duration::ZERO,
+        concurrency: LOAD_CLIENTS,
+        rate: None,
+        generator: Generator::Instant,
+    };
     let tally = Arc::new(Mutex::new(Tally::default()));
-    soak::drive(client, up.url.as_str().into(), opts.model.as_str().into(), &load, Instant::now() + load_for, tally.clone()).await;
+    soak::drive(
+        client,
+        up.url.as_str().into(),
+        opts.model.as_str().into(),
+        &load,
+        Instant::now() + load_for,
+        tally.clone(),
+    )
+    .await;
     samples.lock().expect("samples lock").push(soak::sample(root, started));
     sampler.abort();
     drop(up);
@@ -154,18 +190,31 @@ async fn chain_rss(opts: &BenchOptions, load_for: Duration) -> anyhow::Result<(B
 
 /// From spawning `strata up` (instant generator) to its first complete answer.
 async fn up_cold_start(strata: &Path, model: &str) -> anyhow::Result<Duration> {
-    let run_dir = std::env::temp_dir().join(format!("strata-bench-cold-{}-{}", std::process::id(), rand_suffix()));
+    let run_dir = std::env::temp_dir().join(format!(
+        "strata-bench-cold-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     let env = [(INSTANT.0, INSTANT.1.to_owned())];
     let client = reqwest::Client::new();
-    let body = json!({"model": model, "prompt": "Hi", "stream": false, "options": {"num_predict": 1}});
+    let body =
+        json!({"model": model, "prompt": "Hi", "stream": false, "options": {"num_predict": 1}});
     let started = Instant::now();
-    let mut up = Spawned::launch(strata, &["up", "--run-dir", &run_dir.display().to_string()], &env)?;
+    let mut up =
+        Spawned::launch(strata, &["up", "--run-dir", &run_dir.display().to_string()], &env)?;
     let deadline = started + READY;
     let ready = loop {
         up.ensure_running()?;
-        let answered = client.post(format!("{}/api/generate", up.url)).json(&body).timeout(Duration::from_secs(5)).send().await;
+        let answered = client
+            .post(format!("{}/api/generate", up.url))
+            .json(&body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
         if let Ok(r) = answered {
-            if r.status().is_success() && r.json::<serde_json::Value>().await.is_ok_and(|v| v["done"] == true) {
+            if r.status().is_success()
+                && r.json::<serde_json::Value>().await.is_ok_and(|v| v["done"] == true)
+            {
                 break started.elapsed();
             }
         }
@@ -190,7 +239,11 @@ mod tests {
     #[test]
     fn groups_processes_by_role_keeping_the_largest() {
         let u = |rss| Usage { rss_bytes: rss, fds: 3 };
-        let roles = by_role([("function".to_owned(), u(5)), ("gateway".to_owned(), u(7)), ("function".to_owned(), u(9))]);
+        let roles = by_role([
+            ("function".to_owned(), u(5)),
+            ("gateway".to_owned(), u(7)),
+            ("function".to_owned(), u(9)),
+        ]);
         assert_eq!(roles.get("function"), Some(&(2, 9)));
         assert_eq!(roles.get("gateway"), Some(&(1, 7)));
         assert_eq!(roles.len(), 2);

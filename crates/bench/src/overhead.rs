@@ -102,7 +102,10 @@ impl OverheadPlan {
             }
         } else {
             OverheadPlan {
-                rates: vec![25.0, 50.0, 100.0, 200.0, 400.0, 700.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0],
+                rates: vec![
+                    25.0, 50.0, 100.0, 200.0, 400.0, 700.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0,
+                    4000.0, 5000.0, 6000.0, 8000.0,
+                ],
                 warmup: Duration::from_secs(1),
                 step: Duration::from_secs(4),
                 timeout: Duration::from_secs(5),
@@ -120,7 +123,10 @@ impl OverheadPlan {
     /// A plan that can be run: rates positive and rising, a bound, a step and a timeout.
     pub fn validate(&self) -> Result<(), String> {
         if self.rates.is_empty() || self.rates.iter().any(|r| !r.is_finite() || *r <= 0.0) {
-            return Err("the overhead rates must be one or more positive numbers of requests per second".into());
+            return Err(
+                "the overhead rates must be one or more positive numbers of requests per second"
+                    .into(),
+            );
         }
         if self.rates.windows(2).any(|w| w[1] <= w[0]) {
             return Err("the overhead rates must rise".into());
@@ -204,7 +210,10 @@ impl Measured {
 
     /// The highest passing step.
     fn sustained(&self, plan: &OverheadPlan) -> Option<&Step> {
-        self.steps.iter().filter(|s| s.passed(plan.bound_ms)).max_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
+        self.steps
+            .iter()
+            .filter(|s| s.passed(plan.bound_ms))
+            .max_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
     }
 
     /// The sustained rate as a number for ratios: a target that passed no step sustains less
@@ -216,7 +225,11 @@ impl Measured {
     fn sustained_text(&self, plan: &OverheadPlan) -> String {
         match (self.sustained(plan), self.steps.last()) {
             (None, _) => format!("< {:.0}", plan.lowest()),
-            (Some(s), Some(last)) if s.offered_rate == last.offered_rate && last.offered_rate == plan.highest() => format!(">= {:.0}", s.offered_rate),
+            (Some(s), Some(last))
+                if s.offered_rate == last.offered_rate && last.offered_rate == plan.highest() =>
+            {
+                format!(">= {:.0}", s.offered_rate)
+            }
             (Some(s), _) => format!("{:.0}", s.offered_rate),
         }
     }
@@ -239,7 +252,11 @@ fn openai_request(url: &str, answer: Answer) -> Request {
     }
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Request { url: format!("{url}/v1/chat/completions"), headers, body: Bytes::from(body.to_string()) }
+    Request {
+        url: format!("{url}/v1/chat/completions"),
+        headers,
+        body: Bytes::from(body.to_string()),
+    }
 }
 
 fn converse_request(url: &str, answer: Answer) -> Request {
@@ -251,35 +268,74 @@ fn converse_request(url: &str, answer: Answer) -> Request {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // The emulator's default `auth = "any"` wants a credential; a Bedrock API key is one.
     headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer bench"));
-    Request { url: format!("{url}/model/{MODEL_ID}/converse"), headers, body: Bytes::from(body.to_string()) }
+    Request {
+        url: format!("{url}/model/{MODEL_ID}/converse"),
+        headers,
+        body: Bytes::from(body.to_string()),
+    }
 }
 
 /// Sends `request` once and checks the answer carries the emulator's reply (or its call).
-async fn check_reply(client: &reqwest::Client, request: &Request, answer: Answer) -> anyhow::Result<()> {
-    let r = client.post(&request.url).headers(request.headers.clone()).body(request.body.clone()).timeout(Duration::from_secs(60)).send().await?;
+async fn check_reply(
+    client: &reqwest::Client,
+    request: &Request,
+    answer: Answer,
+) -> anyhow::Result<()> {
+    let r = client
+        .post(&request.url)
+        .headers(request.headers.clone())
+        .body(request.body.clone())
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await?;
     let status = r.status();
     let v: Value = r.json().await.context("the answer is not JSON")?;
     anyhow::ensure!(status.is_success(), "status {status}: {v}");
     if answer == Answer::ToolCall {
         let openai = v["choices"][0]["message"]["tool_calls"][0]["function"]["name"].as_str();
-        let converse = v["output"]["message"]["content"].as_array().into_iter().flatten().find_map(|b| b["toolUse"]["name"].as_str());
-        anyhow::ensure!(openai.or(converse) == Some(TOOL), "the answer is not a call of {TOOL:?}: {v}");
+        let converse = v["output"]["message"]["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|b| b["toolUse"]["name"].as_str());
+        anyhow::ensure!(
+            openai.or(converse) == Some(TOOL),
+            "the answer is not a call of {TOOL:?}: {v}"
+        );
         return Ok(());
     }
-    let text = v["choices"][0]["message"]["content"].as_str().or_else(|| v["output"]["message"]["content"][0]["text"].as_str()).unwrap_or_default();
-    anyhow::ensure!(text.contains(REPLY), "the answer does not carry the emulator's reply {REPLY:?}: {v}");
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .or_else(|| v["output"]["message"]["content"][0]["text"].as_str())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        text.contains(REPLY),
+        "the answer does not carry the emulator's reply {REPLY:?}: {v}"
+    );
     Ok(())
 }
 
 /// Offers every rate of the plan to one target until it clearly fails.
-async fn ladder(name: &str, plan: &OverheadPlan, request: &Request, root: u32) -> anyhow::Result<(Vec<Step>, RssPeak)> {
+async fn ladder(
+    name: &str,
+    plan: &OverheadPlan,
+    request: &Request,
+    root: u32,
+) -> anyhow::Result<(Vec<Step>, RssPeak)> {
     let client = loadgen::client();
-    check_reply(&client, request, plan.answer).await.with_context(|| format!("{name} does not answer"))?;
+    check_reply(&client, request, plan.answer)
+        .await
+        .with_context(|| format!("{name} does not answer"))?;
     let me = std::process::id();
     let (mut steps, mut peak) = (Vec::new(), RssPeak::default());
     let mut failed_in_a_row = 0;
     for &rate in &plan.rates {
-        let load = |duration| Load { rate, duration, max_in_flight: max_in_flight(rate), timeout: plan.timeout };
+        let load = |duration| Load {
+            rate,
+            duration,
+            max_in_flight: max_in_flight(rate),
+            timeout: plan.timeout,
+        };
         // Warm-up at the same rate: connections opened, pools filled; not recorded.
         loadgen::run(&client, request, load(plan.warmup)).await;
         let (cpu_before, me_before) = (tree_cpu(root), cpu_seconds(me).unwrap_or(0.0));
@@ -288,7 +344,10 @@ async fn ladder(name: &str, plan: &OverheadPlan, request: &Request, root: u32) -
         let rss = sampler.finish();
         let (cpu_after, me_after) = (tree_cpu(root), cpu_seconds(me).unwrap_or(0.0));
         let per_request = |seconds: f64| seconds * 1000.0 / (o.ok.max(1) as f64);
-        let by_role: BTreeMap<String, f64> = cpu_by_role(&cpu_before, &cpu_after).into_iter().map(|(r, s)| (r, per_request(s))).collect();
+        let by_role: BTreeMap<String, f64> = cpu_by_role(&cpu_before, &cpu_after)
+            .into_iter()
+            .map(|(r, s)| (r, per_request(s)))
+            .collect();
         let step = Step {
             offered_rate: rate,
             achieved_rate: o.achieved_rate(),
@@ -304,10 +363,20 @@ async fn ladder(name: &str, plan: &OverheadPlan, request: &Request, root: u32) -
             p99_ms: o.quantile_ms(0.99),
             max_ms: o.max_ms(),
             // The emulator stands in for Bedrock below a hop, but is what is measured when it is the target.
-            cpu_ms_per_request: by_role.iter().filter(|(r, _)| *r == name || !NOT_A_HOP.contains(&r.as_str())).map(|(_, c)| c).sum(),
+            cpu_ms_per_request: by_role
+                .iter()
+                .filter(|(r, _)| *r == name || !NOT_A_HOP.contains(&r.as_str()))
+                .map(|(_, c)| c)
+                .sum(),
             cpu_ms_per_request_by_role: by_role,
             rss_mb: rss.total_bytes as f64 / 1e6,
-            rss_mb_by_process: rss.by_process.iter().map(|((role, pid), b)| json!({"role": role, "pid": pid, "rss_mb": *b as f64 / 1e6})).collect(),
+            rss_mb_by_process: rss
+                .by_process
+                .iter()
+                .map(
+                    |((role, pid), b)| json!({"role": role, "pid": pid, "rss_mb": *b as f64 / 1e6}),
+                )
+                .collect(),
             generator_send_lag_p99_ms: o.send_lag_us.value_at_quantile(0.99) as f64 / 1000.0,
             generator_cpu_ms_per_request: per_request(me_after - me_before),
             first_error: o.first_error.clone(),
@@ -324,7 +393,8 @@ async fn ladder(name: &str, plan: &OverheadPlan, request: &Request, root: u32) -
             step.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
         );
         peak.merge(&rss);
-        let (passed, clearly_failed) = (step.passed(plan.bound_ms), step.clearly_failed(plan.bound_ms));
+        let (passed, clearly_failed) =
+            (step.passed(plan.bound_ms), step.clearly_failed(plan.bound_ms));
         steps.push(step);
         failed_in_a_row = if passed { 0 } else { failed_in_a_row + 1 };
         if clearly_failed || failed_in_a_row >= 2 {
@@ -334,7 +404,12 @@ async fn ladder(name: &str, plan: &OverheadPlan, request: &Request, root: u32) -
     Ok((steps, peak))
 }
 
-async fn measure(name: &'static str, plan: &OverheadPlan, request: &Request, root: u32) -> Measured {
+async fn measure(
+    name: &'static str,
+    plan: &OverheadPlan,
+    request: &Request,
+    root: u32,
+) -> Measured {
     match ladder(name, plan, request, root).await {
         Ok((steps, rss)) => Measured { name, missing: None, steps, rss },
         Err(e) => Measured::not_measured(name, format!("{e:#}")),
@@ -361,38 +436,94 @@ async fn start_serve(strata: &Path, emulator: &str, dir: &Path) -> anyhow::Resul
         ("AWS_SECRET_ACCESS_KEY", "bench".to_owned()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
     ];
-    Spawned::start(strata, &["serve", "--backend", "bedrock", "--config", &config.display().to_string()], &env, READY).await
+    Spawned::start(
+        strata,
+        &["serve", "--backend", "bedrock", "--config", &config.display().to_string()],
+        &env,
+        READY,
+    )
+    .await
 }
 
 pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
     let plan = &opts.overhead;
     let dir = tempfile::tempdir()?;
-    let emulator = Spawned::start(&opts.strata, &["bedrock-emulator", "--generator", "instant"], &emulator_env(false), READY).await.context("starting the emulator")?;
+    let emulator = Spawned::start(
+        &opts.strata,
+        &["bedrock-emulator", "--generator", "instant"],
+        &emulator_env(false),
+        READY,
+    )
+    .await
+    .context("starting the emulator")?;
     let mut measured = Vec::new();
 
-    measured.push(measure("bedrock-emulator", plan, &converse_request(&emulator.url, plan.answer), emulator.pid()).await);
+    measured.push(
+        measure(
+            "bedrock-emulator",
+            plan,
+            &converse_request(&emulator.url, plan.answer),
+            emulator.pid(),
+        )
+        .await,
+    );
 
     let at_common_rate = OverheadPlan { rates: vec![COMMON_RATE], ..plan.clone() };
-    let upstream = emulator.url.trim_start_matches("http://").parse().context("the emulator's address")?;
+    let upstream =
+        emulator.url.trim_start_matches("http://").parse().context("the emulator's address")?;
     measured.push(match Relay::start(upstream) {
-        Ok(relay) => measure(FLOOR, &at_common_rate, &converse_request(&relay.url, plan.answer), std::process::id()).await,
+        Ok(relay) => {
+            measure(
+                FLOOR,
+                &at_common_rate,
+                &converse_request(&relay.url, plan.answer),
+                std::process::id(),
+            )
+            .await
+        }
         Err(e) => Measured::not_measured(FLOOR, e.to_string()),
     });
 
     measured.push(match start_serve(&opts.strata, &emulator.url, dir.path()).await {
-        Ok(serve) => measure("strata serve (bedrock)", plan, &openai_request(&serve.url, plan.answer), serve.pid()).await,
+        Ok(serve) => {
+            measure(
+                "strata serve (bedrock)",
+                plan,
+                &openai_request(&serve.url, plan.answer),
+                serve.pid(),
+            )
+            .await
+        }
         Err(e) => Measured::not_measured("strata serve (bedrock)", format!("{e:#}")),
     });
 
     let run_dir = dir.path().join("up");
-    measured.push(match Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &emulator_env(true), READY).await {
-        Ok(up) => measure("strata up (chain)", plan, &openai_request(&up.url, plan.answer), up.pid()).await,
-        Err(e) => Measured::not_measured("strata up (chain)", format!("{e:#}")),
-    });
+    measured.push(
+        match Spawned::start(
+            &opts.strata,
+            &["up", "--run-dir", &run_dir.display().to_string()],
+            &emulator_env(true),
+            READY,
+        )
+        .await
+        {
+            Ok(up) => {
+                measure("strata up (chain)", plan, &openai_request(&up.url, plan.answer), up.pid())
+                    .await
+            }
+            Err(e) => Measured::not_measured("strata up (chain)", format!("{e:#}")),
+        },
+    );
 
     let litellm = opts.litellm.clone();
     measured.push(if !litellm.is_file() {
-        Measured::not_measured("LiteLLM proxy", format!("{} is missing (scripts/setup.sh: setup_litellm, or --litellm PATH)", litellm.display()))
+        Measured::not_measured(
+            "LiteLLM proxy",
+            format!(
+                "{} is missing (scripts/setup.sh: setup_litellm, or --litellm PATH)",
+                litellm.display()
+            ),
+        )
     } else {
         match LiteLlm::start(&litellm, MODEL, MODEL_ID, &emulator.url, LITELLM_READY).await {
             Ok(proxy) => {
@@ -404,10 +535,16 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
                     body["allowed_openai_params"] = json!(["tools", "tool_choice"]);
                     request.body = Bytes::from(body.to_string());
                 }
-                request.headers.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", proxy.key))?);
+                request.headers.insert(
+                    AUTHORIZATION,
+                    HeaderValue::from_str(&format!("Bearer {}", proxy.key))?,
+                );
                 let m = measure("LiteLLM proxy", plan, &request, proxy.pid()).await;
                 match m.missing.clone() {
-                    Some(why) => Measured::not_measured("LiteLLM proxy", format!("{why}; its log ends: {}", proxy.log_tail())),
+                    Some(why) => Measured::not_measured(
+                        "LiteLLM proxy",
+                        format!("{why}; its log ends: {}", proxy.log_tail()),
+                    ),
                     None => m,
                 }
             }
@@ -423,15 +560,35 @@ pub async fn overhead(opts: &BenchOptions) -> anyhow::Result<Section> {
     let series: Vec<Series> = measured
         .iter()
         .filter(|m| !m.steps.is_empty() && m.name != FLOOR)
-        .map(|m| Series { name: m.name.to_owned(), points: m.steps.iter().filter(|s| s.ok > 0).map(|s| (s.offered_rate, s.p50_ms, s.p99_ms)).collect() })
+        .map(|m| Series {
+            name: m.name.to_owned(),
+            points: m
+                .steps
+                .iter()
+                .filter(|s| s.ok > 0)
+                .map(|s| (s.offered_rate, s.p50_ms, s.p99_ms))
+                .collect(),
+        })
         .collect();
-    let chart_written = chart::latency_vs_load(&chart_path, &series, plan.bound_ms).map_err(|e| format!("{e:#}"));
+    let chart_written =
+        chart::latency_vs_load(&chart_path, &series, plan.bound_ms).map_err(|e| format!("{e:#}"));
     Ok(summarise(plan, &measured, &chart_path, chart_written))
 }
 
-fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, chart_written: Result<(), String>) -> Section {
+fn summarise(
+    plan: &OverheadPlan,
+    measured: &[Measured],
+    chart_path: &Path,
+    chart_written: Result<(), String>,
+) -> Section {
     let find = |name: &str| measured.iter().find(|m| m.name == name);
-    let (emulator, serve, chain, litellm, floor) = (find("bedrock-emulator"), find("strata serve (bedrock)"), find("strata up (chain)"), find("LiteLLM proxy"), find(FLOOR));
+    let (emulator, serve, chain, litellm, floor) = (
+        find("bedrock-emulator"),
+        find("strata serve (bedrock)"),
+        find("strata up (chain)"),
+        find("LiteLLM proxy"),
+        find(FLOOR),
+    );
     let base_p50 = emulator.and_then(|m| m.at(COMMON_RATE)).map(|s| s.p50_ms);
     let litellm_rate = litellm.filter(|m| m.missing.is_none()).map(|m| m.sustained_rate(plan));
     let added = |m: &Measured| -> Option<f64> { Some(m.at(COMMON_RATE)?.p50_ms - base_p50?) };
@@ -440,7 +597,17 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
     // The relay is measured at one rate and has no processes of its own: a note, not a row.
     for m in measured.iter().filter(|m| m.name != FLOOR) {
         if let Some(why) = &m.missing {
-            rows.push(Row { cells: vec![m.name.to_owned(), format!("not measured: {why}"), String::new(), String::new(), String::new(), String::new(), String::new()] });
+            rows.push(Row {
+                cells: vec![
+                    m.name.to_owned(),
+                    format!("not measured: {why}"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+            });
             continue;
         }
         let vs = match (litellm_rate, m.name) {
@@ -449,26 +616,61 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
             (None, _) => "n/a".into(),
         };
         let p50 = m.at(COMMON_RATE).map_or("n/a".into(), |s| f2(s.p50_ms));
-        let plus = if m.name == "bedrock-emulator" { "(baseline)".into() } else { added(m).map_or("n/a".into(), |a| format!("{a:+.2}")) };
-        let cpu = m.sustained(plan).map_or("n/a".into(), |s| format!("{:.3} (at {:.0}/s)", s.cpu_ms_per_request, s.offered_rate));
-        let rss = m.largest_hop_mb().map_or("n/a".into(), |(role, mb)| if m.name == "strata up (chain)" { format!("{mb:.1} (largest: {role})") } else { f1(mb) });
+        let plus = if m.name == "bedrock-emulator" {
+            "(baseline)".into()
+        } else {
+            added(m).map_or("n/a".into(), |a| format!("{a:+.2}"))
+        };
+        let cpu = m.sustained(plan).map_or("n/a".into(), |s| {
+            format!("{:.3} (at {:.0}/s)", s.cpu_ms_per_request, s.offered_rate)
+        });
+        let rss = m.largest_hop_mb().map_or("n/a".into(), |(role, mb)| {
+            if m.name == "strata up (chain)" {
+                format!("{mb:.1} (largest: {role})")
+            } else {
+                f1(mb)
+            }
+        });
         let total = f1(m.rss.total_bytes as f64 / 1e6);
-        rows.push(Row { cells: vec![m.name.to_owned(), m.sustained_text(plan), vs, p50, plus, cpu, format!("{rss} / {total}")] });
+        rows.push(Row {
+            cells: vec![
+                m.name.to_owned(),
+                m.sustained_text(plan),
+                vs,
+                p50,
+                plus,
+                cpu,
+                format!("{rss} / {total}"),
+            ],
+        });
     }
 
     let mut targets = Vec::new();
-    let lite_missing = || litellm.and_then(|m| m.missing.clone()).unwrap_or_else(|| "not run".into());
-    let ratio_target = |m: Option<&Measured>, what: &str, factor: f64| match (m.filter(|m| m.missing.is_none()), litellm_rate) {
+    let lite_missing =
+        || litellm.and_then(|m| m.missing.clone()).unwrap_or_else(|| "not run".into());
+    let ratio_target = |m: Option<&Measured>, what: &str, factor: f64| match (
+        m.filter(|m| m.missing.is_none()),
+        litellm_rate,
+    ) {
         (Some(m), Some(l)) => {
             let r = m.sustained_rate(plan) / l;
             (format!("{what} sustains >= {factor:.0}x LiteLLM's rate (measured {} vs {} req/s, {r:.1}x)", m.sustained_text(plan), litellm.map(|l| l.sustained_text(plan)).unwrap_or_default()), r >= factor)
         }
-        (None, _) => (format!("{what} sustains >= {factor:.0}x LiteLLM's rate (not measured)"), false),
-        (_, None) => (format!("{what} sustains >= {factor:.0}x LiteLLM's rate (LiteLLM not measured: {})", lite_missing()), false),
+        (None, _) => {
+            (format!("{what} sustains >= {factor:.0}x LiteLLM's rate (not measured)"), false)
+        }
+        (_, None) => (
+            format!(
+                "{what} sustains >= {factor:.0}x LiteLLM's rate (LiteLLM not measured: {})",
+                lite_missing()
+            ),
+            false,
+        ),
     };
     targets.push(ratio_target(serve, "`strata serve --backend bedrock`", 40.0));
     let floor_added = floor.filter(|m| m.missing.is_none()).and_then(added);
-    let beside_floor = floor_added.map_or(String::new(), |f| format!("; a relay that only copies bytes adds {f:+.2} ms"));
+    let beside_floor = floor_added
+        .map_or(String::new(), |f| format!("; a relay that only copies bytes adds {f:+.2} ms"));
     match serve.and_then(added) {
         Some(a) => targets.push((format!("`strata serve --backend bedrock` adds <= 0.5 ms at P50 over the emulator at {COMMON_RATE:.0} req/s (measured {a:+.2} ms{beside_floor})"), a <= 0.5)),
         None => targets.push(("`strata serve --backend bedrock` adds <= 0.5 ms at P50 (not measured)".into(), false)),
@@ -479,7 +681,12 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
     }
     targets.push(ratio_target(chain, "the whole chain", 10.0));
     let lite_rss = litellm.filter(|m| m.missing.is_none()).map(|m| m.rss.total_bytes as f64 / 1e6);
-    let hops: Vec<(String, f64)> = [serve, chain].into_iter().flatten().filter(|m| m.missing.is_none()).filter_map(|m| m.largest_hop_mb()).collect();
+    let hops: Vec<(String, f64)> = [serve, chain]
+        .into_iter()
+        .flatten()
+        .filter(|m| m.missing.is_none())
+        .filter_map(|m| m.largest_hop_mb())
+        .collect();
     let largest = hops.iter().cloned().max_by(|a, b| a.1.total_cmp(&b.1));
     match (largest, lite_rss) {
         (Some((role, mb)), Some(l)) => targets.push((format!("RSS per hop under load <= 1/20 of LiteLLM's (largest hop {role} {mb:.1} MB vs LiteLLM {l:.0} MB, 1/{:.0})", l / mb), mb * 20.0 <= l)),
@@ -544,13 +751,24 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
         _ => {}
     }
     if let Some(c) = chain.filter(|m| m.missing.is_none()) {
-        let per_hop: Vec<String> = c.rss.by_process.iter().map(|((role, pid), b)| format!("{role} ({pid}) {:.1} MB", *b as f64 / 1e6)).collect();
-        let cpu: Vec<String> = c.sustained(plan).map(|s| s.cpu_ms_per_request_by_role.iter().map(|(r, ms)| format!("{r} {ms:.3}")).collect()).unwrap_or_default();
+        let per_hop: Vec<String> = c
+            .rss
+            .by_process
+            .iter()
+            .map(|((role, pid), b)| format!("{role} ({pid}) {:.1} MB", *b as f64 / 1e6))
+            .collect();
+        let cpu: Vec<String> = c
+            .sustained(plan)
+            .map(|s| {
+                s.cpu_ms_per_request_by_role.iter().map(|(r, ms)| format!("{r} {ms:.3}")).collect()
+            })
+            .unwrap_or_default();
         notes.push(format!("The chain's processes, peak RSS under load: {}. CPU ms per request by role at the sustained step: {}.", per_hop.join(", "), if cpu.is_empty() { "n/a".into() } else { cpu.join(", ") }));
     }
     if let Some(l) = litellm.filter(|m| m.missing.is_none()) {
         let added = added(l).map_or("n/a".into(), |a| format!("{a:.1} ms"));
-        let cpu = l.sustained(plan).map_or("n/a".into(), |s| format!("{:.1} ms", s.cpu_ms_per_request));
+        let cpu =
+            l.sustained(plan).map_or("n/a".into(), |s| format!("{:.1} ms", s.cpu_ms_per_request));
         notes.push(format!(
             "LiteLLM in this run: sustained {} req/s, added {added} at P50, {cpu} of CPU per request, {:.2} GiB of RSS with two workers \
              (measured before on this kind of machine: about 50 req/s, 15 ms, 15 ms and 1.1 GiB).",
@@ -558,7 +776,16 @@ fn summarise(plan: &OverheadPlan, measured: &[Measured], chart_path: &Path, char
             l.rss.total_bytes as f64 / (1u64 << 30) as f64
         ));
     }
-    let failures: Vec<String> = measured.iter().flat_map(|m| m.steps.iter().filter_map(move |s| s.first_error.as_ref().map(|e| format!("{} at {:.0}/s: {e}", m.name, s.offered_rate)))).collect();
+    let failures: Vec<String> = measured
+        .iter()
+        .flat_map(|m| {
+            m.steps.iter().filter_map(move |s| {
+                s.first_error
+                    .as_ref()
+                    .map(|e| format!("{} at {:.0}/s: {e}", m.name, s.offered_rate))
+            })
+        })
+        .collect();
     if !failures.is_empty() {
         notes.push(format!("First error of each failing step: {}.", failures.join("; ")));
     }
@@ -636,41 +863,88 @@ mod tests {
     #[test]
     fn sustained_is_the_highest_step_within_the_bound_without_errors() {
         let plan = OverheadPlan::standard(true);
-        let m = Measured { name: "x", missing: None, steps: vec![step(25.0, 2.0, 0), step(100.0, 3.0, 0), step(400.0, 49.0, 0), step(1000.0, 51.0, 0), step(2000.0, 10.0, 1)], rss: RssPeak::default() };
+        let m = Measured {
+            name: "x",
+            missing: None,
+            steps: vec![
+                step(25.0, 2.0, 0),
+                step(100.0, 3.0, 0),
+                step(400.0, 49.0, 0),
+                step(1000.0, 51.0, 0),
+                step(2000.0, 10.0, 1),
+            ],
+            rss: RssPeak::default(),
+        };
         assert_eq!(m.sustained(&plan).unwrap().offered_rate, 400.0);
         assert_eq!(m.sustained_text(&plan), "400");
-        let none = Measured { name: "y", missing: None, steps: vec![step(25.0, 60.0, 0)], rss: RssPeak::default() };
+        let none = Measured {
+            name: "y",
+            missing: None,
+            steps: vec![step(25.0, 60.0, 0)],
+            rss: RssPeak::default(),
+        };
         assert_eq!((none.sustained_text(&plan), none.sustained_rate(&plan)), ("< 25".into(), 25.0));
-        let top = Measured { name: "z", missing: None, steps: plan.rates.iter().map(|r| step(*r, 1.0, 0)).collect(), rss: RssPeak::default() };
+        let top = Measured {
+            name: "z",
+            missing: None,
+            steps: plan.rates.iter().map(|r| step(*r, 1.0, 0)).collect(),
+            rss: RssPeak::default(),
+        };
         assert_eq!(top.sustained_text(&plan), ">= 4000");
-        assert!(step(100.0, 300.0, 0).clearly_failed(50.0) && step(100.0, 10.0, 2).clearly_failed(50.0) && !step(100.0, 60.0, 0).clearly_failed(50.0));
+        assert!(
+            step(100.0, 300.0, 0).clearly_failed(50.0)
+                && step(100.0, 10.0, 2).clearly_failed(50.0)
+                && !step(100.0, 60.0, 0).clearly_failed(50.0)
+        );
     }
 
     #[test]
     fn a_plan_must_rise_through_positive_rates_within_a_positive_bound() {
         assert_eq!(OverheadPlan::standard(false).validate(), Ok(()));
         assert_eq!(OverheadPlan::standard(true).validate(), Ok(()));
-        let with = |rates: Vec<f64>, bound_ms| OverheadPlan { rates, bound_ms, ..OverheadPlan::standard(true) }.validate();
+        let with = |rates: Vec<f64>, bound_ms| {
+            OverheadPlan { rates, bound_ms, ..OverheadPlan::standard(true) }.validate()
+        };
         assert!(with(vec![], 50.0).is_err());
         assert!(with(vec![100.0, 50.0], 50.0).unwrap_err().contains("rise"));
         assert!(with(vec![0.0, 50.0], 50.0).is_err());
         assert!(with(vec![f64::NAN], 50.0).is_err());
         assert!(with(vec![100.0], 0.0).unwrap_err().contains("bound"));
-        assert!(OverheadPlan { step: Duration::ZERO, ..OverheadPlan::standard(true) }.validate().is_err());
+        assert!(OverheadPlan { step: Duration::ZERO, ..OverheadPlan::standard(true) }
+            .validate()
+            .is_err());
         let warmup = |s| OverheadPlan::standard(true).with_step(Duration::from_secs(s)).warmup;
         assert_eq!((warmup(2), warmup(8)), (Duration::from_millis(500), Duration::from_secs(1)));
         // A tighter bound passes fewer steps.
-        let m = Measured { name: "x", missing: None, steps: vec![step(25.0, 2.0, 0), step(100.0, 8.0, 0)], rss: RssPeak::default() };
+        let m = Measured {
+            name: "x",
+            missing: None,
+            steps: vec![step(25.0, 2.0, 0), step(100.0, 8.0, 0)],
+            rss: RssPeak::default(),
+        };
         let tight = OverheadPlan { bound_ms: 5.0, ..OverheadPlan::standard(true) };
-        assert_eq!((m.sustained_text(&OverheadPlan::standard(true)), m.sustained_text(&tight)), ("100".into(), "25".into()));
+        assert_eq!(
+            (m.sustained_text(&OverheadPlan::standard(true)), m.sustained_text(&tight)),
+            ("100".into(), "25".into())
+        );
     }
 
     #[test]
     fn a_missing_reference_misses_its_targets_and_says_why() {
         let plan = OverheadPlan::standard(true);
-        let serve = Measured { name: "strata serve (bedrock)", missing: None, steps: vec![step(25.0, 2.0, 0), step(50.0, 2.0, 0)], rss: RssPeak::default() };
+        let serve = Measured {
+            name: "strata serve (bedrock)",
+            missing: None,
+            steps: vec![step(25.0, 2.0, 0), step(50.0, 2.0, 0)],
+            rss: RssPeak::default(),
+        };
         let lite = Measured::not_measured("LiteLLM proxy", "litellm is missing".into());
-        let s = summarise(&plan, &[serve, lite], Path::new("/nonexistent/overhead.svg"), Err("no".into()));
+        let s = summarise(
+            &plan,
+            &[serve, lite],
+            Path::new("/nonexistent/overhead.svg"),
+            Err("no".into()),
+        );
         let ratio = s.targets.iter().find(|(t, _)| t.contains("40x")).unwrap();
         assert!(!ratio.1 && ratio.0.contains("litellm is missing"), "{ratio:?}");
         assert!(s.rows.iter().any(|r| r.cells[1].starts_with("not measured: litellm is missing")));
@@ -679,13 +953,30 @@ mod tests {
     #[test]
     fn the_floor_is_a_note_and_beside_serves_p50_not_a_row() {
         let plan = OverheadPlan::standard(true);
-        let at = |name, p99| Measured { name, missing: None, steps: vec![step(COMMON_RATE, p99, 0)], rss: RssPeak::default() };
+        let at = |name, p99| Measured {
+            name,
+            missing: None,
+            steps: vec![step(COMMON_RATE, p99, 0)],
+            rss: RssPeak::default(),
+        };
         // step() puts P50 at half the P99: emulator 0.4 ms, relay 0.6, serve 1.0.
-        let measured = [at("bedrock-emulator", 0.8), at(FLOOR, 1.2), at("strata serve (bedrock)", 2.0)];
-        let s = summarise(&plan, &measured, Path::new("/nonexistent/overhead.svg"), Err("no".into()));
+        let measured =
+            [at("bedrock-emulator", 0.8), at(FLOOR, 1.2), at("strata serve (bedrock)", 2.0)];
+        let s =
+            summarise(&plan, &measured, Path::new("/nonexistent/overhead.svg"), Err("no".into()));
         assert!(!s.rows.iter().any(|r| r.cells[0] == FLOOR));
         let p50 = s.targets.iter().find(|(t, _)| t.contains("at P50")).unwrap();
-        assert!(p50.0.contains("measured +0.60 ms; a relay that only copies bytes adds +0.20 ms") && !p50.1, "{p50:?}");
-        assert!(s.notes.iter().any(|n| n.starts_with("The floor:") && n.contains("P50 0.60 ms, +0.20 ms")), "{:?}", s.notes);
+        assert!(
+            p50.0.contains("measured +0.60 ms; a relay that only copies bytes adds +0.20 ms")
+                && !p50.1,
+            "{p50:?}"
+        );
+        assert!(
+            s.notes
+                .iter()
+                .any(|n| n.starts_with("The floor:") && n.contains("P50 0.60 ms, +0.20 ms")),
+            "{:?}",
+            s.notes
+        );
     }
 }

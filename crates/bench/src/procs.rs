@@ -40,7 +40,11 @@ fn parent(pid: u32) -> Option<u32> {
 /// `strata-main-service`.
 fn role(pid: u32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     let program = args.first()?.rsplit('/').next()?.to_owned();
     match program.as_str() {
         "bootstrap" => return Some("function".into()),
@@ -49,7 +53,9 @@ fn role(pid: u32) -> Option<String> {
     }
     Some(match args.get(1).map(String::as_str) {
         Some("serve") => "llm-server".into(),
-        Some(sub @ ("up" | "gateway" | "main-service" | "lambda-service" | "bedrock-emulator")) => sub.into(),
+        Some(sub @ ("up" | "gateway" | "main-service" | "lambda-service" | "bedrock-emulator")) => {
+            sub.into()
+        }
         _ => program,
     })
 }

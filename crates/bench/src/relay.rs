@@ -24,16 +24,17 @@ impl Relay {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let acceptor = std::thread::Builder::new().name("relay-accept".into()).spawn(move || {
-            for client in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
+        let acceptor =
+            std::thread::Builder::new().name("relay-accept".into()).spawn(move || {
+                for client in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    // A connection the upstream refuses is closed at once; the caller sees it fail.
+                    let _ = relay(client, upstream);
                 }
-                let Ok(client) = client else { continue };
-                // A connection the upstream refuses is closed at once; the caller sees it fail.
-                let _ = relay(client, upstream);
-            }
-        })?;
+            })?;
         Ok(Relay { url: format!("http://{addr}"), addr, stop, acceptor: Some(acceptor) })
     }
 }

@@ -16,12 +16,19 @@ const BOUND_MS: f64 = 50.0;
 /// A chat body just under the default 10 MiB limit: 799 turns of about 13 kB.
 fn huge_chat(model: &str) -> Vec<u8> {
     let turn: String = (0..1000).map(|i| format!("word{} tale ", i % 997)).collect();
-    let messages: Vec<_> = (0..799).map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": turn})).collect();
+    let messages: Vec<_> = (0..799)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": turn}))
+        .collect();
     serde_json::to_vec(&json!({"model": model, "messages": messages, "stream": true, "options": {"num_predict": 1}})).expect("serializable")
 }
 
 /// Latencies of `/api/version` on one kept-alive connection, `n` of them or until `until` is set.
-async fn versions(client: &reqwest::Client, url: &str, n: usize, until: Option<&tokio::sync::watch::Receiver<bool>>) -> anyhow::Result<Vec<f64>> {
+async fn versions(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    until: Option<&tokio::sync::watch::Receiver<bool>>,
+) -> anyhow::Result<Vec<f64>> {
     let mut ms = Vec::with_capacity(n.min(1024));
     while ms.len() < n && !until.is_some_and(|u| *u.borrow()) {
         let started = Instant::now();
@@ -42,7 +49,13 @@ fn percentile(xs: &mut [f64], p: f64) -> f64 {
 }
 
 pub async fn responsiveness(opts: &BenchOptions) -> anyhow::Result<Section> {
-    let server = Spawned::start(&opts.strata, &["serve", "--model", &opts.model], &[("STRATA_RUNTIME__WORKER_THREADS", "1".into())], READY).await?;
+    let server = Spawned::start(
+        &opts.strata,
+        &["serve", "--model", &opts.model],
+        &[("STRATA_RUNTIME__WORKER_THREADS", "1".into())],
+        READY,
+    )
+    .await?;
     let client = reqwest::Client::new();
     // Load the model and warm the connection.
     versions(&client, &server.url, 20, None).await?;
@@ -56,7 +69,12 @@ pub async fn responsiveness(opts: &BenchOptions) -> anyhow::Result<Section> {
             let (url, body, client) = (server.url.clone(), body.clone(), reqwest::Client::new());
             tokio::spawn(async move {
                 let started = Instant::now();
-                let sent = client.post(format!("{url}/api/chat")).header("content-type", "application/json").body(body).send().await;
+                let sent = client
+                    .post(format!("{url}/api/chat"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
                 // Response headers come once preparation is over (an answer, or 400 when even
                 // the newest turn does not fit the context).
                 let took = started.elapsed();
@@ -72,7 +90,8 @@ pub async fn responsiveness(opts: &BenchOptions) -> anyhow::Result<Section> {
     }
     drop(server);
     let (idle50, idle99) = (percentile(&mut idle, 0.5), percentile(&mut idle, 0.99));
-    let (busy50, busy99, busy_max) = (percentile(&mut busy, 0.5), percentile(&mut busy, 0.99), percentile(&mut busy, 1.0));
+    let (busy50, busy99, busy_max) =
+        (percentile(&mut busy, 0.5), percentile(&mut busy, 0.99), percentile(&mut busy, 1.0));
     let prep = preparation.iter().sum::<f64>() / preparation.len().max(1) as f64;
     Ok(Section {
         title: "Responsiveness: /api/version while a 10 MB chat is prepared".into(),

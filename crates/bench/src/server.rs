@@ -18,7 +18,12 @@ impl Spawned {
     /// Runs `bin args... --listen 127.0.0.1:PORT` with extra environment, and waits until
     /// `GET /` gets an HTTP answer that is not a server error (bounded by `ready_timeout`):
     /// the AWS stand-ins answer unknown paths with their own 4xx errors.
-    pub async fn start(bin: &Path, args: &[&str], env: &[(&str, String)], ready_timeout: Duration) -> anyhow::Result<Spawned> {
+    pub async fn start(
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        ready_timeout: Duration,
+    ) -> anyhow::Result<Spawned> {
         let mut spawned = Spawned::launch(bin, args, env)?;
         let client = reqwest::Client::new();
         let deadline = Instant::now() + ready_timeout;
@@ -41,7 +46,8 @@ impl Spawned {
     /// process as `strata up` hands each hop its own (`telemetry::pass_to_child`), so no other
     /// process can take the port between its choice and the server's start.
     pub fn launch(bin: &Path, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Spawned> {
-        let listener = telemetry::bind(([127, 0, 0, 1], 0).into()).context("binding a loopback port")?;
+        let listener =
+            telemetry::bind(([127, 0, 0, 1], 0).into()).context("binding a loopback port")?;
         let addr = listener.local_addr()?;
         let raw = listener.as_raw_fd();
         let mut cmd = Command::new(bin);

@@ -71,7 +71,8 @@ pub(crate) enum Kind {
     OpenAiChat,
 }
 
-pub(crate) const KINDS: [Kind; 4] = [Kind::OllamaChatStream, Kind::OllamaGenerate, Kind::OpenAiChatStream, Kind::OpenAiChat];
+pub(crate) const KINDS: [Kind; 4] =
+    [Kind::OllamaChatStream, Kind::OllamaGenerate, Kind::OpenAiChatStream, Kind::OpenAiChat];
 
 impl Kind {
     pub(crate) fn name(self) -> &'static str {
@@ -96,13 +97,31 @@ pub(crate) enum Outcome {
 }
 
 /// One request of `kind`, read to its end and checked.
-pub(crate) async fn one(client: &reqwest::Client, url: &str, model: &str, kind: Kind, n: u64) -> Outcome {
+pub(crate) async fn one(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    kind: Kind,
+    n: u64,
+) -> Outcome {
     let prompt = format!("Soak request {n}: say something short.");
     let (path, body) = match kind {
-        Kind::OllamaChatStream => ("/api/chat", json!({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": true, "options": {"num_predict": 8}})),
-        Kind::OllamaGenerate => ("/api/generate", json!({"model": model, "prompt": prompt, "stream": false, "options": {"num_predict": 8}})),
-        Kind::OpenAiChatStream => ("/v1/chat/completions", json!({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": true, "max_tokens": 8})),
-        Kind::OpenAiChat => ("/v1/chat/completions", json!({"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 8})),
+        Kind::OllamaChatStream => (
+            "/api/chat",
+            json!({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": true, "options": {"num_predict": 8}}),
+        ),
+        Kind::OllamaGenerate => (
+            "/api/generate",
+            json!({"model": model, "prompt": prompt, "stream": false, "options": {"num_predict": 8}}),
+        ),
+        Kind::OpenAiChatStream => (
+            "/v1/chat/completions",
+            json!({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": true, "max_tokens": 8}),
+        ),
+        Kind::OpenAiChat => (
+            "/v1/chat/completions",
+            json!({"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 8}),
+        ),
     };
     let response = match client.post(format!("{url}{path}")).json(&body).send().await {
         Ok(r) => r,
@@ -143,7 +162,11 @@ pub(crate) fn without_url(e: reqwest::Error) -> String {
 
 fn refusal_shape_ok(kind: Kind, text: &str) -> bool {
     let Ok(v) = serde_json::from_str::<Value>(text) else { return false };
-    if kind.is_openai() { v["error"]["message"].is_string() } else { v["error"].is_string() }
+    if kind.is_openai() {
+        v["error"]["message"].is_string()
+    } else {
+        v["error"].is_string()
+    }
 }
 
 /// A complete answer: a stream ends with its terminator (`done: true` / `data: [DONE]` after a
@@ -153,7 +176,8 @@ fn check_body(kind: Kind, text: &str) -> Result<(), String> {
         Kind::OllamaChatStream => {
             let mut done = false;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let v: Value = serde_json::from_str(line).map_err(|e| format!("a stream line is not JSON: {e}"))?;
+                let v: Value = serde_json::from_str(line)
+                    .map_err(|e| format!("a stream line is not JSON: {e}"))?;
                 if let Some(e) = v.get("error") {
                     return Err(format!("error in the stream: {e}"));
                 }
@@ -163,8 +187,12 @@ fn check_body(kind: Kind, text: &str) -> Result<(), String> {
             require(done, "the stream ended without done: true")
         }
         Kind::OllamaGenerate => {
-            let v: Value = serde_json::from_str(text).map_err(|e| format!("the answer is not JSON: {e}"))?;
-            require(v["done"] == true && v["response"].is_string(), "the answer is not done or has no response")
+            let v: Value =
+                serde_json::from_str(text).map_err(|e| format!("the answer is not JSON: {e}"))?;
+            require(
+                v["done"] == true && v["response"].is_string(),
+                "the answer is not done or has no response",
+            )
         }
         Kind::OpenAiChatStream => {
             let (mut finished, mut terminated) = (false, false);
@@ -174,7 +202,8 @@ fn check_body(kind: Kind, text: &str) -> Result<(), String> {
                     terminated = true;
                     continue;
                 }
-                let v: Value = serde_json::from_str(data).map_err(|e| format!("an event is not JSON: {e}"))?;
+                let v: Value =
+                    serde_json::from_str(data).map_err(|e| format!("an event is not JSON: {e}"))?;
                 if let Some(e) = v.get("error") {
                     return Err(format!("error in the stream: {e}"));
                 }
@@ -183,15 +212,23 @@ fn check_body(kind: Kind, text: &str) -> Result<(), String> {
             require(finished && terminated, "the stream ended without a finish reason and [DONE]")
         }
         Kind::OpenAiChat => {
-            let v: Value = serde_json::from_str(text).map_err(|e| format!("the answer is not JSON: {e}"))?;
+            let v: Value =
+                serde_json::from_str(text).map_err(|e| format!("the answer is not JSON: {e}"))?;
             let choice = &v["choices"][0];
-            require(choice["message"]["content"].is_string() && choice["finish_reason"].is_string(), "the answer has no content or finish reason")
+            require(
+                choice["message"]["content"].is_string() && choice["finish_reason"].is_string(),
+                "the answer has no content or finish reason",
+            )
         }
     }
 }
 
 fn require(ok: bool, what: &str) -> Result<(), String> {
-    if ok { Ok(()) } else { Err(what.to_owned()) }
+    if ok {
+        Ok(())
+    } else {
+        Err(what.to_owned())
+    }
 }
 
 /// What the load generator saw, per request kind.
@@ -232,12 +269,17 @@ pub(crate) struct Sample {
 }
 
 pub(crate) fn sample(root: u32, started: Instant) -> Sample {
-    let procs = procs::tree(root).into_iter().filter_map(|p| procs::usage(p.pid).map(|u| (p, u))).collect();
+    let procs =
+        procs::tree(root).into_iter().filter_map(|p| procs::usage(p.pid).map(|u| (p, u))).collect();
     Sample { at: started.elapsed(), procs }
 }
 
 /// Each process's largest figures over the samples taken in `[from, to]`.
-pub(crate) fn peak(samples: &[Sample], from: Duration, to: Duration) -> BTreeMap<u32, (Proc, Usage)> {
+pub(crate) fn peak(
+    samples: &[Sample],
+    from: Duration,
+    to: Duration,
+) -> BTreeMap<u32, (Proc, Usage)> {
     let mut out: BTreeMap<u32, (Proc, Usage)> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.at >= from && s.at <= to) {
         for (p, u) in &s.procs {
@@ -251,27 +293,52 @@ pub(crate) fn peak(samples: &[Sample], from: Duration, to: Duration) -> BTreeMap
 
 /// The processes in the last sample taken at or before `at`.
 fn alive_at(samples: &[Sample], at: Duration) -> Vec<Proc> {
-    samples.iter().rev().find(|s| s.at <= at).map(|s| s.procs.iter().map(|(p, _)| p.clone()).collect()).unwrap_or_default()
+    samples
+        .iter()
+        .rev()
+        .find(|s| s.at <= at)
+        .map(|s| s.procs.iter().map(|(p, _)| p.clone()).collect())
+        .unwrap_or_default()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() { 0.0 } else { sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)] }
+    if sorted.is_empty() {
+        0.0
+    } else {
+        sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+    }
 }
 
 /// Drives the load until `end`: closed loop (`concurrency` clients) or open loop (`rate`).
-pub(crate) async fn drive(client: reqwest::Client, url: Arc<str>, model: Arc<str>, soak: &SoakOptions, end: Instant, tally: Arc<Mutex<Tally>>) -> u64 {
+pub(crate) async fn drive(
+    client: reqwest::Client,
+    url: Arc<str>,
+    model: Arc<str>,
+    soak: &SoakOptions,
+    end: Instant,
+    tally: Arc<Mutex<Tally>>,
+) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
     let run = {
-        let (client, url, model, counter, tally) = (client.clone(), url.clone(), model.clone(), counter.clone(), tally.clone());
+        let (client, url, model, counter, tally) =
+            (client.clone(), url.clone(), model.clone(), counter.clone(), tally.clone());
         move || {
-            let (client, url, model, counter, tally) = (client.clone(), url.clone(), model.clone(), counter.clone(), tally.clone());
+            let (client, url, model, counter, tally) =
+                (client.clone(), url.clone(), model.clone(), counter.clone(), tally.clone());
             async move {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let kind = KINDS[(n % KINDS.len() as u64) as usize];
                 let started = Instant::now();
-                let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, one(&client, &url, &model, kind, n)).await {
+                let outcome = match tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    one(&client, &url, &model, kind, n),
+                )
+                .await
+                {
                     Ok(o) => o,
-                    Err(_) => Outcome::Error(format!("no complete answer within {REQUEST_TIMEOUT:?}")),
+                    Err(_) => {
+                        Outcome::Error(format!("no complete answer within {REQUEST_TIMEOUT:?}"))
+                    }
                 };
                 tally.lock().expect("tally lock").record(kind, outcome, started.elapsed());
             }
@@ -318,13 +385,24 @@ pub(crate) async fn drive(client: reqwest::Client, url: Arc<str>, model: Arc<str
 }
 
 pub async fn soak(opts: &BenchOptions, soak: &SoakOptions) -> anyhow::Result<Section> {
-    anyhow::ensure!(soak.warmup + WINDOW < soak.duration, "the run ({:?}) must be longer than the warm-up ({:?}) plus {WINDOW:?}", soak.duration, soak.warmup);
+    anyhow::ensure!(
+        soak.warmup + WINDOW < soak.duration,
+        "the run ({:?}) must be longer than the warm-up ({:?}) plus {WINDOW:?}",
+        soak.duration,
+        soak.warmup
+    );
     let run_dir = std::env::temp_dir().join(format!("strata-soak-{}", std::process::id()));
     let env: Vec<(&str, String)> = match soak.generator {
         Generator::Instant => vec![("STRATA_BEDROCK_EMULATOR__GENERATOR", "instant".into())],
         Generator::Embedded => vec![],
     };
-    let up = Spawned::start(&opts.strata, &["up", "--run-dir", &run_dir.display().to_string()], &env, READY).await?;
+    let up = Spawned::start(
+        &opts.strata,
+        &["up", "--run-dir", &run_dir.display().to_string()],
+        &env,
+        READY,
+    )
+    .await?;
     let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
     // One answer of each kind before the clock starts: the chain is whole and the model loaded.
     for (n, kind) in KINDS.into_iter().enumerate() {
@@ -343,12 +421,16 @@ pub async fn soak(opts: &BenchOptions, soak: &SoakOptions) -> anyhow::Result<Sec
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             loop {
                 every.tick().await;
-                let s = tokio::task::spawn_blocking(move || sample(root, started)).await.expect("sampling");
+                let s = tokio::task::spawn_blocking(move || sample(root, started))
+                    .await
+                    .expect("sampling");
                 samples.lock().expect("samples lock").push(s);
             }
         })
     };
-    let skipped = drive(client, up.url.as_str().into(), opts.model.as_str().into(), soak, end, tally.clone()).await;
+    let skipped =
+        drive(client, up.url.as_str().into(), opts.model.as_str().into(), soak, end, tally.clone())
+            .await;
     let load_time = started.elapsed();
     // The end window closes with one last sample, taken while every process still runs.
     samples.lock().expect("samples lock").push(sample(up.pid(), started));
@@ -361,7 +443,13 @@ pub async fn soak(opts: &BenchOptions, soak: &SoakOptions) -> anyhow::Result<Sec
     Ok(evaluate(soak, &samples, &tally, skipped, load_time))
 }
 
-fn evaluate(soak: &SoakOptions, samples: &[Sample], tally: &Tally, skipped: u64, load_time: Duration) -> Section {
+fn evaluate(
+    soak: &SoakOptions,
+    samples: &[Sample],
+    tally: &Tally,
+    skipped: u64,
+    load_time: Duration,
+) -> Section {
     let warm_end = soak.warmup;
     let run_end = samples.last().map_or(load_time, |s| s.at);
     let before = peak(samples, warm_end.saturating_sub(WINDOW), warm_end);
@@ -407,14 +495,24 @@ fn evaluate(soak: &SoakOptions, samples: &[Sample], tally: &Tally, skipped: u64,
     let rps = (ok + refused + errors) as f64 / load_time.as_secs_f64().max(1e-9);
     let per_kind: Vec<String> = KINDS
         .iter()
-        .map(|k| format!("{}: {} ok, {} refused, {} errors", k.name(), tally.ok.get(k).unwrap_or(&0), tally.refused.get(k).unwrap_or(&0), tally.errors.get(k).unwrap_or(&0)))
+        .map(|k| {
+            format!(
+                "{}: {} ok, {} refused, {} errors",
+                k.name(),
+                tally.ok.get(k).unwrap_or(&0),
+                tally.refused.get(k).unwrap_or(&0),
+                tally.errors.get(k).unwrap_or(&0)
+            )
+        })
         .collect();
     let load = match soak.rate {
         None => format!("closed loop, {} clients", soak.concurrency),
         Some(r) => format!("open loop, {r} requests/s started, at most {} in flight ({skipped} starts skipped with none free)", soak.concurrency),
     };
     let generator = match soak.generator {
-        Generator::Instant => "the bedrock emulator's instant generator (load on strata, not on the model)",
+        Generator::Instant => {
+            "the bedrock emulator's instant generator (load on strata, not on the model)"
+        }
         Generator::Embedded => "the bedrock emulator's embedded model",
     };
     let mut notes = vec![
@@ -444,9 +542,16 @@ fn evaluate(soak: &SoakOptions, samples: &[Sample], tally: &Tally, skipped: u64,
         ),
     ];
     if !tally.messages.is_empty() {
-        notes.push(format!("Errors: {}.", tally.messages.iter().map(|(m, n)| format!("{n} x {m}")).collect::<Vec<_>>().join("; ")));
+        notes.push(format!(
+            "Errors: {}.",
+            tally.messages.iter().map(|(m, n)| format!("{n} x {m}")).collect::<Vec<_>>().join("; ")
+        ));
     }
-    let churn: Vec<String> = gone.iter().map(|p| format!("{} {} exited", p.role, p.pid)).chain(new.iter().map(|p| format!("{} {} started", p.role, p.pid))).collect();
+    let churn: Vec<String> = gone
+        .iter()
+        .map(|p| format!("{} {} exited", p.role, p.pid))
+        .chain(new.iter().map(|p| format!("{} {} started", p.role, p.pid)))
+        .collect();
     let every_kind = KINDS.iter().all(|k| tally.ok.get(k).copied().unwrap_or(0) > 0);
     let targets = vec![
         (format!("every kind of request answered completely (measured {ok} complete)"), every_kind),
@@ -464,7 +569,15 @@ fn evaluate(soak: &SoakOptions, samples: &[Sample], tally: &Tally, skipped: u64,
     Section {
         title: "Soak: the whole chain under sustained load".into(),
         notes,
-        header: vec!["process".into(), "pid".into(), "RSS after warm-up MB".into(), "RSS at end MB".into(), "growth".into(), "fds after warm-up".into(), "fds at end".into()],
+        header: vec![
+            "process".into(),
+            "pid".into(),
+            "RSS after warm-up MB".into(),
+            "RSS at end MB".into(),
+            "growth".into(),
+            "fds after warm-up".into(),
+            "fds at end".into(),
+        ],
         rows,
         targets,
         data: json!({
@@ -491,14 +604,25 @@ mod tests {
     fn truncated_streams_are_errors() {
         let done = "{\"message\":{\"content\":\"a\"},\"done\":false}\n{\"done\":true,\"done_reason\":\"stop\"}\n";
         assert!(check_body(Kind::OllamaChatStream, done).is_ok());
-        assert!(check_body(Kind::OllamaChatStream, "{\"message\":{\"content\":\"a\"},\"done\":false}\n").is_err());
+        assert!(check_body(
+            Kind::OllamaChatStream,
+            "{\"message\":{\"content\":\"a\"},\"done\":false}\n"
+        )
+        .is_err());
         assert!(check_body(Kind::OllamaChatStream, "{\"error\":\"boom\"}\n").is_err());
         let sse = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
         assert!(check_body(Kind::OpenAiChatStream, sse).is_ok());
         assert!(check_body(Kind::OpenAiChatStream, &sse.replace("data: [DONE]\n\n", "")).is_err());
-        assert!(check_body(Kind::OpenAiChat, "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}").is_ok());
+        assert!(check_body(
+            Kind::OpenAiChat,
+            "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}"
+        )
+        .is_ok());
         assert!(check_body(Kind::OpenAiChat, "{\"choices\":[]}").is_err());
-        assert!(refusal_shape_ok(Kind::OpenAiChat, "{\"error\":{\"message\":\"busy\",\"type\":\"x\"}}"));
+        assert!(refusal_shape_ok(
+            Kind::OpenAiChat,
+            "{\"error\":{\"message\":\"busy\",\"type\":\"x\"}}"
+        ));
         assert!(!refusal_shape_ok(Kind::OllamaGenerate, "{\"message\":\"Too Many Requests\"}"));
     }
 
@@ -507,7 +631,13 @@ mod tests {
     }
 
     fn run(samples: Vec<Sample>, errors: u64) -> Section {
-        let soak = SoakOptions { duration: Duration::from_secs(30), warmup: Duration::from_secs(10), concurrency: 4, rate: None, generator: Generator::Instant };
+        let soak = SoakOptions {
+            duration: Duration::from_secs(30),
+            warmup: Duration::from_secs(10),
+            concurrency: 4,
+            rate: None,
+            generator: Generator::Instant,
+        };
         let mut tally = Tally::default();
         for k in KINDS {
             tally.record(k, Outcome::Ok, Duration::from_millis(2));
@@ -519,7 +649,13 @@ mod tests {
     }
 
     fn at(secs: u64, procs: &[(u32, u64, u64)]) -> Sample {
-        Sample { at: Duration::from_secs(secs), procs: procs.iter().map(|&(pid, rss, fds)| (Proc { pid, role: "gateway".into() }, usage(rss, fds))).collect() }
+        Sample {
+            at: Duration::from_secs(secs),
+            procs: procs
+                .iter()
+                .map(|&(pid, rss, fds)| (Proc { pid, role: "gateway".into() }, usage(rss, fds)))
+                .collect(),
+        }
     }
 
     #[test]
@@ -527,10 +663,22 @@ mod tests {
         let passed = |s: &Section| s.targets.iter().all(|(_, ok)| *ok);
         let steady = run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(1, 104_000_000, 23)])], 0);
         assert!(passed(&steady), "{:?}", steady.targets);
-        assert!(!passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(1, 106_000_000, 20)])], 0)), "RSS +6%");
-        assert!(!passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(1, 100_000_000, 25)])], 0)), "5 more fds");
-        assert!(!passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(2, 100_000_000, 20)])], 0)), "a restarted process");
-        assert!(!passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(1, 100_000_000, 20)])], 1)), "an error");
+        assert!(
+            !passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(1, 106_000_000, 20)])], 0)),
+            "RSS +6%"
+        );
+        assert!(
+            !passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(1, 100_000_000, 25)])], 0)),
+            "5 more fds"
+        );
+        assert!(
+            !passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(2, 100_000_000, 20)])], 0)),
+            "a restarted process"
+        );
+        assert!(
+            !passed(&run(vec![at(9, &[(1, 100_000_000, 20)]), at(29, &[(1, 100_000_000, 20)])], 1)),
+            "an error"
+        );
         assert!(!passed(&run(vec![], 0)), "no samples");
     }
 }

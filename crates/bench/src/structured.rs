@@ -15,15 +15,19 @@ fn body(model: &str, kind: &str, seed: u32) -> Value {
     let ask = |text: &str| json!([{"role": "user", "content": text}]);
     let options = json!({"num_predict": TOKENS, "seed": seed, "temperature": 0.8});
     match kind {
-        "schema" => json!({"model": model, "stream": false, "options": options, "messages": ask("Describe a city in detail."),
+        "schema" => {
+            json!({"model": model, "stream": false, "options": options, "messages": ask("Describe a city in detail."),
                            "format": {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
-                                      "required": ["name", "description"]}}),
+                                      "required": ["name", "description"]}})
+        }
         "tool call" => json!({"model": model, "stream": false, "options": options,
                               "messages": ask("Use the write_note tool to write a long note about a city."),
                               "tools": [{"type": "function", "function": {"name": "write_note", "description": "Save a note",
                                          "parameters": {"type": "object", "properties": {"title": {"type": "string"}, "text": {"type": "string"}},
                                                         "required": ["title", "text"]}}}]}),
-        _ => json!({"model": model, "stream": false, "options": options, "messages": ask("Describe a city in detail.")}),
+        _ => {
+            json!({"model": model, "stream": false, "options": options, "messages": ask("Describe a city in detail.")})
+        }
     }
 }
 
@@ -37,11 +41,18 @@ pub async fn structured(opts: &BenchOptions) -> anyhow::Result<Section> {
     // The kinds take turns, one repetition each, so drift hits all alike.
     for i in 0..reps {
         for (k, kind) in kinds.iter().enumerate() {
-            let r = client.post(format!("{}/api/chat", server.url)).json(&body(&opts.model, kind, i)).send().await?;
+            let r = client
+                .post(format!("{}/api/chat", server.url))
+                .json(&body(&opts.model, kind, i))
+                .send()
+                .await?;
             let status = r.status();
             let v: Value = r.json().await?;
             anyhow::ensure!(status.is_success(), "{kind}: {status} {v}");
-            let (n, ns) = (v["eval_count"].as_f64().unwrap_or(0.0), v["eval_duration"].as_f64().unwrap_or(0.0));
+            let (n, ns) = (
+                v["eval_count"].as_f64().unwrap_or(0.0),
+                v["eval_duration"].as_f64().unwrap_or(0.0),
+            );
             rates[k].push(if ns > 0.0 { n / (ns / 1e9) } else { 0.0 });
             counts[k].push(n);
         }
@@ -53,7 +64,9 @@ pub async fn structured(opts: &BenchOptions) -> anyhow::Result<Section> {
         .iter()
         .zip(&medians)
         .zip(&counts)
-        .map(|((kind, r), c)| Row { cells: vec![(*kind).into(), f1(*r), f2(r / plain), f1(median(c.clone()))] })
+        .map(|((kind, r), c)| Row {
+            cells: vec![(*kind).into(), f1(*r), f2(r / plain), f1(median(c.clone()))],
+        })
         .collect();
     let (schema_ratio, tool_ratio) = (medians[1] / plain, medians[2] / plain);
     Ok(Section {

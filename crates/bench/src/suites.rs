@@ -96,10 +96,15 @@ const GENERATED: u32 = 128;
 /// aggregate at 8 streams vs one.
 const ENGINE_TARGET: f64 = 0.95;
 const BATCHING_TARGET: f64 = 1.8;
-pub(crate) const STORY: &str = "Write a long, detailed story about a lighthouse keeper who finds a map.";
+pub(crate) const STORY: &str =
+    "Write a long, detailed story about a lighthouse keeper who finds a map.";
 
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
-    let mut report = Report { machine: Machine::describe(), command: opts.command.clone(), sections: Vec::new() };
+    let mut report = Report {
+        machine: Machine::describe(),
+        command: opts.command.clone(),
+        sections: Vec::new(),
+    };
     // Other suites report their targets; the soak's are pass/fail criteria.
     let mut missed = Vec::new();
     for suite in &opts.suites {
@@ -123,14 +128,24 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Report> {
         report.sections.push(section);
     }
     report.write(&opts.out)?;
-    eprintln!("strata bench: wrote {} and {}", opts.out.display(), opts.out.with_extension("json").display());
+    eprintln!(
+        "strata bench: wrote {} and {}",
+        opts.out.display(),
+        opts.out.with_extension("json").display()
+    );
     anyhow::ensure!(missed.is_empty(), "the soak failed: {}", missed.join("; "));
     Ok(report)
 }
 
 /// `strata serve`, with the default configuration or a given batching width.
-pub(crate) async fn serve(opts: &BenchOptions, max_sequences: Option<u32>) -> anyhow::Result<Spawned> {
-    let env: Vec<(&str, String)> = max_sequences.map(|n| ("STRATA_ENGINE__MAX_SEQUENCES", n.to_string())).into_iter().collect();
+pub(crate) async fn serve(
+    opts: &BenchOptions,
+    max_sequences: Option<u32>,
+) -> anyhow::Result<Spawned> {
+    let env: Vec<(&str, String)> = max_sequences
+        .map(|n| ("STRATA_ENGINE__MAX_SEQUENCES", n.to_string()))
+        .into_iter()
+        .collect();
     let s = Spawned::start(&opts.strata, &["serve", "--model", &opts.model], &env, READY).await?;
     // Load the model before measuring anything.
     generate(&s.url, &opts.model, "Hi", 1, false, 0).await?;
@@ -138,7 +153,14 @@ pub(crate) async fn serve(opts: &BenchOptions, max_sequences: Option<u32>) -> an
 }
 
 /// One non-streaming Ollama generate; returns the final object.
-async fn generate(url: &str, model: &str, prompt: &str, num_predict: u32, raw: bool, seed: u32) -> anyhow::Result<serde_json::Value> {
+async fn generate(
+    url: &str,
+    model: &str,
+    prompt: &str,
+    num_predict: u32,
+    raw: bool,
+    seed: u32,
+) -> anyhow::Result<serde_json::Value> {
     let body = json!({"model": model, "prompt": prompt, "raw": raw, "stream": false,
                       "options": {"num_predict": num_predict, "seed": seed, "temperature": 0.8}});
     let r = reqwest::Client::new().post(format!("{url}/api/generate")).json(&body).send().await?;
@@ -151,12 +173,20 @@ async fn generate(url: &str, model: &str, prompt: &str, num_predict: u32, raw: b
 fn rate(v: &serde_json::Value, count: &str, dur: &str) -> f64 {
     let n = v[count].as_f64().unwrap_or(0.0);
     let ns = v[dur].as_f64().unwrap_or(0.0);
-    if ns > 0.0 { n / (ns / 1e9) } else { 0.0 }
+    if ns > 0.0 {
+        n / (ns / 1e9)
+    } else {
+        0.0
+    }
 }
 
 pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
-    if xs.is_empty() { 0.0 } else { xs[xs.len() / 2] }
+    if xs.is_empty() {
+        0.0
+    } else {
+        xs[xs.len() / 2]
+    }
 }
 
 /// The streaming read the bandwidth bound is measured with: far larger than any cache.
@@ -167,40 +197,51 @@ async fn engine(opts: &BenchOptions) -> anyhow::Result<Section> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     // Measured first, before the server starts, on an otherwise idle process.
     let bandwidth_runs = if opts.quick { 3 } else { 5 };
-    let bandwidth = tokio::task::spawn_blocking(move || crate::bandwidth::read_bandwidth(BANDWIDTH_BUFFER, threads, bandwidth_runs)).await?;
+    let bandwidth = tokio::task::spawn_blocking(move || {
+        crate::bandwidth::read_bandwidth(BANDWIDTH_BUFFER, threads, bandwidth_runs)
+    })
+    .await?;
     let path = opts.model_path.clone();
-    let footprint = tokio::task::spawn_blocking(move || engine::model_footprint(&path)).await?.map_err(|e| anyhow::anyhow!("reading the model: {e}"))?;
+    let footprint = tokio::task::spawn_blocking(move || engine::model_footprint(&path))
+        .await?
+        .map_err(|e| anyhow::anyhow!("reading the model: {e}"))?;
     let server = serve(opts, None).await?;
     // A raw prompt of about 512 tokens, like llama-bench's pp512.
     let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(50);
-    let (mut prompt_rates, mut gen_rates, mut ref_prompt, mut ref_gen) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut prompt_rates, mut gen_rates, mut ref_prompt, mut ref_gen) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut prompt_tokens = 0.0;
     // Reference and server take turns, one repetition each, so drift in this noisy machine's
     // speed hits both alike. The idle server uses no CPU while the reference runs.
     for i in 0..reps {
         let (path, t) = (opts.model_path.clone(), threads as i32);
-        let r = tokio::task::spawn_blocking(move || engine::reference_rates(&path, 512, GENERATED, t, 1))
-            .await?
-            .map_err(|e| anyhow::anyhow!("llama.cpp reference: {e}"))?;
+        let r = tokio::task::spawn_blocking(move || {
+            engine::reference_rates(&path, 512, GENERATED, t, 1)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("llama.cpp reference: {e}"))?;
         ref_prompt.push(r.prompt);
         ref_gen.push(r.generation);
         // llama.cpp's OpenMP workers keep spinning for a moment after the reference's last
         // decode; let them park so they do not steal the server's cores.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let v = generate(&server.url, &opts.model, &format!("{i} {long_prompt}"), 1, true, i).await?;
+        let v =
+            generate(&server.url, &opts.model, &format!("{i} {long_prompt}"), 1, true, i).await?;
         prompt_tokens = v["prompt_eval_count"].as_f64().unwrap_or(0.0);
         prompt_rates.push(rate(&v, "prompt_eval_count", "prompt_eval_duration"));
         let v = generate(&server.url, &opts.model, STORY, GENERATED, false, i).await?;
         gen_rates.push(rate(&v, "eval_count", "eval_duration"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let reference = engine::ReferenceRates { prompt: median(ref_prompt), generation: median(ref_gen) };
+    let reference =
+        engine::ReferenceRates { prompt: median(ref_prompt), generation: median(ref_gen) };
     drop(server);
     let (pp, tg) = (median(prompt_rates), median(gen_rates));
     let (pr, gr) = (pp / reference.prompt, tg / reference.generation);
     // The reference's generation runs from position 0 to GENERATED: on average a token attends
     // to half that many positions.
-    let bytes_per_token = footprint.weights_bytes as f64 + footprint.kv_bytes_per_position as f64 * f64::from(GENERATED) / 2.0;
+    let bytes_per_token = footprint.weights_bytes as f64
+        + footprint.kv_bytes_per_position as f64 * f64::from(GENERATED) / 2.0;
     let bound = bandwidth / bytes_per_token;
     let mb = |b: f64| b / 1e6;
     Ok(Section {
@@ -253,7 +294,12 @@ async fn engine(opts: &BenchOptions) -> anyhow::Result<Section> {
 }
 
 /// Streams one generation and returns (time to first token, tokens generated).
-async fn stream_one(client: &reqwest::Client, url: &str, model: &str, seed: u32) -> anyhow::Result<(Duration, u64)> {
+async fn stream_one(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    seed: u32,
+) -> anyhow::Result<(Duration, u64)> {
     let started = Instant::now();
     let body = json!({"model": model, "prompt": STORY, "stream": true, "options": {"num_predict": 128, "seed": seed}});
     let r = client.post(format!("{url}/api/generate")).json(&body).send().await?;
@@ -285,7 +331,11 @@ async fn stream_one(client: &reqwest::Client, url: &str, model: &str, seed: u32)
 /// Rounds of the batching ladder: every level once per round, rounds one after another, so
 /// that a slow moment of the host falls on one figure of each level rather than on all of one.
 fn batching_rounds(quick: bool) -> usize {
-    if quick { 1 } else { 3 }
+    if quick {
+        1
+    } else {
+        3
+    }
 }
 
 async fn batching(opts: &BenchOptions) -> anyhow::Result<Section> {
@@ -301,7 +351,10 @@ async fn batching(opts: &BenchOptions) -> anyhow::Result<Section> {
         for (l, &n) in levels.iter().enumerate() {
             let started = Instant::now();
             let seeds = (0..n).map(|i| (round * n + i) as u32);
-            let results = futures::future::join_all(seeds.map(|seed| stream_one(&client, &server.url, &opts.model, seed))).await;
+            let results = futures::future::join_all(
+                seeds.map(|seed| stream_one(&client, &server.url, &opts.model, seed)),
+            )
+            .await;
             let wall = started.elapsed().as_secs_f64();
             let mut generated = 0;
             for r in results {
@@ -323,7 +376,16 @@ async fn batching(opts: &BenchOptions) -> anyhow::Result<Section> {
         t.sort_by(|a, b| a.total_cmp(b));
         let p50 = t[t.len() / 2];
         let p95 = t[((t.len() as f64 * 0.95).ceil() as usize).saturating_sub(1).min(t.len() - 1)];
-        rows.push(Row { cells: vec![n.to_string(), tokens[l].to_string(), f1(agg[l]), f2(agg[l] / single.max(1e-9)), f1(p50), f1(p95)] });
+        rows.push(Row {
+            cells: vec![
+                n.to_string(),
+                tokens[l].to_string(),
+                f1(agg[l]),
+                f2(agg[l] / single.max(1e-9)),
+                f1(p50),
+                f1(p95),
+            ],
+        });
         data.push(json!({"streams": n, "tokens": tokens[l], "aggregate_tok_s": agg[l], "aggregate_tok_s_by_round": aggregates[l], "ttft_ms_p50": p50, "ttft_ms_p95": p95}));
     }
     let ratio = at8 / single.max(1e-9);

@@ -22,17 +22,27 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 fn ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a system constant.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 /// CPU seconds of every process of the tree under `root`, by pid (with its role).
 pub fn tree_cpu(root: u32) -> BTreeMap<u32, (Proc, f64)> {
-    procs::tree(root).into_iter().filter_map(|p| cpu_seconds(p.pid).map(|c| (p.pid, (p, c)))).collect()
+    procs::tree(root)
+        .into_iter()
+        .filter_map(|p| cpu_seconds(p.pid).map(|c| (p.pid, (p, c))))
+        .collect()
 }
 
 /// CPU seconds each role used between two snapshots (a process absent from `before` started
 /// in between and counts from zero; one absent from `after` exited and its share is lost).
-pub fn cpu_by_role(before: &BTreeMap<u32, (Proc, f64)>, after: &BTreeMap<u32, (Proc, f64)>) -> BTreeMap<String, f64> {
+pub fn cpu_by_role(
+    before: &BTreeMap<u32, (Proc, f64)>,
+    after: &BTreeMap<u32, (Proc, f64)>,
+) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for (pid, (p, c)) in after {
         let was = before.get(pid).map_or(0.0, |(_, c)| *c);
@@ -60,7 +70,11 @@ impl RssPeak {
 
     /// The largest process whose role is not in `except`.
     pub fn largest_process(&self, except: &[&str]) -> Option<(&str, u64)> {
-        self.by_process.iter().filter(|((role, _), _)| !except.contains(&role.as_str())).map(|((role, _), b)| (role.as_str(), *b)).max_by_key(|(_, b)| *b)
+        self.by_process
+            .iter()
+            .filter(|((role, _), _)| !except.contains(&role.as_str()))
+            .map(|((role, _), b)| (role.as_str(), *b))
+            .max_by_key(|(_, b)| *b)
     }
 }
 
@@ -117,7 +131,9 @@ mod tests {
         // Burn a little CPU so the counter moves by at least one tick.
         let started = std::time::Instant::now();
         let mut x = 0u64;
-        while cpu_by_role(&before, &tree_cpu(me)).values().sum::<f64>() <= 0.0 && started.elapsed() < Duration::from_secs(30) {
+        while cpu_by_role(&before, &tree_cpu(me)).values().sum::<f64>() <= 0.0
+            && started.elapsed() < Duration::from_secs(30)
+        {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);

@@ -38,7 +38,9 @@ pub struct Config {
 impl Config {
     /// Defaults, then the file (if given, or `STRATA_CONFIG`), then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let file: Option<PathBuf> = file.map(Path::to_path_buf).or_else(|| std::env::var_os("STRATA_CONFIG").map(PathBuf::from));
+        let file: Option<PathBuf> = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("STRATA_CONFIG").map(PathBuf::from));
         let toml = match &file {
             Some(path) => {
                 anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
@@ -58,7 +60,8 @@ impl Config {
         }
         // Only `STRATA_<SECTION>__<KEY>` names are configuration; other STRATA_* variables
         // (STRATA_CONFIG, or a caller's own) are not.
-        Ok(figment.merge(Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__")))
+        Ok(figment
+            .merge(Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__")))
     }
 }
 
@@ -80,7 +83,11 @@ fn is_config_variable(name: &str) -> bool {
 fn refuse_values_figment_garbles() -> anyhow::Result<()> {
     for (name, value) in std::env::vars_os() {
         let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
-        if is_config_variable(name) && value.contains('"') && value.contains('\\') && !value.is_ascii() {
+        if is_config_variable(name)
+            && value.contains('"')
+            && value.contains('\\')
+            && !value.is_ascii()
+        {
             anyhow::bail!("invalid configuration: {name} holds a quoted value with both a backslash escape and non-ASCII text, which cannot be read reliably; write the character itself instead of an escape, or leave out the quotes");
         }
     }
@@ -134,7 +141,10 @@ mod tests {
             let c = Config::load(Some(Path::new("m.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.main_service.lambda.endpoint_url, "http://127.0.0.1:9001");
             let small = c.main_service.model("small");
-            assert_eq!((small.context_tokens, small.options.num_predict, small.options.temperature), (1024, Some(64), Some(0.5)));
+            assert_eq!(
+                (small.context_tokens, small.options.num_predict, small.options.temperature),
+                (1024, Some(64), Some(0.5))
+            );
             assert_eq!(c.main_service.model("other").context_tokens, 4096);
             Ok(())
         });
@@ -192,7 +202,10 @@ mod tests {
         use proptest::test_runner::{TestCaseError, TestRunner};
 
         fn example() -> String {
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/strata.example.toml")).unwrap()
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/strata.example.toml"),
+            )
+            .unwrap()
         }
 
         /// Line-level edits of a TOML text: drop a line, duplicate one, swap a value, insert junk.
@@ -224,7 +237,9 @@ mod tests {
         }
 
         fn check(toml: &str) -> Result<(), TestCaseError> {
-            if let Ok(c) = Config::layered(Some(Toml::string(toml))).and_then(|f| Ok(f.extract::<Config>()?)) {
+            if let Ok(c) =
+                Config::layered(Some(Toml::string(toml))).and_then(|f| Ok(f.extract::<Config>()?))
+            {
                 prop_assert!(toml::to_string(&c).is_ok());
             }
             Ok(())
@@ -246,16 +261,41 @@ mod tests {
             let edits = prop::collection::vec((any::<usize>(), any::<u8>(), junk), 0..6);
             // In a jail: the environment is read too, and other tests set it.
             figment::Jail::expect_with(|_| {
-                TestRunner::default().run(&edits, |edits| check(&mutate(&example, &edits))).map_err(|e| e.to_string())?;
-                TestRunner::default().run(&".{0,200}", |text| check(&text)).map_err(|e| e.to_string())?;
+                TestRunner::default()
+                    .run(&edits, |edits| check(&mutate(&example, &edits)))
+                    .map_err(|e| e.to_string())?;
+                TestRunner::default()
+                    .run(&".{0,200}", |text| check(&text))
+                    .map_err(|e| e.to_string())?;
                 Ok(())
             });
         }
 
         #[test]
         fn fuzz_environment_values_load_or_fail_cleanly() {
-            let keys = ["STRATA_SERVER__MAX_BODY_BYTES", "STRATA_SERVER__LISTEN", "STRATA_ENGINE__NUM_CTX", "STRATA_GATEWAY__API_KEYS", "STRATA_SERVER__BACKEND", "STRATA_SERVER__CHAIN__MODELS", "STRATA_MAIN_SERVICE__MODELS", "STRATA_LOG__LEVEL", "STRATA_X__Y", "STRATA_SERVER__", "STRATA___"];
-            let case = (0..keys.len(), prop_oneof![".{0,16}", Just("[1, [2]]".to_owned()), Just("{a=1}".to_owned()), Just("-0".to_owned()), Just("99999999999999999999999".to_owned())]);
+            let keys = [
+                "STRATA_SERVER__MAX_BODY_BYTES",
+                "STRATA_SERVER__LISTEN",
+                "STRATA_ENGINE__NUM_CTX",
+                "STRATA_GATEWAY__API_KEYS",
+                "STRATA_SERVER__BACKEND",
+                "STRATA_SERVER__CHAIN__MODELS",
+                "STRATA_MAIN_SERVICE__MODELS",
+                "STRATA_LOG__LEVEL",
+                "STRATA_X__Y",
+                "STRATA_SERVER__",
+                "STRATA___",
+            ];
+            let case = (
+                0..keys.len(),
+                prop_oneof![
+                    ".{0,16}",
+                    Just("[1, [2]]".to_owned()),
+                    Just("{a=1}".to_owned()),
+                    Just("-0".to_owned()),
+                    Just("99999999999999999999999".to_owned())
+                ],
+            );
             // The jail's lock keeps other tests from reading the environment meanwhile; the
             // variable is set and removed around each case by hand (the runner's closure cannot
             // borrow the jail mutably).
@@ -265,7 +305,9 @@ mod tests {
                         // Environment values cannot hold NUL; everything else may arrive.
                         let v = v.replace('\0', "");
                         std::env::set_var(keys[k], &v);
-                        let r = Config::layered(None).and_then(|f| Ok(f.extract::<Config>()?)).map(|_| ());
+                        let r = Config::layered(None)
+                            .and_then(|f| Ok(f.extract::<Config>()?))
+                            .map(|_| ());
                         std::env::remove_var(keys[k]);
                         let _ = r;
                         Ok(())

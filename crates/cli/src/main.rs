@@ -9,7 +9,11 @@ use cli::commands;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Serve LLM queries from any Ollama or OpenAI client, locally or down a cloud chain to Amazon Bedrock")]
+#[command(
+    name = "strata",
+    version,
+    about = "Serve LLM queries from any Ollama or OpenAI client, locally or down a cloud chain to Amazon Bedrock"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -66,7 +66,8 @@ mod tests {
         RuntimeSettings::default().build().unwrap().block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let (accepted, connected) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
+            let (accepted, connected) =
+                tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
             assert!(accepted.is_ok() && connected.is_ok());
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         });

@@ -39,7 +39,9 @@ pub fn json_nests_deeper_than(json: &[u8], max: usize) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadModelName {
     Empty,
-    TooLong { max: usize },
+    TooLong {
+        max: usize,
+    },
     /// A character outside letters, digits and `. _ - : / @`.
     Character(char),
     /// Absolute, or climbing with `..`, or an empty or `.` path segment.
@@ -66,17 +68,26 @@ impl std::error::Error for BadModelName {}
 /// `@digest`) and Bedrock's model ids and ARNs, at most `max_bytes` long, never something a
 /// filesystem would read as leaving a directory. `.gguf` names are file paths and are refused
 /// unless `allow_files`.
-pub fn check_model_name(name: &str, max_bytes: usize, allow_files: bool) -> Result<(), BadModelName> {
+pub fn check_model_name(
+    name: &str,
+    max_bytes: usize,
+    allow_files: bool,
+) -> Result<(), BadModelName> {
     if name.is_empty() {
         return Err(BadModelName::Empty);
     }
     if name.len() > max_bytes {
         return Err(BadModelName::TooLong { max: max_bytes });
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/' | '@'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/' | '@')))
+    {
         return Err(BadModelName::Character(c));
     }
-    if name.starts_with('/') || name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if name.starts_with('/')
+        || name.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(BadModelName::PathLike);
     }
     if !allow_files && name.to_ascii_lowercase().ends_with(".gguf") {
@@ -97,7 +108,9 @@ pub enum FrameError {
 impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FrameError::TooLarge { len, max } => write!(f, "a message of {len} bytes is announced; at most {max} are accepted"),
+            FrameError::TooLarge { len, max } => {
+                write!(f, "a message of {len} bytes is announced; at most {max} are accepted")
+            }
             FrameError::Invalid(e) => f.write_str(e),
         }
     }
@@ -109,7 +122,10 @@ impl std::error::Error for FrameError {}
 /// A prefix announcing more than `max_message` bytes is an error at once, so a broken or
 /// hostile peer cannot make the reader buffer without end. After an error the stream is
 /// unusable: the caller must stop reading it.
-pub fn next_length_delimited<M: prost::Message + Default>(buf: &mut BytesMut, max_message: usize) -> Option<Result<M, FrameError>> {
+pub fn next_length_delimited<M: prost::Message + Default>(
+    buf: &mut BytesMut,
+    max_message: usize,
+) -> Option<Result<M, FrameError>> {
     // A varint is at most 10 bytes; decode it by hand so that no length can overflow.
     let mut len: u64 = 0;
     let mut prefix = 0usize;
@@ -119,7 +135,9 @@ pub fn next_length_delimited<M: prost::Message + Default>(buf: &mut BytesMut, ma
             return None;
         };
         if prefix == 9 && b > 1 {
-            return Some(Err(FrameError::Invalid("invalid length prefix: varint overflows 64 bits".into())));
+            return Some(Err(FrameError::Invalid(
+                "invalid length prefix: varint overflows 64 bits".into(),
+            )));
         }
         len |= u64::from(b & 0x7f) << (7 * prefix);
         prefix += 1;
@@ -127,7 +145,9 @@ pub fn next_length_delimited<M: prost::Message + Default>(buf: &mut BytesMut, ma
             break;
         }
         if prefix == 10 {
-            return Some(Err(FrameError::Invalid("invalid length prefix: varint longer than 10 bytes".into())));
+            return Some(Err(FrameError::Invalid(
+                "invalid length prefix: varint longer than 10 bytes".into(),
+            )));
         }
     }
     if len > max_message as u64 {
@@ -159,7 +179,14 @@ mod tests {
 
     #[test]
     fn model_names() {
-        for ok in ["smollm2:135m", "library/llama3:8b", "registry.example:5000/ns/m:tag", "strata.smollm2-135m-instruct-v1:0", "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0", "m@sha256:ab12"] {
+        for ok in [
+            "smollm2:135m",
+            "library/llama3:8b",
+            "registry.example:5000/ns/m:tag",
+            "strata.smollm2-135m-instruct-v1:0",
+            "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
+            "m@sha256:ab12",
+        ] {
             assert_eq!(check_model_name(ok, 256, false), Ok(()), "{ok}");
         }
         let cases: [(&str, BadModelName); 9] = [
@@ -176,7 +203,10 @@ mod tests {
         for (bad, why) in cases {
             assert_eq!(check_model_name(bad, 256, false), Err(why), "{bad:?}");
         }
-        assert_eq!(check_model_name(&"m".repeat(257), 256, false), Err(BadModelName::TooLong { max: 256 }));
+        assert_eq!(
+            check_model_name(&"m".repeat(257), 256, false),
+            Err(BadModelName::TooLong { max: 256 })
+        );
         assert_eq!(check_model_name("models/x.gguf", 256, true), Ok(()));
         assert_eq!(check_model_name("/models/x.gguf", 256, true), Err(BadModelName::PathLike));
     }
@@ -196,13 +226,29 @@ mod tests {
         }
         assert_eq!(out.len(), 2);
         let mut buf = BytesMut::from(&wire[..]);
-        assert_eq!(next_length_delimited::<StreamChunk>(&mut buf, 1024).unwrap().unwrap(), StreamChunk::delta("hello"));
-        assert!(matches!(next_length_delimited::<StreamChunk>(&mut buf, 100), Some(Err(FrameError::TooLarge { .. }))));
+        assert_eq!(
+            next_length_delimited::<StreamChunk>(&mut buf, 1024).unwrap().unwrap(),
+            StreamChunk::delta("hello")
+        );
+        assert!(matches!(
+            next_length_delimited::<StreamChunk>(&mut buf, 100),
+            Some(Err(FrameError::TooLarge { .. }))
+        ));
         // The largest varint there is: refused under a limit, awaited (not overflowed) without one.
         let max_varint = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
-        assert!(matches!(next_length_delimited::<StreamChunk>(&mut BytesMut::from(&max_varint[..]), 1024), Some(Err(FrameError::TooLarge { .. }))));
-        assert!(next_length_delimited::<StreamChunk>(&mut BytesMut::from(&max_varint[..]), usize::MAX).is_none());
+        assert!(matches!(
+            next_length_delimited::<StreamChunk>(&mut BytesMut::from(&max_varint[..]), 1024),
+            Some(Err(FrameError::TooLarge { .. }))
+        ));
+        assert!(next_length_delimited::<StreamChunk>(
+            &mut BytesMut::from(&max_varint[..]),
+            usize::MAX
+        )
+        .is_none());
         let mut too_long = BytesMut::from(&[0xff; 11][..]);
-        assert!(matches!(next_length_delimited::<StreamChunk>(&mut too_long, 1024), Some(Err(FrameError::Invalid(_)))));
+        assert!(matches!(
+            next_length_delimited::<StreamChunk>(&mut too_long, 1024),
+            Some(Err(FrameError::Invalid(_)))
+        ));
     }
 }

@@ -73,7 +73,10 @@ impl DoneReason {
     /// Ollama's `done_reason` (Ollama says "stop" after tool calls too).
     pub fn as_name(self) -> &'static str {
         match self {
-            DoneReason::Unspecified | DoneReason::Stop | DoneReason::StopSequence | DoneReason::ToolUse => "stop",
+            DoneReason::Unspecified
+            | DoneReason::Stop
+            | DoneReason::StopSequence
+            | DoneReason::ToolUse => "stop",
             DoneReason::Length => "length",
             DoneReason::ContentFiltered => "content_filter",
         }
@@ -92,7 +95,13 @@ impl DoneReason {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        let retryable = matches!(kind, ErrorKind::Overloaded | ErrorKind::Timeout | ErrorKind::Upstream | ErrorKind::RateLimited);
+        let retryable = matches!(
+            kind,
+            ErrorKind::Overloaded
+                | ErrorKind::Timeout
+                | ErrorKind::Upstream
+                | ErrorKind::RateLimited
+        );
         Error { kind: kind as i32, message: message.into(), retryable, retry_after_ms: 0 }
     }
 }
@@ -123,7 +132,9 @@ impl StreamChunk {
         StreamChunk { kind: Some(Kind::Delta(Delta { content: content.into(), tool_use: None })) }
     }
     pub fn tool_use_delta(delta: crate::ToolUseDelta) -> Self {
-        StreamChunk { kind: Some(Kind::Delta(Delta { content: String::new(), tool_use: Some(delta) })) }
+        StreamChunk {
+            kind: Some(Kind::Delta(Delta { content: String::new(), tool_use: Some(delta) })),
+        }
     }
     pub fn done(response: GenerateResponse) -> Self {
         StreamChunk { kind: Some(Kind::Done(response)) }
@@ -151,8 +162,11 @@ mod tests {
     #[test]
     fn the_sample_lambda_events_are_contract_requests() {
         for (file, stream) in [("generate.json", false), ("generate-stream.json", true)] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/aws/events").join(file);
-            let req: crate::GenerateRequest = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/aws/events")
+                .join(file);
+            let req: crate::GenerateRequest =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             assert_eq!(req.model, "strata.smollm2-135m-instruct-v1:0");
             assert_eq!(req.stream, stream);
             assert_eq!(req.messages[0].role(), Role::User);
@@ -162,9 +176,10 @@ mod tests {
 
     #[test]
     fn request_json_uses_camel_case_and_defaults() {
-        let req: crate::GenerateRequest =
-            serde_json::from_str(r#"{"model":"m","messages":[{"role":2,"content":"hi"}],"rawPrompt":null}"#)
-                .unwrap();
+        let req: crate::GenerateRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":2,"content":"hi"}],"rawPrompt":null}"#,
+        )
+        .unwrap();
         assert_eq!(req.model, "m");
         assert_eq!(req.messages[0].role(), Role::User);
         assert!(!req.stream);

@@ -3,7 +3,8 @@
 //! and eight NUL bytes) that Lambda passes through to InvokeWithResponseStream callers as is.
 
 /// The content type of a streamed answer that starts with a metadata prelude.
-pub const HTTP_INTEGRATION_CONTENT_TYPE: &str = "application/vnd.awslambda.http-integration-response";
+pub const HTTP_INTEGRATION_CONTENT_TYPE: &str =
+    "application/vnd.awslambda.http-integration-response";
 const DELIMITER: &[u8] = &[0u8; 8];
 /// The longest line (or prelude) a decoder holds by default: far above any real chunk, far
 /// below what would hurt the process.
@@ -29,7 +30,8 @@ impl LineDecoder {
     }
 
     pub fn with_max_line(content_type: Option<&str>, max_line: usize) -> Self {
-        let prelude_pending = content_type.is_some_and(|t| t.starts_with(HTTP_INTEGRATION_CONTENT_TYPE));
+        let prelude_pending =
+            content_type.is_some_and(|t| t.starts_with(HTTP_INTEGRATION_CONTENT_TYPE));
         LineDecoder { buf: Vec::new(), prelude_pending, max_line, failed: false }
     }
 
@@ -51,7 +53,9 @@ impl LineDecoder {
                     self.buf.drain(..at + DELIMITER.len());
                     self.prelude_pending = false;
                 }
-                None if self.buf.len() > self.max_line => return vec![self.fail("response metadata prelude")],
+                None if self.buf.len() > self.max_line => {
+                    return vec![self.fail("response metadata prelude")]
+                }
                 None => return Vec::new(),
             }
         }
@@ -78,13 +82,17 @@ impl LineDecoder {
     /// The end of the stream: a last line without a newline, if any.
     pub fn finish(&mut self) -> Option<crate::StreamChunk> {
         let rest = std::mem::take(&mut self.buf);
-        (!self.failed && !rest.iter().all(u8::is_ascii_whitespace) && !self.prelude_pending).then(|| parse(&rest))
+        (!self.failed && !rest.iter().all(u8::is_ascii_whitespace) && !self.prelude_pending)
+            .then(|| parse(&rest))
     }
 
     fn fail(&mut self, what: &str) -> crate::StreamChunk {
         self.failed = true;
         self.buf = Vec::new();
-        crate::StreamChunk::error(crate::Error::new(crate::ErrorKind::Upstream, format!("the function sent a {what} longer than {} bytes", self.max_line)))
+        crate::StreamChunk::error(crate::Error::new(
+            crate::ErrorKind::Upstream,
+            format!("the function sent a {what} longer than {} bytes", self.max_line),
+        ))
     }
 }
 
@@ -104,11 +112,19 @@ pub fn error_from_function(error_type: &str, message: &str) -> crate::Error {
         // A crashed or unstartable environment, an oversized answer, anything else.
         _ => K::Upstream,
     };
-    crate::Error::new(kind, if message.is_empty() { error_type.to_owned() } else { message.to_owned() })
+    crate::Error::new(
+        kind,
+        if message.is_empty() { error_type.to_owned() } else { message.to_owned() },
+    )
 }
 
 fn parse(line: &[u8]) -> crate::StreamChunk {
-    serde_json::from_slice(line).unwrap_or_else(|e| crate::StreamChunk::error(crate::Error::new(crate::ErrorKind::Upstream, format!("the function sent a line that is not a stream chunk: {e}"))))
+    serde_json::from_slice(line).unwrap_or_else(|e| {
+        crate::StreamChunk::error(crate::Error::new(
+            crate::ErrorKind::Upstream,
+            format!("the function sent a line that is not a stream chunk: {e}"),
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -145,7 +161,9 @@ mod tests {
         let mut d = LineDecoder::with_max_line(None, 16);
         assert!(d.push(b"{\"kind\":").is_empty());
         let chunks = d.push(&[b'x'; 20]);
-        assert!(matches!(&chunks[..], [c] if matches!(&c.kind, Some(ChunkKind::Error(e)) if e.message.contains("longer than 16"))));
+        assert!(
+            matches!(&chunks[..], [c] if matches!(&c.kind, Some(ChunkKind::Error(e)) if e.message.contains("longer than 16")))
+        );
         assert_eq!(d.buffered(), 0);
         assert!(d.push(b"\n{}\n").is_empty());
         assert!(d.finish().is_none());

@@ -8,8 +8,8 @@ mod pb {
     include!(concat!(env!("OUT_DIR"), "/strata.contract.v1.rs"));
 }
 
-pub use pb::*;
 pub use pb::stream_chunk::Kind as ChunkKind;
+pub use pb::*;
 
 pub mod edge;
 mod helpers;

@@ -14,7 +14,10 @@ pub fn to_engine_embed(req: &contract::EmbedRequest) -> Result<EmbedRequest, con
         .map(|(i, input)| match &input.kind {
             Some(embed_input::Kind::Text(t)) => Ok(EmbedInput::Text(t.clone())),
             Some(embed_input::Kind::Tokens(t)) => Ok(EmbedInput::Tokens(t.ids.clone())),
-            None => Err(contract::Error::new(ErrorKind::InvalidRequest, format!("input {i} has neither text nor tokens"))),
+            None => Err(contract::Error::new(
+                ErrorKind::InvalidRequest,
+                format!("input {i} has neither text nor tokens"),
+            )),
         })
         .collect::<Result<_, _>>()?;
     Ok(EmbedRequest { inputs, truncate: req.truncate, dimensions: req.dimensions })

@@ -14,7 +14,9 @@ use engine::{ModelPool, PoolError};
 use futures::StreamExt;
 
 pub use embed::{embed_response, to_engine_embed};
-pub use mapping::{done_reason, error_to_contract, event_to_chunk, final_response, to_engine_request};
+pub use mapping::{
+    done_reason, error_to_contract, event_to_chunk, final_response, to_engine_request,
+};
 
 /// A pool failure as the contract reports it.
 pub fn pool_error(e: PoolError) -> contract::Error {
@@ -29,7 +31,11 @@ pub fn pool_error(e: PoolError) -> contract::Error {
 
 /// Generates through the contract: the stream every embedded-model hop serves. `hop` names
 /// this hop in the timings. The stream holds the model until it ends or is dropped.
-pub async fn generate(pool: &ModelPool, req: contract::GenerateRequest, hop: &'static str) -> Result<ChunkStream, contract::Error> {
+pub async fn generate(
+    pool: &ModelPool,
+    req: contract::GenerateRequest,
+    hop: &'static str,
+) -> Result<ChunkStream, contract::Error> {
     let started = Instant::now();
     let lease = pool.get(&req.model).await.map_err(pool_error)?;
     let engine_req = to_engine_request(&req)?;
@@ -43,7 +49,11 @@ pub async fn generate(pool: &ModelPool, req: contract::GenerateRequest, hop: &'s
 }
 
 /// Embeds through the contract, for every embedded-model hop.
-pub async fn embed(pool: &ModelPool, req: contract::EmbedRequest, hop: &'static str) -> Result<contract::EmbedResponse, contract::Error> {
+pub async fn embed(
+    pool: &ModelPool,
+    req: contract::EmbedRequest,
+    hop: &'static str,
+) -> Result<contract::EmbedResponse, contract::Error> {
     let started = Instant::now();
     let engine_req = to_engine_embed(&req)?;
     let lease = pool.get(&req.model).await.map_err(pool_error)?;

@@ -49,8 +49,12 @@ pub struct Embeddings {
 }
 
 /// How a model pools token states into one vector, from its GGUF (`<arch>.pooling_type`).
-pub(crate) fn pooling(metadata: &std::collections::BTreeMap<String, String>, architecture: &str) -> Result<LlamaPoolingType, String> {
-    match metadata.get(&format!("{architecture}.pooling_type")).and_then(|v| v.parse::<u32>().ok()) {
+pub(crate) fn pooling(
+    metadata: &std::collections::BTreeMap<String, String>,
+    architecture: &str,
+) -> Result<LlamaPoolingType, String> {
+    match metadata.get(&format!("{architecture}.pooling_type")).and_then(|v| v.parse::<u32>().ok())
+    {
         Some(2) => Ok(LlamaPoolingType::Cls),
         Some(3) => Ok(LlamaPoolingType::Last),
         Some(4) => Err("is a reranker (rank pooling): it scores pairs and cannot embed".into()),
@@ -82,7 +86,13 @@ pub(crate) struct EmbedContext {
 
 /// Runs the embedding context until the job queue closes; says on `ready` whether it could be
 /// created.
-pub(crate) fn run(backend: &LlamaBackend, model: &LlamaModel, settings: &EmbedContext, jobs: Receiver<EmbedJob>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+pub(crate) fn run(
+    backend: &LlamaBackend,
+    model: &LlamaModel,
+    settings: &EmbedContext,
+    jobs: Receiver<EmbedJob>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
     let n_ctx = settings.n_ctx.max(1);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
@@ -111,25 +121,38 @@ pub(crate) fn run(backend: &LlamaBackend, model: &LlamaModel, settings: &EmbedCo
     }
 }
 
-fn embed_all(ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_>, inputs: &[Vec<LlamaToken>], n_ctx: usize, dimensions: Option<usize>) -> Result<Vec<Vec<f32>>, EngineError> {
+fn embed_all(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    inputs: &[Vec<LlamaToken>],
+    n_ctx: usize,
+    dimensions: Option<usize>,
+) -> Result<Vec<Vec<f32>>, EngineError> {
     let failed = |e: &dyn std::fmt::Display| EngineError::Inference(format!("embedding: {e}"));
     let mut vectors = Vec::with_capacity(inputs.len());
     let mut start = 0;
     while start < inputs.len() {
         batch.clear();
         let (mut end, mut used) = (start, 0);
-        while end < inputs.len() && end - start < MAX_SEQUENCES as usize && used + inputs[end].len() <= n_ctx {
+        while end < inputs.len()
+            && end - start < MAX_SEQUENCES as usize
+            && used + inputs[end].len() <= n_ctx
+        {
             batch.add_sequence(&inputs[end], (end - start) as i32, true).map_err(|e| failed(&e))?;
             used += inputs[end].len();
             end += 1;
         }
         if end == start {
-            return Err(EngineError::Inference(format!("input {start} is longer than the embedding context ({n_ctx} tokens)")));
+            return Err(EngineError::Inference(format!(
+                "input {start} is longer than the embedding context ({n_ctx} tokens)"
+            )));
         }
         forget(ctx);
         ctx.decode(batch).map_err(|e| failed(&e))?;
         for seq in 0..(end - start) {
-            let pooled = ctx.embeddings_seq_ith(seq as i32).map_err(|_| failed(&"no pooled vector for a sequence"))?;
+            let pooled = ctx
+                .embeddings_seq_ith(seq as i32)
+                .map_err(|_| failed(&"no pooled vector for a sequence"))?;
             vectors.push(normalized(pooled, dimensions));
         }
         start = end;
@@ -169,7 +192,8 @@ mod tests {
 
     #[test]
     fn pooling_follows_the_gguf() {
-        let meta = |v: &str| std::iter::once(("bert.pooling_type".to_owned(), v.to_owned())).collect();
+        let meta =
+            |v: &str| std::iter::once(("bert.pooling_type".to_owned(), v.to_owned())).collect();
         assert_eq!(pooling(&meta("2"), "bert").unwrap(), LlamaPoolingType::Cls);
         assert_eq!(pooling(&meta("1"), "bert").unwrap(), LlamaPoolingType::Mean);
         assert_eq!(pooling(&Default::default(), "llama").unwrap(), LlamaPoolingType::Mean);

@@ -42,10 +42,12 @@ pub use embed::{EmbedInput, EmbedRequest, Embeddings};
 pub use engine::{Engine, EngineStats, Generation, LoadError};
 pub use model_info::ModelInfo;
 pub use pool::{Lease, Loaded, ModelPool, PoolError};
-pub use reference::{model_footprint, reference_embed_rate, reference_rates, ModelFootprint, ReferenceRates};
+pub use reference::{
+    model_footprint, reference_embed_rate, reference_rates, ModelFootprint, ReferenceRates,
+};
 pub use request::{
-    ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams, OutputFormat, Prompt, Role, SamplingParams, ToolCall,
-    ToolChoice, ToolSpec, Tools,
+    ChatMessage, Completion, EngineError, EngineRequest, Event, FinishReason, GenerateParams,
+    OutputFormat, Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Tools,
 };
 pub use resolver::{LocalModel, PullProgress, ResolveError, Resolved, Resolver, ResolverConfig};
 pub use stop::{StopMatcher, StopOutcome};

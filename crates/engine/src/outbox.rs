@@ -76,7 +76,6 @@ impl Inbox {
         }
     }
 
-
     pub fn blocking_recv(&mut self) -> Option<Item> {
         let item = self.rx.blocking_recv();
         self.account(&item);

@@ -31,14 +31,21 @@ impl RepeatPenalty {
         // The window is sized up front so that sampling does not allocate as it fills; a window
         // of the whole context only ever holds what was generated, so it starts smaller.
         let capacity = window.min(1024);
-        Some(RepeatPenalty { penalty, window, recent: VecDeque::with_capacity(capacity), counts: HashMap::with_capacity(capacity) })
+        Some(RepeatPenalty {
+            penalty,
+            window,
+            recent: VecDeque::with_capacity(capacity),
+            counts: HashMap::with_capacity(capacity),
+        })
     }
 
     /// Penalises the recent tokens among `candidates`, which must still be in vocabulary order
     /// (candidate `i` is token `i`).
     pub(crate) fn apply(&self, candidates: &mut [LlamaTokenData]) {
         for token in self.counts.keys() {
-            let Some(c) = usize::try_from(token.0).ok().and_then(|i| candidates.get_mut(i)) else { continue };
+            let Some(c) = usize::try_from(token.0).ok().and_then(|i| candidates.get_mut(i)) else {
+                continue;
+            };
             debug_assert_eq!(c.id(), *token, "candidates are not in vocabulary order");
             c.set_logit(self.penalise(c.logit()));
         }
@@ -46,13 +53,19 @@ impl RepeatPenalty {
 
     fn penalise(&self, logit: f32) -> f32 {
         // Dividing a negative logit would make the token more likely; llama.cpp multiplies it.
-        if logit <= 0.0 { logit * self.penalty } else { logit / self.penalty }
+        if logit <= 0.0 {
+            logit * self.penalty
+        } else {
+            logit / self.penalty
+        }
     }
 
     /// Penalises the recent tokens in `logits`, indexed by token.
     pub(crate) fn apply_to_logits(&self, logits: &mut [f32]) {
         for token in self.counts.keys() {
-            let Some(l) = usize::try_from(token.0).ok().and_then(|i| logits.get_mut(i)) else { continue };
+            let Some(l) = usize::try_from(token.0).ok().and_then(|i| logits.get_mut(i)) else {
+                continue;
+            };
             *l = self.penalise(*l);
         }
     }
@@ -79,7 +92,11 @@ mod tests {
     use super::*;
 
     fn candidates(logits: &[f32]) -> Vec<LlamaTokenData> {
-        logits.iter().enumerate().map(|(i, l)| LlamaTokenData::new(LlamaToken(i as i32), *l, 0.0)).collect()
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LlamaTokenData::new(LlamaToken(i as i32), *l, 0.0))
+            .collect()
     }
 
     fn logits(c: &[LlamaTokenData]) -> Vec<f32> {

@@ -39,7 +39,9 @@ pub enum PoolError {
 impl From<ResolveError> for PoolError {
     fn from(e: ResolveError) -> Self {
         match e {
-            ResolveError::NotPulled(_) | ResolveError::Unknown(_) => PoolError::NotFound(e.to_string()),
+            ResolveError::NotPulled(_) | ResolveError::Unknown(_) => {
+                PoolError::NotFound(e.to_string())
+            }
             ResolveError::InvalidName(_) => PoolError::InvalidName(e.to_string()),
             other => PoolError::Failed(other.to_string()),
         }
@@ -147,12 +149,20 @@ impl ModelPool {
             if !models.contains_key(&resolved.name) {
                 make_room(&mut models, self.config.max_loaded_models.max(1))?;
             }
-            let slot = models.entry(resolved.name.clone()).or_insert_with(|| Slot { cell: Arc::default(), leases: 0, unload_when_idle: false, last_used: Instant::now() });
+            let slot = models.entry(resolved.name.clone()).or_insert_with(|| Slot {
+                cell: Arc::default(),
+                leases: 0,
+                unload_when_idle: false,
+                last_used: Instant::now(),
+            });
             slot.leases += 1;
             // A request that does not ask to unload keeps the model, as Ollama's keep_alive does.
             slot.unload_when_idle = false;
             slot.last_used = Instant::now();
-            (Arc::clone(&slot.cell), Hold { name: resolved.name.clone(), table: Arc::clone(&self.models) })
+            (
+                Arc::clone(&slot.cell),
+                Hold { name: resolved.name.clone(), table: Arc::clone(&self.models) },
+            )
         };
         let config = self.config.clone();
         let template_file = self.resolver.chat_template(&resolved.name).map(Path::to_path_buf);
@@ -222,7 +232,11 @@ fn retire(slot: Slot) {
 /// refuses when every loaded model is in use.
 fn make_room(models: &mut BTreeMap<String, Slot>, max_loaded: usize) -> Result<(), PoolError> {
     while models.len() >= max_loaded {
-        let idle = models.iter().filter(|(_, s)| s.leases == 0).min_by_key(|(_, s)| s.last_used).map(|(name, _)| name.clone());
+        let idle = models
+            .iter()
+            .filter(|(_, s)| s.leases == 0)
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(name, _)| name.clone());
         match idle {
             Some(name) => {
                 tracing::info!(model = %name, "unloading the least recently used model to make room");
@@ -232,9 +246,9 @@ fn make_room(models: &mut BTreeMap<String, Slot>, max_loaded: usize) -> Result<(
             }
             None => {
                 return Err(PoolError::Busy(format!(
-                    "{} models are loaded and all in use (engine.max_loaded_models); try again later",
-                    models.len()
-                )))
+                "{} models are loaded and all in use (engine.max_loaded_models); try again later",
+                models.len()
+            )))
             }
         }
     }

@@ -51,7 +51,9 @@ impl PrefixIndex {
                 if vocab.is_eog(token) {
                     return None;
                 }
-                String::from_utf8(vocab.token_to_piece(token, true, None)).ok().filter(|t| !t.is_empty() && !t.starts_with('\0'))
+                String::from_utf8(vocab.token_to_piece(token, true, None))
+                    .ok()
+                    .filter(|t| !t.is_empty() && !t.starts_with('\0'))
             })
             .collect();
         Self::from_texts(&texts)
@@ -92,7 +94,8 @@ impl PrefixIndex {
                 _ => {}
             }
         }
-        let key = |id: usize| if index.second[id] != NONE { index.second[id] } else { index.first[id] };
+        let key =
+            |id: usize| if index.second[id] != NONE { index.second[id] } else { index.first[id] };
         let mut counts = vec![0u32; n + 1];
         for id in 0..n {
             match key(id) {
@@ -119,11 +122,21 @@ impl PrefixIndex {
 
     /// Flags in `passed` (one flag per token) the one- and two-character tokens `grammar`
     /// accepts, for [`PrefixIndex::may_pass`].
-    pub(crate) fn probe(&self, grammar: &mut LlamaSampler, scratch: &mut LlamaTokenDataArray, passed: &mut Vec<bool>) {
+    pub(crate) fn probe(
+        &self,
+        grammar: &mut LlamaSampler,
+        scratch: &mut LlamaTokenDataArray,
+        passed: &mut Vec<bool>,
+    ) {
         passed.clear();
         passed.resize(self.first.len(), false);
         mark(grammar, scratch, passed, self.one.iter().copied());
-        let two: Vec<LlamaToken> = self.two.iter().filter(|(_, first)| *first != NONE && passed[*first as usize]).map(|(t, _)| *t).collect();
+        let two: Vec<LlamaToken> = self
+            .two
+            .iter()
+            .filter(|(_, first)| *first != NONE && passed[*first as usize])
+            .map(|(t, _)| *t)
+            .collect();
         mark(grammar, scratch, passed, two.into_iter());
     }
 
@@ -132,9 +145,11 @@ impl PrefixIndex {
     /// prefix token passing is enough, since a two-character one was only tried when its first
     /// character passed.
     pub(crate) fn possible(&self, passed: &[bool], mut keep: impl FnMut(u32)) {
-        let keys = self.one.iter().map(|t| t.0 as u32).chain(self.two.iter().map(|(t, _)| t.0 as u32));
+        let keys =
+            self.one.iter().map(|t| t.0 as u32).chain(self.two.iter().map(|(t, _)| t.0 as u32));
         for k in keys.filter(|k| passed[*k as usize]) {
-            let (from, to) = (self.starts[k as usize] as usize, self.starts[k as usize + 1] as usize);
+            let (from, to) =
+                (self.starts[k as usize] as usize, self.starts[k as usize + 1] as usize);
             self.members[from..to].iter().for_each(|t| keep(*t));
         }
         self.unindexed.iter().for_each(|t| keep(*t));
@@ -149,7 +164,12 @@ impl PrefixIndex {
 }
 
 /// Runs `tokens` through the grammar and flags those it accepts.
-fn mark(grammar: &mut LlamaSampler, scratch: &mut LlamaTokenDataArray, passed: &mut [bool], tokens: impl Iterator<Item = LlamaToken>) {
+fn mark(
+    grammar: &mut LlamaSampler,
+    scratch: &mut LlamaTokenDataArray,
+    passed: &mut [bool],
+    tokens: impl Iterator<Item = LlamaToken>,
+) {
     scratch.data.clear();
     scratch.data.extend(tokens.map(|t| LlamaTokenData::new(t, 0.0, 0.0)));
     scratch.selected = None;
@@ -171,11 +191,19 @@ mod tests {
 
     #[test]
     fn tokens_point_at_the_tokens_spelling_their_first_characters() {
-        let texts: Vec<Option<String>> = ["{", "\"", "{\"", "{\"name", " ", " \"", "é", "éa", "x", "xyz"].iter().map(|t| Some((*t).to_owned())).chain([None]).collect();
+        let texts: Vec<Option<String>> =
+            ["{", "\"", "{\"", "{\"name", " ", " \"", "é", "éa", "x", "xyz"]
+                .iter()
+                .map(|t| Some((*t).to_owned()))
+                .chain([None])
+                .collect();
         let index = PrefixIndex::from_texts(&texts);
         let ids = |v: &[LlamaToken]| v.iter().map(|t| t.0).collect::<Vec<_>>();
         assert_eq!(ids(&index.one), [0, 1, 4, 6, 8]);
-        assert_eq!(index.two.iter().map(|(t, f)| (t.0, *f)).collect::<Vec<_>>(), [(2, 0), (5, 4), (7, 6)]);
+        assert_eq!(
+            index.two.iter().map(|(t, f)| (t.0, *f)).collect::<Vec<_>>(),
+            [(2, 0), (5, 4), (7, 6)]
+        );
         // "{\"name": first "{", first two "{\"".
         assert_eq!((index.first[3], index.second[3]), (0, 2));
         // "xyz": no token spells "xy".

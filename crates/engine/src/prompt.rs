@@ -37,7 +37,8 @@ impl Tokenizer {
         for t in vocab.tokens() {
             let s = text(t);
             longest_token = longest_token.max(s.len());
-            let special = vocab.is_control(t) || vocab.attr(t).contains(llama_cpp_2::token_type::LlamaTokenAttr::UserDefined);
+            let special = vocab.is_control(t)
+                || vocab.attr(t).contains(llama_cpp_2::token_type::LlamaTokenAttr::UserDefined);
             if special && !s.is_empty() {
                 control_texts.push(s);
             }
@@ -67,7 +68,11 @@ impl Preparation<'_> {
                     return Err(EngineError::InvalidRequest("prompt must not be empty".into()));
                 }
                 let tokens = self.tokenize(&[Piece::Markup(text.clone())]);
-                if self.fits(&tokens) { Ok(tokens) } else { Err(self.too_long(tokens.len())) }
+                if self.fits(&tokens) {
+                    Ok(tokens)
+                } else {
+                    Err(self.too_long(tokens.len()))
+                }
             }
             Prompt::Chat(messages) => self.chat_tokens(messages),
         }
@@ -136,7 +141,9 @@ impl Preparation<'_> {
         // The template rewrites message text, so its output cannot be split into markup and
         // text. Tokenizing it whole is safe only if no message spells a control token.
         for m in messages {
-            if let Some(t) = self.tokenizer.control_texts.iter().find(|t| m.content.contains(t.as_str())) {
+            if let Some(t) =
+                self.tokenizer.control_texts.iter().find(|t| m.content.contains(t.as_str()))
+            {
                 return Err(EngineError::InvalidRequest(format!(
                     "a message contains the control token {t:?}, and this model's chat template rewrites message text, so it cannot be sent as text; send it with raw: true to mean the token"
                 )));
@@ -149,7 +156,8 @@ impl Preparation<'_> {
         let vocab = self.model.vocab();
         // Templates already contain the BOS text where the model wants it; otherwise the
         // model's own BOS policy applies, to the first piece only.
-        let mut add_bos = vocab.should_add_bos() && !starts_with_markup(pieces, &self.tokenizer.bos_text);
+        let mut add_bos =
+            vocab.should_add_bos() && !starts_with_markup(pieces, &self.tokenizer.bos_text);
         let mut tokens = Vec::new();
         for piece in pieces {
             let (text, special) = match piece {

@@ -36,7 +36,8 @@ pub struct ModelFootprint {
 
 pub fn model_footprint(path: &Path) -> Result<ModelFootprint, String> {
     let backend = backend().map_err(|e| e.to_string())?;
-    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| e.to_string())?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        .map_err(|e| e.to_string())?;
     // Keys and values have n_head_kv heads of n_embd / n_head elements each (grouped-query
     // attention shares them across query heads); f16 is 2 bytes an element.
     let head_dim = u64::from(model.n_embd().unsigned_abs()) / u64::from(model.n_head().max(1));
@@ -44,9 +45,16 @@ pub fn model_footprint(path: &Path) -> Result<ModelFootprint, String> {
     Ok(ModelFootprint { weights_bytes: model.size(), kv_bytes_per_position: kv })
 }
 
-pub fn reference_rates(path: &Path, n_prompt: u32, n_gen: u32, threads: i32, reps: u32) -> Result<ReferenceRates, String> {
+pub fn reference_rates(
+    path: &Path,
+    n_prompt: u32,
+    n_gen: u32,
+    threads: i32,
+    reps: u32,
+) -> Result<ReferenceRates, String> {
     let backend = backend().map_err(|e| e.to_string())?;
-    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| e.to_string())?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        .map_err(|e| e.to_string())?;
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_prompt + n_gen))
         .with_n_batch(n_prompt.max(1))
@@ -56,7 +64,9 @@ pub fn reference_rates(path: &Path, n_prompt: u32, n_gen: u32, threads: i32, rep
     let mut ctx = model.new_context(backend, params).map_err(|e| e.to_string())?;
     let n_vocab = model.n_vocab();
     let mut rng = rand::thread_rng();
-    let mut random = |n: u32| -> Vec<LlamaToken> { (0..n).map(|_| LlamaToken(rng.gen_range(0..n_vocab))).collect() };
+    let mut random = |n: u32| -> Vec<LlamaToken> {
+        (0..n).map(|_| LlamaToken(rng.gen_range(0..n_vocab))).collect()
+    };
 
     let mut prompt_rate = 0.0;
     let mut gen_rate = 0.0;
@@ -89,17 +99,27 @@ pub fn reference_rates(path: &Path, n_prompt: u32, n_gen: u32, threads: i32, rep
             gen_rate += n_gen as f64 / started.elapsed().as_secs_f64();
         }
     }
-    Ok(ReferenceRates { prompt: prompt_rate / reps.max(1) as f64, generation: gen_rate / reps.max(1) as f64 })
+    Ok(ReferenceRates {
+        prompt: prompt_rate / reps.max(1) as f64,
+        generation: gen_rate / reps.max(1) as f64,
+    })
 }
 
 /// llama.cpp's own embedding throughput, the way its `llama-embedding` example works: texts
 /// tokenized with the model's special tokens, `batch` of them decoded together as separate
 /// sequences in one mean-pooled embedding context, each vector read and normalized. Inputs
 /// per second, the median of `reps` passes over `texts` after an unmeasured one.
-pub fn reference_embed_rate(path: &Path, texts: &[String], batch: usize, threads: i32, reps: u32) -> Result<f64, String> {
+pub fn reference_embed_rate(
+    path: &Path,
+    texts: &[String],
+    batch: usize,
+    threads: i32,
+    reps: u32,
+) -> Result<f64, String> {
     use llama_cpp_2::context::params::LlamaPoolingType;
     let backend = backend().map_err(|e| e.to_string())?;
-    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| e.to_string())?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        .map_err(|e| e.to_string())?;
     let seqs = batch.clamp(1, 64);
     let n_ctx = 2048u32;
     let params = LlamaContextParams::default()
@@ -114,7 +134,8 @@ pub fn reference_embed_rate(path: &Path, texts: &[String], batch: usize, threads
         .with_n_threads_batch(threads);
     let mut ctx = model.new_context(backend, params).map_err(|e| e.to_string())?;
     let vocab = model.vocab();
-    let tokens: Vec<Vec<LlamaToken>> = texts.iter().map(|t| vocab.tokenize(t.as_bytes(), true, false)).collect();
+    let tokens: Vec<Vec<LlamaToken>> =
+        texts.iter().map(|t| vocab.tokenize(t.as_bytes(), true, false)).collect();
     let mut lot = LlamaBatch::new(n_ctx as usize, seqs as i32);
     let mut rates = Vec::new();
     for rep in 0..=reps {

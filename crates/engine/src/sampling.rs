@@ -57,11 +57,20 @@ const SHORTLIST: usize = 1024;
 impl Sampler {
     /// Picks the next token from the logits of batch row `row`. `candidates` is scratch space
     /// kept by the caller across tokens, so that sampling does not allocate.
-    pub(crate) fn sample(&mut self, ctx: &LlamaContext<'_>, row: i32, candidates: &mut LlamaTokenDataArray) -> LlamaToken {
+    pub(crate) fn sample(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        row: i32,
+        candidates: &mut LlamaTokenDataArray,
+    ) -> LlamaToken {
         self.sample_logits(ctx.get_logits_ith(row), candidates)
     }
 
-    fn sample_logits(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) -> LlamaToken {
+    fn sample_logits(
+        &mut self,
+        logits: &[f32],
+        candidates: &mut LlamaTokenDataArray,
+    ) -> LlamaToken {
         Self::fill(self.penalty.as_ref(), logits, candidates);
         let mut token = self.select(candidates);
         if self.grammar.is_some() && !self.grammar_allows(token, logits) {
@@ -82,7 +91,11 @@ impl Sampler {
     /// The chain's pick among the tokens the grammar accepts. Those the [`PrefixIndex`] rules
     /// out are dropped first (the grammar would refuse them); when many remain, the grammar is
     /// tried on the [`SHORTLIST`] highest of them, and on all only when that cannot decide.
-    fn constrained_pick(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) -> LlamaToken {
+    fn constrained_pick(
+        &mut self,
+        logits: &[f32],
+        candidates: &mut LlamaTokenDataArray,
+    ) -> LlamaToken {
         self.probe();
         self.fill_possible(logits, candidates);
         if candidates.data.len() > SHORTLIST {
@@ -110,7 +123,9 @@ impl Sampler {
     /// Every token the last [`Sampler::probe`] leaves possible, with its logit (the repetition
     /// penalty applied).
     fn fill_possible(&mut self, logits: &[f32], candidates: &mut LlamaTokenDataArray) {
-        let Some(index) = &self.index else { return Self::fill(self.penalty.as_ref(), logits, candidates) };
+        let Some(index) = &self.index else {
+            return Self::fill(self.penalty.as_ref(), logits, candidates);
+        };
         self.penalised.clear();
         self.penalised.extend_from_slice(logits);
         if let Some(p) = &self.penalty {
@@ -120,7 +135,13 @@ impl Sampler {
         candidates.selected = None;
         candidates.sorted = false;
         let penalised = &self.penalised;
-        index.possible(&self.passed, |t| candidates.data.push(LlamaTokenData::new(LlamaToken(t as i32), penalised[t as usize], 0.0)));
+        index.possible(&self.passed, |t| {
+            candidates.data.push(LlamaTokenData::new(
+                LlamaToken(t as i32),
+                penalised[t as usize],
+                0.0,
+            ))
+        });
         #[cfg(test)]
         {
             self.narrowed += usize::from(candidates.data.len() < logits.len() / 10);
@@ -133,7 +154,9 @@ impl Sampler {
     fn pick_from_shortlist(&mut self, candidates: &mut LlamaTokenDataArray) -> Option<LlamaToken> {
         let enough = self.enough?;
         let grammar = self.grammar.as_mut()?;
-        candidates.data.select_nth_unstable_by(SHORTLIST - 1, |a, b| b.logit().total_cmp(&a.logit()));
+        candidates
+            .data
+            .select_nth_unstable_by(SHORTLIST - 1, |a, b| b.logit().total_cmp(&a.logit()));
         candidates.data.truncate(SHORTLIST);
         candidates.apply_sampler(grammar);
         let passed = candidates.data.iter().filter(|d| d.logit().is_finite()).count();
@@ -150,7 +173,12 @@ impl Sampler {
     /// Every token with its logit, the repetition penalty applied.
     fn fill(penalty: Option<&RepeatPenalty>, logits: &[f32], candidates: &mut LlamaTokenDataArray) {
         candidates.data.clear();
-        candidates.data.extend(logits.iter().zip(0..).map(|(logit, id)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)));
+        candidates.data.extend(
+            logits
+                .iter()
+                .zip(0..)
+                .map(|(logit, id)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)),
+        );
         candidates.selected = None;
         candidates.sorted = false;
         // Penalties and grammar commute (a grammar sets what it forbids to -inf, which a penalty
@@ -164,12 +192,15 @@ impl Sampler {
     fn select(&mut self, candidates: &mut LlamaTokenDataArray) -> LlamaToken {
         candidates.apply_sampler(&mut self.chain);
         // Every chain ends in a sampler that selects (greedy or dist).
-        candidates.selected_token().unwrap_or_else(|| candidates.data.first().map_or(LlamaToken(0), LlamaTokenData::id))
+        candidates
+            .selected_token()
+            .unwrap_or_else(|| candidates.data.first().map_or(LlamaToken(0), LlamaTokenData::id))
     }
 
     fn grammar_allows(&mut self, token: LlamaToken, logits: &[f32]) -> bool {
         let Some(g) = &mut self.grammar else { return true };
-        let logit = usize::try_from(token.0).ok().and_then(|i| logits.get(i)).copied().unwrap_or(0.0);
+        let logit =
+            usize::try_from(token.0).ok().and_then(|i| logits.get(i)).copied().unwrap_or(0.0);
         self.probe.data.clear();
         self.probe.data.push(LlamaTokenData::new(token, logit, 0.0));
         self.probe.selected = None;
@@ -211,9 +242,15 @@ pub(crate) struct Constraint<'a> {
 }
 
 /// The sampler chain, constrained when a constraint is given.
-pub(crate) fn build(model: &LlamaModel, sampling: &SamplingParams, constraint: Option<Constraint<'_>>, n_ctx: u32) -> Result<Sampler, EngineError> {
+pub(crate) fn build(
+    model: &LlamaModel,
+    sampling: &SamplingParams,
+    constraint: Option<Constraint<'_>>,
+    n_ctx: u32,
+) -> Result<Sampler, EngineError> {
     let Some(c) = constraint else { return Ok(with_grammar(None, sampling, n_ctx)) };
-    let grammar = LlamaSampler::grammar(model, c.gbnf, "root").map_err(|e| EngineError::Inference(format!("output grammar: {e}")))?;
+    let grammar = LlamaSampler::grammar(model, c.gbnf, "root")
+        .map_err(|e| EngineError::Inference(format!("output grammar: {e}")))?;
     let mut sampler = with_grammar(Some(grammar), sampling, n_ctx);
     sampler.index = Some(c.index);
     Ok(sampler)
@@ -221,7 +258,11 @@ pub(crate) fn build(model: &LlamaModel, sampling: &SamplingParams, constraint: O
 
 fn with_grammar(grammar: Option<LlamaSampler>, s: &SamplingParams, n_ctx: u32) -> Sampler {
     let mut chain = Vec::with_capacity(6);
-    let window = if s.repeat_last_n == -1 { n_ctx as usize } else { usize::try_from(s.repeat_last_n).unwrap_or(0) };
+    let window = if s.repeat_last_n == -1 {
+        n_ctx as usize
+    } else {
+        usize::try_from(s.repeat_last_n).unwrap_or(0)
+    };
     let penalty = RepeatPenalty::new(s.repeat_penalty, window);
     if s.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
@@ -266,7 +307,12 @@ mod tests {
     /// Logits that favour a handful of tokens, varying with the step, so that the penalty
     /// keeps changing which token wins.
     fn logits(step: usize, n_vocab: usize) -> Vec<f32> {
-        (0..n_vocab).map(|i| (((i * 7919 + step * 104_729) % 1000) as f32 / 100.0) - if i < 12 { 0.0 } else { 8.0 }).collect()
+        (0..n_vocab)
+            .map(|i| {
+                (((i * 7919 + step * 104_729) % 1000) as f32 / 100.0)
+                    - if i < 12 { 0.0 } else { 8.0 }
+            })
+            .collect()
     }
 
     /// Our penalty before llama.cpp's chain picks exactly what llama.cpp's own `penalties`
@@ -275,25 +321,51 @@ mod tests {
     fn same_tokens_as_llama_cpps_penalties_sampler() {
         let n_vocab = 3000;
         for (temperature, repeat_last_n) in [(0.8, 64), (0.0, 64), (1.0, 3), (0.8, -1)] {
-            let params = SamplingParams { temperature, repeat_last_n, repeat_penalty: 1.3, seed: Some(7), ..Default::default() };
+            let params = SamplingParams {
+                temperature,
+                repeat_last_n,
+                repeat_penalty: 1.3,
+                seed: Some(7),
+                ..Default::default()
+            };
             let mut ours = with_grammar(None, &params, 256);
             let window = if repeat_last_n == -1 { 256 } else { repeat_last_n };
-            let mut reference_chain = vec![LlamaSampler::penalties(n_vocab as i32, window, params.repeat_penalty, 0.0, 0.0)];
+            let mut reference_chain = vec![LlamaSampler::penalties(
+                n_vocab as i32,
+                window,
+                params.repeat_penalty,
+                0.0,
+                0.0,
+            )];
             if temperature <= 0.0 {
                 reference_chain.push(LlamaSampler::greedy());
             } else {
-                reference_chain.extend([LlamaSampler::top_k(params.top_k), LlamaSampler::top_p(params.top_p, 1), LlamaSampler::temp(temperature), LlamaSampler::dist(7)]);
+                reference_chain.extend([
+                    LlamaSampler::top_k(params.top_k),
+                    LlamaSampler::top_p(params.top_p, 1),
+                    LlamaSampler::temp(temperature),
+                    LlamaSampler::dist(7),
+                ]);
             }
             let mut reference = LlamaSampler::chain_simple(reference_chain);
             let mut scratch = LlamaTokenDataArray::new(Vec::new(), false);
             let mut distinct = std::collections::BTreeSet::new();
             for step in 0..300 {
                 let l = logits(step, n_vocab);
-                let mut all = LlamaTokenDataArray::from_iter(l.iter().zip(0..).map(|(logit, id)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)), false);
+                let mut all = LlamaTokenDataArray::from_iter(
+                    l.iter()
+                        .zip(0..)
+                        .map(|(logit, id)| LlamaTokenData::new(LlamaToken(id), *logit, 0.0)),
+                    false,
+                );
                 all.apply_sampler(&mut reference);
                 let expected = all.selected_token().unwrap();
                 reference.accept(expected);
-                assert_eq!(ours.sample_logits(&l, &mut scratch), expected, "step {step}, {params:?}");
+                assert_eq!(
+                    ours.sample_logits(&l, &mut scratch),
+                    expected,
+                    "step {step}, {params:?}"
+                );
                 distinct.insert(expected);
             }
             assert!(distinct.len() > 3, "the penalty should move the choice around: {distinct:?}");
@@ -304,9 +376,12 @@ mod tests {
     /// are those of the grammar over the whole vocabulary, token for token, greedy and sampled.
     #[test]
     fn the_shortlist_and_the_prefix_index_pick_what_the_whole_vocabulary_picks() {
-        let resolved = crate::Resolver::new(crate::ResolverConfig::default()).pull(crate::DEFAULT_MODEL, &mut |_| {}).expect("the default model");
+        let resolved = crate::Resolver::new(crate::ResolverConfig::default())
+            .pull(crate::DEFAULT_MODEL, &mut |_| {})
+            .expect("the default model");
         let backend = crate::engine::backend().unwrap();
-        let model = LlamaModel::load_from_file(backend, &resolved.path, &Default::default()).unwrap();
+        let model =
+            LlamaModel::load_from_file(backend, &resolved.path, &Default::default()).unwrap();
         let tools = crate::Tools {
             specs: vec![crate::ToolSpec {
                 name: "get_weather".into(),
@@ -316,19 +391,38 @@ mod tests {
             choice: crate::ToolChoice::Required,
             parallel: false,
         };
-        let tool_call = crate::tools::Dialect::Generic.grammar(&tools, &crate::OutputFormat::Text).unwrap().unwrap();
+        let tool_call = crate::tools::Dialect::Generic
+            .grammar(&tools, &crate::OutputFormat::Text)
+            .unwrap()
+            .unwrap();
         // Long strings: most of the vocabulary passes, so the shortlist has enough to decide.
-        let strings = crate::schema::grammar(&serde_json::json!({"type": "array", "items": {"type": "string"}})).unwrap();
+        let strings = crate::schema::grammar(
+            &serde_json::json!({"type": "array", "items": {"type": "string"}}),
+        )
+        .unwrap();
         let n_vocab = model.n_vocab() as usize;
         // Newline tokens ("Ċ" in the byte-level vocabulary) lead the logits: a JSON string
         // refuses them, so the chain's pick keeps being rejected, as a model's often is.
         let vocab = model.vocab();
-        let newline: Vec<bool> = (0..n_vocab).map(|i| vocab.text(LlamaToken(i as i32)).is_some_and(|t| t.to_string_lossy().contains('\u{10A}'))).collect();
+        let newline: Vec<bool> = (0..n_vocab)
+            .map(|i| {
+                vocab
+                    .text(LlamaToken(i as i32))
+                    .is_some_and(|t| t.to_string_lossy().contains('\u{10A}'))
+            })
+            .collect();
         assert!(newline.iter().filter(|n| **n).count() > 10);
         let index = Arc::new(PrefixIndex::new(&model));
         let (mut shortlisted, mut narrowed) = (0, 0);
-        for (grammar, temperature) in [(&tool_call, 0.0), (&tool_call, 0.8), (&strings, 0.0), (&strings, 0.8)] {
-            let params = SamplingParams { temperature, seed: Some(11), repeat_penalty: 1.1, ..Default::default() };
+        for (grammar, temperature) in
+            [(&tool_call, 0.0), (&tool_call, 0.8), (&strings, 0.0), (&strings, 0.8)]
+        {
+            let params = SamplingParams {
+                temperature,
+                seed: Some(11),
+                repeat_penalty: 1.1,
+                ..Default::default()
+            };
             let constraint = || Some(Constraint { gbnf: grammar, index: index.clone() });
             let mut fast = build(&model, &params, constraint(), 512).unwrap();
             let mut full = build(&model, &params, constraint(), 512).unwrap();
@@ -338,9 +432,18 @@ mod tests {
             for step in 0..60 {
                 // Distinct logits (a permutation modulo a prime above the vocabulary size): with
                 // ties at the cut, top-k may keep either of two equal tokens.
-                let l: Vec<f32> = (0..n_vocab).map(|i| (((i * 7_919 + step * 40_503) % 1_000_003) as f32) / 50_000.0 + if newline[i] { 30.0 } else { 0.0 }).collect();
+                let l: Vec<f32> = (0..n_vocab)
+                    .map(|i| {
+                        (((i * 7_919 + step * 40_503) % 1_000_003) as f32) / 50_000.0
+                            + if newline[i] { 30.0 } else { 0.0 }
+                    })
+                    .collect();
                 let token = fast.sample_logits(&l, &mut scratch);
-                assert_eq!(token, full.sample_logits(&l, &mut scratch), "step {step}, temperature {temperature}");
+                assert_eq!(
+                    token,
+                    full.sample_logits(&l, &mut scratch),
+                    "step {step}, temperature {temperature}"
+                );
             }
             assert_eq!((full.shortlisted, full.narrowed), (0, 0));
             shortlisted += fast.shortlisted;

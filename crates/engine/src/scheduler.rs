@@ -9,13 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
-use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::data_array::LlamaTokenDataArray;
-use llama_cpp_2::token::LlamaToken;
 use crate::config::{EngineConfig, KvCacheType};
 use crate::engine::{Counters, Job};
 use crate::outbox::{Outbox, ReaderBehind};
@@ -23,6 +16,13 @@ use crate::request::{Completion, EngineError, Event, FinishReason};
 use crate::sampling::Sampler;
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::utf8::Utf8Stream;
+use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::LlamaToken;
 
 /// One request occupying a sequence slot.
 struct Sequence {
@@ -155,7 +155,10 @@ impl<'m> Scheduler<'m> {
             batch_size: config.batch_size.max(config.max_sequences).max(1) as usize,
             slots: (0..config.max_sequences.max(1)).map(|_| None).collect(),
             waiting: VecDeque::new(),
-            candidates: LlamaTokenDataArray::new(Vec::with_capacity(usize::try_from(model.n_vocab()).unwrap_or(0)), false),
+            candidates: LlamaTokenDataArray::new(
+                Vec::with_capacity(usize::try_from(model.n_vocab()).unwrap_or(0)),
+                false,
+            ),
         }
     }
 
@@ -308,7 +311,8 @@ impl<'m> Scheduler<'m> {
                 self.exit(ctx, i, Exit::Finished(FinishReason::StopSequence));
                 continue;
             }
-            let at_limit = seq.max_tokens.is_some_and(|m| seq.generated >= m) || seq.n_past >= seq.reserve;
+            let at_limit =
+                seq.max_tokens.is_some_and(|m| seq.generated >= m) || seq.n_past >= seq.reserve;
             if at_limit {
                 self.exit(ctx, i, Exit::Finished(FinishReason::Length));
             } else {
@@ -334,11 +338,15 @@ impl<'m> Scheduler<'m> {
                 rest.push_str(&seq.stop.flush());
                 match seq.send_text(rest) {
                     Ok(()) => seq.events.finish(Ok(Event::Done(seq.completion(reason)))),
-                    Err(ReaderBehind { limit }) => seq.events.finish(Err(EngineError::ReaderBehind { limit })),
+                    Err(ReaderBehind { limit }) => {
+                        seq.events.finish(Err(EngineError::ReaderBehind { limit }))
+                    }
                 }
             }
             Exit::Failed(e) => seq.events.finish(Err(e)),
-            Exit::Cancelled => tracing::debug!(seq = seq.id, "client went away; sequence cancelled"),
+            Exit::Cancelled => {
+                tracing::debug!(seq = seq.id, "client went away; sequence cancelled")
+            }
         }
     }
 

@@ -97,7 +97,11 @@ mod tests {
             (&[""], &["a"], "a", false),
         ];
         for (stops, pieces, want, stopped) in cases {
-            assert_eq!(run(stops, pieces), (want.to_string(), *stopped), "stops={stops:?} pieces={pieces:?}");
+            assert_eq!(
+                run(stops, pieces),
+                (want.to_string(), *stopped),
+                "stops={stops:?} pieces={pieces:?}"
+            );
         }
     }
 

@@ -38,10 +38,13 @@ fn greedy(max_tokens: u32) -> GenerateParams {
 }
 
 async fn run(engine: &Arc<Engine>, req: EngineRequest) -> (String, Completion) {
-    tokio::time::timeout(Duration::from_secs(120), engine.generate(req).await.unwrap().collect_text())
-        .await
-        .expect("generation finishes")
-        .expect("generation succeeds")
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.generate(req).await.unwrap().collect_text(),
+    )
+    .await
+    .expect("generation finishes")
+    .expect("generation succeeds")
 }
 
 #[tokio::test]
@@ -64,7 +67,14 @@ async fn temperature_zero_is_deterministic_and_counts_are_real() {
     let (b, cb) = run(&engine, chat("Name three colors.", greedy(24))).await;
     assert!(!a.is_empty());
     assert_eq!(a, b);
-    assert_eq!(ca.prompt_tokens, engine.count_tokens(&engine.render(&Prompt::Chat(vec![ChatMessage::new(Role::User, "Name three colors.")])).unwrap()) as u32);
+    assert_eq!(
+        ca.prompt_tokens,
+        engine.count_tokens(
+            &engine
+                .render(&Prompt::Chat(vec![ChatMessage::new(Role::User, "Name three colors.")]))
+                .unwrap()
+        ) as u32
+    );
     assert!(ca.completion_tokens > 0 && ca.completion_tokens <= 24);
     assert!(ca.eval > Duration::ZERO && ca.prompt_eval > Duration::ZERO);
     assert_eq!(ca.completion_tokens, cb.completion_tokens);
@@ -94,7 +104,8 @@ async fn num_predict_ends_with_length() {
 #[tokio::test]
 async fn stop_strings_cut_the_text_and_are_not_returned() {
     let engine = shared();
-    let (full, _) = run(&engine, chat("Count from 1 to 10, separated by commas.", greedy(40))).await;
+    let (full, _) =
+        run(&engine, chat("Count from 1 to 10, separated by commas.", greedy(40))).await;
     // Stop at the first space the model produces after some text.
     let cut = full.find(' ').expect("the answer has a space");
     let stop = full[cut..].chars().take(2).collect::<String>();
@@ -109,12 +120,18 @@ async fn stop_strings_cut_the_text_and_are_not_returned() {
 #[tokio::test]
 async fn batched_sequences_match_the_same_request_alone() {
     let engine = shared();
-    let prompts = ["What is the capital of France?", "List two fruits.", "Say hello in Spanish.", "What is 2+2?"];
+    let prompts = [
+        "What is the capital of France?",
+        "List two fruits.",
+        "Say hello in Spanish.",
+        "What is 2+2?",
+    ];
     let mut alone = Vec::new();
     for p in prompts {
         alone.push(run(&engine, chat(p, greedy(24))).await.0);
     }
-    let together = futures::future::join_all(prompts.iter().map(|p| run(&engine, chat(p, greedy(24))))).await;
+    let together =
+        futures::future::join_all(prompts.iter().map(|p| run(&engine, chat(p, greedy(24))))).await;
     for (a, (t, _)) in alone.iter().zip(together) {
         assert_eq!(a, &t);
     }
@@ -124,7 +141,8 @@ async fn batched_sequences_match_the_same_request_alone() {
 async fn a_cancelled_request_frees_its_slot() {
     // One slot only: if cancellation leaked it, the second request would wait forever.
     let engine = load(EngineConfig { num_ctx: 1024, max_sequences: 1, ..Default::default() });
-    let mut long = engine.generate(chat("Write a very long story about dragons.", greedy(900))).await.unwrap();
+    let mut long =
+        engine.generate(chat("Write a very long story about dragons.", greedy(900))).await.unwrap();
     let first = long.next().await.expect("a first event").expect("no error");
     assert!(matches!(first, Event::Text(_)));
     drop(long);
@@ -136,7 +154,12 @@ async fn a_cancelled_request_frees_its_slot() {
 
 #[tokio::test]
 async fn a_prompt_longer_than_the_context_is_a_clear_error() {
-    let engine = load(EngineConfig { num_ctx: 256, max_sequences: 1, truncate_chat: false, ..Default::default() });
+    let engine = load(EngineConfig {
+        num_ctx: 256,
+        max_sequences: 1,
+        truncate_chat: false,
+        ..Default::default()
+    });
     let long = "word ".repeat(400);
     let err = engine.generate(chat(&long, greedy(8))).await.unwrap_err();
     assert!(matches!(err, EngineError::PromptTooLong { limit: 256, .. }), "{err:?}");
@@ -146,7 +169,12 @@ async fn a_prompt_longer_than_the_context_is_a_clear_error() {
 
 #[tokio::test]
 async fn chat_truncation_keeps_the_system_prompt_and_last_message() {
-    let engine = load(EngineConfig { num_ctx: 256, max_sequences: 1, truncate_chat: true, ..Default::default() });
+    let engine = load(EngineConfig {
+        num_ctx: 256,
+        max_sequences: 1,
+        truncate_chat: true,
+        ..Default::default()
+    });
     let old = "filler ".repeat(300);
     let messages = vec![
         ChatMessage::new(Role::System, "Answer briefly."),
@@ -164,9 +192,11 @@ async fn json_format_yields_valid_json() {
     let engine = shared();
     let mut params = greedy(60);
     params.format = OutputFormat::Json;
-    let (text, c) = run(&engine, chat("Describe a cat as JSON with keys name and age.", params)).await;
+    let (text, c) =
+        run(&engine, chat("Describe a cat as JSON with keys name and age.", params)).await;
     if c.reason == FinishReason::Stop {
-        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        serde_json::from_str::<serde_json::Value>(&text)
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"));
     } else {
         assert!(text.starts_with('{'), "{text:?}");
     }
@@ -177,14 +207,18 @@ async fn invalid_options_are_rejected_before_queueing() {
     let engine = shared();
     let mut params = greedy(4);
     params.sampling.top_p = 2.0;
-    assert!(matches!(engine.generate(chat("x", params)).await.unwrap_err(), EngineError::InvalidRequest(_)));
+    assert!(matches!(
+        engine.generate(chat("x", params)).await.unwrap_err(),
+        EngineError::InvalidRequest(_)
+    ));
     let empty = EngineRequest { prompt: Prompt::Chat(vec![]), params: greedy(4) };
     assert!(matches!(engine.generate(empty).await.unwrap_err(), EngineError::InvalidRequest(_)));
 }
 
 #[tokio::test]
 async fn a_full_queue_refuses_new_work() {
-    let engine = load(EngineConfig { num_ctx: 512, max_sequences: 1, queue_depth: 1, ..Default::default() });
+    let engine =
+        load(EngineConfig { num_ctx: 512, max_sequences: 1, queue_depth: 1, ..Default::default() });
     // One slot and one queue place: of three long requests at least one must be refused.
     let mut held = Vec::new();
     let mut refused = false;
@@ -202,8 +236,16 @@ async fn a_full_queue_refuses_new_work() {
 #[tokio::test]
 async fn a_mapped_model_answers_as_one_read_into_memory() {
     let question = || chat("Name three colours.", greedy(12));
-    let (read_in, _) = run(&load(EngineConfig { max_sequences: 1, use_mmap: false, ..Default::default() }), question()).await;
-    let (mapped, _) = run(&load(EngineConfig { max_sequences: 1, use_mmap: true, ..Default::default() }), question()).await;
+    let (read_in, _) = run(
+        &load(EngineConfig { max_sequences: 1, use_mmap: false, ..Default::default() }),
+        question(),
+    )
+    .await;
+    let (mapped, _) = run(
+        &load(EngineConfig { max_sequences: 1, use_mmap: true, ..Default::default() }),
+        question(),
+    )
+    .await;
     assert!(!read_in.is_empty());
     assert_eq!(read_in, mapped);
 }
@@ -226,14 +268,21 @@ async fn control_tokens_in_message_text_stay_text() {
 
 #[tokio::test]
 async fn a_long_history_is_truncated_to_the_newest_turns_that_fit() {
-    let engine = load(EngineConfig { num_ctx: 512, max_sequences: 1, truncate_chat: true, ..Default::default() });
+    let engine = load(EngineConfig {
+        num_ctx: 512,
+        max_sequences: 1,
+        truncate_chat: true,
+        ..Default::default()
+    });
     let mut messages = vec![ChatMessage::new(Role::System, "Answer briefly.")];
     for i in 0..800 {
         let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
         messages.push(ChatMessage::new(role, format!("turn {i}: {}", "words ".repeat(200))));
     }
     messages.push(ChatMessage::new(Role::User, "Say yes."));
-    let (_, c) = run(&engine, EngineRequest { prompt: Prompt::Chat(messages.clone()), params: greedy(2) }).await;
+    let (_, c) =
+        run(&engine, EngineRequest { prompt: Prompt::Chat(messages.clone()), params: greedy(2) })
+            .await;
     assert!(c.prompt_tokens < 512, "{}", c.prompt_tokens);
     // The newest turns are kept: one 200-word turn fits beside the last message, so the
     // prompt is more than the system prompt and the question alone.
@@ -244,8 +293,10 @@ async fn a_long_history_is_truncated_to_the_newest_turns_that_fit() {
 async fn a_reader_that_falls_behind_stops_its_generation_at_the_byte_cap() {
     // One slot: the second request is admitted only once the first has left it, so when the
     // second is done the first has certainly been stopped, without reading it or sleeping.
-    let engine = load(EngineConfig { max_sequences: 1, max_buffered_bytes: 16, ..Default::default() });
-    let mut unread = engine.generate(chat("Write a long story about a dragon.", greedy(400))).await.unwrap();
+    let engine =
+        load(EngineConfig { max_sequences: 1, max_buffered_bytes: 16, ..Default::default() });
+    let mut unread =
+        engine.generate(chat("Write a long story about a dragon.", greedy(400))).await.unwrap();
     let (_, after) = run(&engine, chat("Hi", greedy(1))).await;
     assert_eq!(after.completion_tokens, 1);
 
@@ -278,7 +329,8 @@ async fn a_required_tool_call_comes_back_as_a_call_matching_the_schema() {
     let engine = shared();
     let mut params = greedy(60);
     params.tools = Some(weather_tools(ToolChoice::Required));
-    let mut generation = engine.generate(chat("What is the weather in Paris?", params)).await.unwrap();
+    let mut generation =
+        engine.generate(chat("What is the weather in Paris?", params)).await.unwrap();
     let mut calls = Vec::new();
     let mut text = String::new();
     let completion = loop {
@@ -306,7 +358,8 @@ async fn a_schema_format_yields_json_matching_it() {
         "required": ["name", "age", "pet"]
     }));
     let (text, _) = run(&engine, chat("Invent a person with a pet.", params)).await;
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     assert!(v["name"].is_string() && v["age"].is_i64(), "{v}");
     assert!(v["pet"] == "cat" || v["pet"] == "dog", "{v}");
 }
@@ -326,13 +379,22 @@ fn with_qwen_template() -> Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let spec = ModelSpec { chat_template: Some(include_str!("../testdata/qwen2.5-instruct.jinja").into()), ..spec() };
-            Arc::new(Engine::load(spec, EngineConfig { max_sequences: 2, ..Default::default() }).expect("model loads"))
+            let spec = ModelSpec {
+                chat_template: Some(include_str!("../testdata/qwen2.5-instruct.jinja").into()),
+                ..spec()
+            };
+            Arc::new(
+                Engine::load(spec, EngineConfig { max_sequences: 2, ..Default::default() })
+                    .expect("model loads"),
+            )
         })
         .clone()
 }
 
-async fn events(engine: &Arc<Engine>, req: EngineRequest) -> (Vec<String>, Vec<ToolCall>, Completion) {
+async fn events(
+    engine: &Arc<Engine>,
+    req: EngineRequest,
+) -> (Vec<String>, Vec<ToolCall>, Completion) {
     let mut generation = engine.generate(req).await.unwrap();
     let (mut texts, mut calls) = (Vec::new(), Vec::new());
     loop {
@@ -349,7 +411,8 @@ async fn a_hermes_template_gets_its_own_tool_calls_back() {
     let engine = with_qwen_template();
     let mut params = greedy(60);
     params.tools = Some(weather_tools(ToolChoice::Named("get_weather".into())));
-    let (texts, calls, completion) = events(&engine, chat("What is the weather in Paris?", params)).await;
+    let (texts, calls, completion) =
+        events(&engine, chat("What is the weather in Paris?", params)).await;
     assert_eq!(completion.reason, FinishReason::ToolUse, "text: {texts:?}");
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].name, "get_weather");
@@ -364,7 +427,8 @@ async fn a_hermes_template_gets_its_own_tool_calls_back() {
     let history = vec![ChatMessage::new(Role::User, "What is the weather in Paris?"), call, result];
     let mut params = greedy(24);
     params.tools = Some(weather_tools(ToolChoice::Auto));
-    let (texts, calls, completion) = events(&engine, EngineRequest { prompt: Prompt::Chat(history), params }).await;
+    let (texts, calls, completion) =
+        events(&engine, EngineRequest { prompt: Prompt::Chat(history), params }).await;
     // Offered tools but free to answer, the small model answers in prose, streamed as it goes.
     assert!(calls.is_empty() || completion.reason == FinishReason::ToolUse);
     if calls.is_empty() {
@@ -383,22 +447,48 @@ fn texts(list: &[&str]) -> Vec<EmbedInput> {
 #[tokio::test]
 async fn embeddings_are_unit_vectors_that_place_like_texts_together() {
     let engine = shared();
-    let inputs = texts(&["The cat sat on the mat.", "A cat was sitting on a rug.", "Stock markets fell sharply on Monday."]);
-    let out = engine.embed(EmbedRequest { inputs, truncate: true, dimensions: None }).await.unwrap();
+    let inputs = texts(&[
+        "The cat sat on the mat.",
+        "A cat was sitting on a rug.",
+        "Stock markets fell sharply on Monday.",
+    ]);
+    let out =
+        engine.embed(EmbedRequest { inputs, truncate: true, dimensions: None }).await.unwrap();
     assert_eq!(out.vectors.len(), 3);
     for v in &out.vectors {
         assert_eq!(v.len(), engine.embedding_length());
         assert!((cosine(v, v) - 1.0).abs() < 1e-4);
     }
-    assert!(cosine(&out.vectors[0], &out.vectors[1]) > cosine(&out.vectors[0], &out.vectors[2]), "similar texts should be closer");
+    assert!(
+        cosine(&out.vectors[0], &out.vectors[1]) > cosine(&out.vectors[0], &out.vectors[2]),
+        "similar texts should be closer"
+    );
     assert!(out.prompt_tokens > 10);
 
     // Batched together or alone, an input gets the same vector.
-    let alone = engine.embed(EmbedRequest { inputs: texts(&["Stock markets fell sharply on Monday."]), truncate: true, dimensions: None }).await.unwrap();
-    assert!(cosine(&alone.vectors[0], &out.vectors[2]) > 0.9999, "{}", cosine(&alone.vectors[0], &out.vectors[2]));
+    let alone = engine
+        .embed(EmbedRequest {
+            inputs: texts(&["Stock markets fell sharply on Monday."]),
+            truncate: true,
+            dimensions: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        cosine(&alone.vectors[0], &out.vectors[2]) > 0.9999,
+        "{}",
+        cosine(&alone.vectors[0], &out.vectors[2])
+    );
 
     // Matryoshka-style: the first values, normalized again.
-    let short = engine.embed(EmbedRequest { inputs: texts(&["The cat sat on the mat."]), truncate: true, dimensions: Some(64) }).await.unwrap();
+    let short = engine
+        .embed(EmbedRequest {
+            inputs: texts(&["The cat sat on the mat."]),
+            truncate: true,
+            dimensions: Some(64),
+        })
+        .await
+        .unwrap();
     assert_eq!(short.vectors[0].len(), 64);
     assert!((cosine(&short.vectors[0], &short.vectors[0]) - 1.0).abs() < 1e-4);
 }
@@ -406,11 +496,19 @@ async fn embeddings_are_unit_vectors_that_place_like_texts_together() {
 #[tokio::test]
 async fn many_inputs_are_batched_and_keep_their_order() {
     let engine = shared();
-    let list: Vec<String> = (0..130).map(|i| format!("Sentence number {i} is about {}.", if i % 2 == 0 { "cats" } else { "taxes" })).collect();
+    let list: Vec<String> = (0..130)
+        .map(|i| {
+            format!("Sentence number {i} is about {}.", if i % 2 == 0 { "cats" } else { "taxes" })
+        })
+        .collect();
     let inputs: Vec<EmbedInput> = list.iter().map(|t| EmbedInput::Text(t.clone())).collect();
-    let out = engine.embed(EmbedRequest { inputs, truncate: true, dimensions: None }).await.unwrap();
+    let out =
+        engine.embed(EmbedRequest { inputs, truncate: true, dimensions: None }).await.unwrap();
     assert_eq!(out.vectors.len(), 130);
-    let last = engine.embed(EmbedRequest { inputs: texts(&[&list[129]]), truncate: true, dimensions: None }).await.unwrap();
+    let last = engine
+        .embed(EmbedRequest { inputs: texts(&[&list[129]]), truncate: true, dimensions: None })
+        .await
+        .unwrap();
     assert!(cosine(&last.vectors[0], &out.vectors[129]) > 0.9999);
     assert!(cosine(&last.vectors[0], &out.vectors[128]) < 0.9999);
 }
@@ -427,13 +525,36 @@ async fn bad_embedding_requests_are_refused_by_what_is_wrong() {
             }
         }
     };
-    assert!(refuse(EmbedRequest { inputs: vec![], truncate: true, dimensions: None }).await.contains("at least one"));
-    assert!(refuse(EmbedRequest { inputs: texts(&["ok", ""]), truncate: true, dimensions: None }).await.contains("input 1"));
-    assert!(refuse(EmbedRequest { inputs: texts(&["ok"]), truncate: true, dimensions: Some(0) }).await.contains("dimensions"));
-    assert!(refuse(EmbedRequest { inputs: texts(&["ok"]), truncate: true, dimensions: Some(100_000) }).await.contains("dimensions"));
-    assert!(refuse(EmbedRequest { inputs: vec![EmbedInput::Tokens(vec![1, u32::MAX])], truncate: true, dimensions: None }).await.contains("vocabulary"));
+    assert!(refuse(EmbedRequest { inputs: vec![], truncate: true, dimensions: None })
+        .await
+        .contains("at least one"));
+    assert!(refuse(EmbedRequest { inputs: texts(&["ok", ""]), truncate: true, dimensions: None })
+        .await
+        .contains("input 1"));
+    assert!(refuse(EmbedRequest { inputs: texts(&["ok"]), truncate: true, dimensions: Some(0) })
+        .await
+        .contains("dimensions"));
+    assert!(refuse(EmbedRequest {
+        inputs: texts(&["ok"]),
+        truncate: true,
+        dimensions: Some(100_000)
+    })
+    .await
+    .contains("dimensions"));
+    assert!(refuse(EmbedRequest {
+        inputs: vec![EmbedInput::Tokens(vec![1, u32::MAX])],
+        truncate: true,
+        dimensions: None
+    })
+    .await
+    .contains("vocabulary"));
     let long = "word ".repeat(5000);
-    assert!(refuse(EmbedRequest { inputs: texts(&[&long]), truncate: false, dimensions: None }).await.contains("truncate"));
-    let cut = engine.embed(EmbedRequest { inputs: texts(&[&long]), truncate: true, dimensions: None }).await.unwrap();
+    assert!(refuse(EmbedRequest { inputs: texts(&[&long]), truncate: false, dimensions: None })
+        .await
+        .contains("truncate"));
+    let cut = engine
+        .embed(EmbedRequest { inputs: texts(&[&long]), truncate: true, dimensions: None })
+        .await
+        .unwrap();
     assert_eq!(cut.prompt_tokens, engine.context_limit(None) as usize);
 }

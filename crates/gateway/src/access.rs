@@ -38,7 +38,18 @@ pub struct AccessLog {
 
 impl AccessLog {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(request_id: String, extended_request_id: String, ip: IpAddr, request_time: String, http_method: String, path: String, protocol: String, trace_id: String, traceparent: String, started: Instant) -> Self {
+    pub fn new(
+        request_id: String,
+        extended_request_id: String,
+        ip: IpAddr,
+        request_time: String,
+        http_method: String,
+        path: String,
+        protocol: String,
+        trace_id: String,
+        traceparent: String,
+        started: Instant,
+    ) -> Self {
         AccessLog {
             request_id,
             extended_request_id,
@@ -120,7 +131,10 @@ impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let mut this = self.project();
         let poll = this.inner.as_mut().poll_frame(cx);
         match &poll {

@@ -73,7 +73,12 @@ pub struct RouteSettings {
 
 impl Default for RouteSettings {
     fn default() -> Self {
-        RouteSettings { method: "ANY".into(), path: "/{proxy+}".into(), url: "http://127.0.0.1:8081".into(), api_key_required: true }
+        RouteSettings {
+            method: "ANY".into(),
+            path: "/{proxy+}".into(),
+            url: "http://127.0.0.1:8081".into(),
+            api_key_required: true,
+        }
     }
 }
 
@@ -106,7 +111,13 @@ pub struct UsagePlan {
 impl Default for UsagePlan {
     fn default() -> Self {
         // API Gateway's account-level throttle defaults; no quota.
-        UsagePlan { rate_limit: 10000.0, burst_limit: 5000, quota_limit: 0, quota_period: QuotaPeriod::Month, quota_window_secs: 0 }
+        UsagePlan {
+            rate_limit: 10000.0,
+            burst_limit: 5000,
+            quota_limit: 0,
+            quota_period: QuotaPeriod::Month,
+            quota_window_secs: 0,
+        }
     }
 }
 

@@ -32,10 +32,16 @@ impl GatewayError {
     pub fn status(self) -> StatusCode {
         match self {
             GatewayError::InvalidPath => StatusCode::BAD_REQUEST,
-            GatewayError::MissingAuthenticationToken | GatewayError::Forbidden => StatusCode::FORBIDDEN,
-            GatewayError::TooManyRequests(_) | GatewayError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::MissingAuthenticationToken | GatewayError::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
+            GatewayError::TooManyRequests(_) | GatewayError::LimitExceeded(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::RequestTooLong => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::RequestHeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::RequestHeaderFieldsTooLarge => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             GatewayError::IntegrationTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::IntegrationFailure => StatusCode::BAD_GATEWAY,
         }
@@ -45,12 +51,16 @@ impl GatewayError {
     pub fn body(self) -> &'static str {
         match self {
             GatewayError::InvalidPath => r#"{"message":"Invalid request path"}"#,
-            GatewayError::MissingAuthenticationToken => r#"{"message":"Missing Authentication Token"}"#,
+            GatewayError::MissingAuthenticationToken => {
+                r#"{"message":"Missing Authentication Token"}"#
+            }
             GatewayError::Forbidden => r#"{"message":"Forbidden"}"#,
             GatewayError::TooManyRequests(_) => r#"{"message":"Too Many Requests"}"#,
             GatewayError::LimitExceeded(_) => r#"{"message":"Limit Exceeded"}"#,
             GatewayError::RequestTooLong => r#"{"message":"Request Too Long"}"#,
-            GatewayError::RequestHeaderFieldsTooLarge => r#"{"message":"Request Header Fields Too Large"}"#,
+            GatewayError::RequestHeaderFieldsTooLarge => {
+                r#"{"message":"Request Header Fields Too Large"}"#
+            }
             GatewayError::IntegrationTimeout => r#"{"message": "Endpoint request timed out"}"#,
             GatewayError::IntegrationFailure => r#"{"message": "Internal server error"}"#,
         }
@@ -63,7 +73,10 @@ impl GatewayError {
             GatewayError::Forbidden => Some("ForbiddenException"),
             GatewayError::TooManyRequests(_) => Some("TooManyRequestsException"),
             GatewayError::LimitExceeded(_) => Some("LimitExceededException"),
-            GatewayError::RequestTooLong | GatewayError::RequestHeaderFieldsTooLarge | GatewayError::IntegrationTimeout | GatewayError::IntegrationFailure => None,
+            GatewayError::RequestTooLong
+            | GatewayError::RequestHeaderFieldsTooLarge
+            | GatewayError::IntegrationTimeout
+            | GatewayError::IntegrationFailure => None,
         }
     }
 

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api_keys::GATEWAY_SECRET_HEADER;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
-use api_keys::GATEWAY_SECRET_HEADER;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
@@ -24,7 +24,16 @@ use crate::startup::AppState;
 use crate::usage::Refusal;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded, in either direction.
-const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// API Gateway's `extendedRequestId` / `x-amz-apigw-id` look like `Q2xYFGz2IAMEbJw=`.
 fn extended_request_id() -> String {
@@ -33,9 +42,14 @@ fn extended_request_id() -> String {
     id
 }
 
-pub async fn handle(State(state): State<Arc<AppState>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
     let started = Instant::now();
-    let trace = TraceContext::from_header(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let trace =
+        TraceContext::from_header(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut log = AccessLog::new(
         request_id.clone(),
@@ -67,17 +81,27 @@ pub async fn handle(State(state): State<Arc<AppState>>, ConnectInfo(peer): Conne
     response.map(|body| Body::new(LoggedBody::new(body, log)))
 }
 
-async fn proxy(state: &AppState, log: &mut AccessLog, peer: SocketAddr, trace: &TraceContext, req: Request) -> Result<Response, GatewayError> {
+async fn proxy(
+    state: &AppState,
+    log: &mut AccessLog,
+    peer: SocketAddr,
+    trace: &TraceContext,
+    req: Request,
+) -> Result<Response, GatewayError> {
     let (parts, body) = req.into_parts();
     let path = RequestPath::parse(parts.uri.path()).map_err(|refusal| {
         tracing::info!(request_id = %log.request_id, trace_id = %log.trace_id, reason = %refusal, "request path refused");
         GatewayError::InvalidPath
     })?;
-    let matched = state.routes.find(&parts.method, &path, parts.uri.query()).ok_or(GatewayError::MissingAuthenticationToken)?;
+    let matched = state
+        .routes
+        .find(&parts.method, &path, parts.uri.query())
+        .ok_or(GatewayError::MissingAuthenticationToken)?;
     log.resource_path = matched.route.resource_path.clone();
 
     let key_id = if matched.route.api_key_required {
-        let presented = parts.headers.get("x-api-key").map(HeaderValue::as_bytes).unwrap_or_default();
+        let presented =
+            parts.headers.get("x-api-key").map(HeaderValue::as_bytes).unwrap_or_default();
         let id = state.keys.keys().check(presented).ok_or(GatewayError::Forbidden)?.to_owned();
         log.api_key_id = Some(id.clone());
         Some(id)
@@ -86,30 +110,43 @@ async fn proxy(state: &AppState, log: &mut AccessLog, peer: SocketAddr, trace: &
     };
 
     let max_body = state.settings.max_body_bytes;
-    let declared: Option<u64> = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let declared: Option<u64> = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     if declared.is_some_and(|n| n > max_body as u64) {
         return Err(GatewayError::RequestTooLong);
     }
 
     if let Some(id) = &key_id {
-        state.usage.admit(id, state.plan_for(id), Instant::now(), Utc::now()).map_err(|r| match r {
-            Refusal::Throttled(d) => GatewayError::TooManyRequests(d),
-            Refusal::QuotaExceeded(d) => GatewayError::LimitExceeded(d),
-        })?;
+        state.usage.admit(id, state.plan_for(id), Instant::now(), Utc::now()).map_err(
+            |r| match r {
+                Refusal::Throttled(d) => GatewayError::TooManyRequests(d),
+                Refusal::QuotaExceeded(d) => GatewayError::LimitExceeded(d),
+            },
+        )?;
     }
 
     let headers = upstream_headers(&parts.headers, peer, trace, &state.integration_secret);
     let mut request = state.client.request(parts.method, matched.upstream).headers(headers);
     let over_limit = Arc::new(AtomicBool::new(false));
-    let has_body = declared.map_or(parts.headers.contains_key(header::TRANSFER_ENCODING), |n| n > 0);
+    let has_body =
+        declared.map_or(parts.headers.contains_key(header::TRANSFER_ENCODING), |n| n > 0);
     if has_body {
-        request = request.body(reqwest::Body::wrap_stream(limited(body.into_data_stream(), max_body, Arc::clone(&over_limit))));
+        request = request.body(reqwest::Body::wrap_stream(limited(
+            body.into_data_stream(),
+            max_body,
+            Arc::clone(&over_limit),
+        )));
     }
 
     let sent = Instant::now();
     let upstream = match tokio::time::timeout(state.integration_timeout(), request.send()).await {
         Err(_) => return Err(GatewayError::IntegrationTimeout),
-        Ok(Err(_)) if over_limit.load(Ordering::Relaxed) => return Err(GatewayError::RequestTooLong),
+        Ok(Err(_)) if over_limit.load(Ordering::Relaxed) => {
+            return Err(GatewayError::RequestTooLong)
+        }
         Ok(Err(e)) => {
             tracing::warn!(request_id = %log.request_id, error = %e, "integration request failed");
             return Err(GatewayError::IntegrationFailure);
@@ -124,19 +161,37 @@ async fn proxy(state: &AppState, log: &mut AccessLog, peer: SocketAddr, trace: &
     // Server-Timing: this hop's own entry appended to the integration's. `dur` is the time from
     // the request's arrival to the integration's response headers (gateway work + integration latency).
     let dur = log.started.elapsed().as_secs_f64() * 1000.0;
-    let mut timing: Vec<String> = out.get_all("server-timing").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
+    let mut timing: Vec<String> = out
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
     timing.push(format!("gateway;dur={dur:.1}"));
     out.remove("server-timing");
     if let Ok(v) = HeaderValue::from_str(&timing.join(", ")) {
         out.insert("server-timing", v);
     }
-    let body = timed_stream(upstream.bytes_stream(), state.stream_timeout(), state.stream_idle_timeout(), log.request_id.clone());
-    Ok(response.body(Body::from_stream(body)).expect("status and headers came from a valid response"))
+    let body = timed_stream(
+        upstream.bytes_stream(),
+        state.stream_timeout(),
+        state.stream_idle_timeout(),
+        log.request_id.clone(),
+    );
+    Ok(response
+        .body(Body::from_stream(body))
+        .expect("status and headers came from a valid response"))
 }
 
 /// Copies headers except hop-by-hop ones, those the `Connection` header names, and `skip`.
 fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: &[&str]) {
-    let named: Vec<String> = from.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(|t| t.trim().to_ascii_lowercase()).collect();
+    let named: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
     for (name, value) in from {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n) || skip.contains(&n) || named.iter().any(|c| c == n) {
@@ -150,9 +205,18 @@ fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap, skip: &[&str]) {
 /// `Host` (the integration's own is used), no client-sent gateway secret, `X-Forwarded-For`
 /// extended with the caller, `traceparent` naming this hop as the parent, and the gateway's
 /// own secret (`secret`, when set).
-fn upstream_headers(from: &HeaderMap, peer: SocketAddr, trace: &TraceContext, secret: &Option<HeaderValue>) -> HeaderMap {
+fn upstream_headers(
+    from: &HeaderMap,
+    peer: SocketAddr,
+    trace: &TraceContext,
+    secret: &Option<HeaderValue>,
+) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(from.len() + 4);
-    copy_end_to_end(from, &mut out, &["x-api-key", "host", "traceparent", "x-forwarded-for", "expect", GATEWAY_SECRET_HEADER]);
+    copy_end_to_end(
+        from,
+        &mut out,
+        &["x-api-key", "host", "traceparent", "x-forwarded-for", "expect", GATEWAY_SECRET_HEADER],
+    );
     if let Some(v) = secret {
         out.insert(HeaderName::from_static(GATEWAY_SECRET_HEADER), v.clone());
     }
@@ -171,13 +235,20 @@ fn upstream_headers(from: &HeaderMap, peer: SocketAddr, trace: &TraceContext, se
 }
 
 /// The request body, passed on chunk by chunk, failing once more than `max` bytes went by.
-fn limited(body: impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static, max: usize, over: Arc<AtomicBool>) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+fn limited(
+    body: impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static,
+    max: usize,
+    over: Arc<AtomicBool>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let mut seen = 0usize;
     body.map_err(std::io::Error::other).and_then(move |chunk| {
         seen = seen.saturating_add(chunk.len());
         let result = if seen > max {
             over.store(true, Ordering::Relaxed);
-            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request body over the payload limit"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request body over the payload limit",
+            ))
         } else {
             Ok(chunk)
         };
@@ -187,7 +258,12 @@ fn limited(body: impl Stream<Item = Result<Bytes, axum::Error>> + Send + 'static
 
 /// The integration's response body, passed on chunk by chunk as it arrives, cut when it runs
 /// longer than `total` or pauses longer than `idle`.
-fn timed_stream(body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static, total: Duration, idle: Duration, request_id: String) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+fn timed_stream(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    total: Duration,
+    idle: Duration,
+    request_id: String,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let deadline = tokio::time::Instant::now() + total;
     futures::stream::unfold(Some(Box::pin(body)), move |body| {
         let request_id = request_id.clone();
@@ -203,7 +279,13 @@ fn timed_stream(body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'stati
                 }
                 Err(_) => {
                     tracing::warn!(%request_id, "integration response stream timed out");
-                    Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "integration response stream timed out")), None))
+                    Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "integration response stream timed out",
+                        )),
+                        None,
+                    ))
                 }
             }
         }

@@ -23,7 +23,9 @@ pub enum PathRefusal {
 impl fmt::Display for PathRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            PathRefusal::DotSegment => "the path has a dot-segment ('.' or '..', raw or percent-encoded)",
+            PathRefusal::DotSegment => {
+                "the path has a dot-segment ('.' or '..', raw or percent-encoded)"
+            }
             PathRefusal::Backslash => "the path has a raw '\\'",
         })
     }
@@ -38,7 +40,8 @@ impl RequestPath {
             let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
             // An encoded `/` or `\` (`..%2f..`) makes one segment several to a server that
             // decodes before it splits.
-            if decoded.split(|&b| b == b'/' || b == b'\\').any(|part| part == b"." || part == b"..") {
+            if decoded.split(|&b| b == b'/' || b == b'\\').any(|part| part == b"." || part == b"..")
+            {
                 return Err(PathRefusal::DotSegment);
             }
         }
@@ -82,7 +85,20 @@ mod tests {
 
     #[test]
     fn ordinary_paths_pass_unchanged_and_url_keeps_them() {
-        let kept = ["/", "/api/chat", "/api/chat/", "/a//b", "/v1/models/smollm2:135m", "/a/...", "/a/.b", "/a/b.", "/a/..b", "/%2e%2e%2e", "/a%2fb", "/q%20x"];
+        let kept = [
+            "/",
+            "/api/chat",
+            "/api/chat/",
+            "/a//b",
+            "/v1/models/smollm2:135m",
+            "/a/...",
+            "/a/.b",
+            "/a/b.",
+            "/a/..b",
+            "/%2e%2e%2e",
+            "/a%2fb",
+            "/q%20x",
+        ];
         for p in kept {
             let path = RequestPath::parse(p).unwrap_or_else(|e| panic!("{p}: {e}"));
             assert_eq!(path.as_str(), p);

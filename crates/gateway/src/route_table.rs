@@ -43,21 +43,39 @@ impl Route {
     pub fn parse(s: &RouteSettings) -> Result<Route, String> {
         let method = match s.method.to_ascii_uppercase().as_str() {
             "ANY" => None,
-            m => Some(Method::from_bytes(m.as_bytes()).map_err(|_| format!("route {} {}: invalid method", s.method, s.path))?),
+            m => Some(
+                Method::from_bytes(m.as_bytes())
+                    .map_err(|_| format!("route {} {}: invalid method", s.method, s.path))?,
+            ),
         };
         if !s.path.starts_with('/') {
             return Err(format!("route {} {}: the path must start with '/'", s.method, s.path));
         }
         let path = match s.path.strip_suffix(GREEDY) {
             Some(prefix) => PathMatch::Greedy(prefix.to_owned()),
-            None if s.path.contains('{') => return Err(format!("route {} {}: only a trailing /{{proxy+}} is supported as a path parameter", s.method, s.path)),
+            None if s.path.contains('{') => {
+                return Err(format!(
+                    "route {} {}: only a trailing /{{proxy+}} is supported as a path parameter",
+                    s.method, s.path
+                ))
+            }
             None => PathMatch::Exact(s.path.clone()),
         };
-        let url = Url::parse(&s.url).map_err(|e| format!("route {} {}: invalid url {:?}: {e}", s.method, s.path, s.url))?;
+        let url = Url::parse(&s.url)
+            .map_err(|e| format!("route {} {}: invalid url {:?}: {e}", s.method, s.path, s.url))?;
         if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
-            return Err(format!("route {} {}: the url must be http(s) without a query: {:?}", s.method, s.path, s.url));
+            return Err(format!(
+                "route {} {}: the url must be http(s) without a query: {:?}",
+                s.method, s.path, s.url
+            ));
         }
-        Ok(Route { method, path, resource_path: s.path.clone(), url, api_key_required: s.api_key_required })
+        Ok(Route {
+            method,
+            path,
+            resource_path: s.path.clone(),
+            url,
+            api_key_required: s.api_key_required,
+        })
     }
 
     /// How well the route fits, higher is better; `None` when it does not match.
@@ -96,9 +114,19 @@ impl RouteTable {
         Ok(RouteTable { routes: settings.iter().map(Route::parse).collect::<Result<_, _>>()? })
     }
 
-    pub fn find(&self, method: &Method, path: &RequestPath, query: Option<&str>) -> Option<Matched<'_>> {
+    pub fn find(
+        &self,
+        method: &Method,
+        path: &RequestPath,
+        query: Option<&str>,
+    ) -> Option<Matched<'_>> {
         let path = path.as_str();
-        let route = self.routes.iter().filter_map(|r| r.score(method, path).map(|s| (s, r))).max_by_key(|(s, _)| *s).map(|(_, r)| r)?;
+        let route = self
+            .routes
+            .iter()
+            .filter_map(|r| r.score(method, path).map(|s| (s, r)))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, r)| r)?;
         Some(Matched { route, upstream: route.upstream(path, query) })
     }
 }
@@ -108,7 +136,12 @@ mod tests {
     use super::*;
 
     fn route(method: &str, path: &str, url: &str) -> RouteSettings {
-        RouteSettings { method: method.into(), path: path.into(), url: url.into(), api_key_required: true }
+        RouteSettings {
+            method: method.into(),
+            path: path.into(),
+            url: url.into(),
+            api_key_required: true,
+        }
     }
 
     fn path(p: &str) -> RequestPath {
@@ -136,7 +169,9 @@ mod tests {
             ("GET", "/apix", None, Some("http://root:1/apix")),
         ];
         for (m, p, q, want) in cases {
-            let got = t.find(&Method::from_bytes(m.as_bytes()).unwrap(), &path(p), q).map(|m| m.upstream.to_string());
+            let got = t
+                .find(&Method::from_bytes(m.as_bytes()).unwrap(), &path(p), q)
+                .map(|m| m.upstream.to_string());
             assert_eq!(got.as_deref(), want, "{m} {p}");
         }
         let only = RouteTable::new(&[route("GET", "/health", "http://h:1")]).unwrap();
@@ -147,7 +182,13 @@ mod tests {
 
     #[test]
     fn bad_routes_are_refused() {
-        for r in [route("GET", "nope", "http://x"), route("G T", "/a", "http://x"), route("GET", "/a/{id}", "http://x"), route("GET", "/a", "ftp://x"), route("GET", "/a", "not a url")] {
+        for r in [
+            route("GET", "nope", "http://x"),
+            route("G T", "/a", "http://x"),
+            route("GET", "/a/{id}", "http://x"),
+            route("GET", "/a", "ftp://x"),
+            route("GET", "/a", "not a url"),
+        ] {
             assert!(Route::parse(&r).is_err(), "{r:?}");
         }
     }

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api_keys::KeySource;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::Router;
-use api_keys::KeySource;
 use tokio::net::TcpListener;
 
 use crate::config::{GatewaySettings, UsagePlan};
@@ -37,11 +37,16 @@ impl AppState {
         let routes = RouteTable::new(&settings.routes).map_err(invalid)?;
         let keys = KeySource::load(settings.api_keys.clone(), settings.api_keys_file.clone())?;
         if !settings.usage_plans.contains_key(&settings.default_usage_plan) {
-            return Err(invalid(format!("default_usage_plan {:?} is not in usage_plans", settings.default_usage_plan)));
+            return Err(invalid(format!(
+                "default_usage_plan {:?} is not in usage_plans",
+                settings.default_usage_plan
+            )));
         }
         for (id, plan) in &settings.key_plans {
             if !settings.usage_plans.contains_key(plan) {
-                return Err(invalid(format!("key_plans: key {id} names the unknown usage plan {plan:?}")));
+                return Err(invalid(format!(
+                    "key_plans: key {id} names the unknown usage plan {plan:?}"
+                )));
             }
             if !keys.keys().ids().any(|k| k == id) {
                 tracing::warn!(key_id = %id, "key_plans names a key id that matches no configured key");
@@ -57,12 +62,21 @@ impl AppState {
         let integration_secret = match settings.integration_secret.expose() {
             "" => None,
             s => {
-                let mut v = HeaderValue::from_str(s).map_err(|_| invalid("integration_secret must be printable ASCII".to_owned()))?;
+                let mut v = HeaderValue::from_str(s).map_err(|_| {
+                    invalid("integration_secret must be printable ASCII".to_owned())
+                })?;
                 v.set_sensitive(true);
                 Some(v)
             }
         };
-        Ok(AppState { routes, keys: Arc::new(keys), usage: UsageTracker::default(), client, integration_secret, settings })
+        Ok(AppState {
+            routes,
+            keys: Arc::new(keys),
+            usage: UsageTracker::default(),
+            client,
+            integration_secret,
+            settings,
+        })
     }
 
     pub fn plan_for(&self, key_id: &str) -> &UsagePlan {
@@ -100,11 +114,17 @@ impl Application {
         let key_ids: Vec<&str> = keys.ids().collect();
         tracing::info!(routes = state.settings.routes.len(), api_keys = keys.len(), key_ids = ?key_ids, "gateway configured");
         if keys.is_empty() && state.settings.routes.iter().any(|r| r.api_key_required) {
-            tracing::warn!("no API keys configured: every route that requires one answers 403 Forbidden");
+            tracing::warn!(
+                "no API keys configured: every route that requires one answers 403 Forbidden"
+            );
         }
         let timeouts = (&state.settings.connections).into();
-        let reload = (Arc::clone(&state.keys), Duration::from_millis(state.settings.api_keys_reload_ms));
-        let header_limit = telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: crate::error::header_refusal };
+        let reload =
+            (Arc::clone(&state.keys), Duration::from_millis(state.settings.api_keys_reload_ms));
+        let header_limit = telemetry::HeaderLimit {
+            max_bytes: state.settings.max_header_bytes,
+            refuse: crate::error::header_refusal,
+        };
         let router = Router::new()
             .fallback(proxy::handle)
             .layer(DefaultBodyLimit::disable())
@@ -121,7 +141,10 @@ impl Application {
         self.local_addr().port()
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
         // The watcher lives exactly as long as the server.
         let (keys, every) = self.reload;
         let _watcher = keys.watch_while_alive(every);

@@ -75,9 +75,12 @@ pub fn period_end(period: QuotaPeriod, now: DateTime<Utc>) -> DateTime<Utc> {
     let day_start = Utc.from_utc_datetime(&now.date_naive().and_time(NaiveTime::MIN));
     match period {
         QuotaPeriod::Day => day_start + ChronoDuration::days(1),
-        QuotaPeriod::Week => day_start + ChronoDuration::days(7 - i64::from(now.weekday().num_days_from_monday())),
+        QuotaPeriod::Week => {
+            day_start + ChronoDuration::days(7 - i64::from(now.weekday().num_days_from_monday()))
+        }
         QuotaPeriod::Month => {
-            let (y, m) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+            let (y, m) =
+                if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
             Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().expect("the first of a month exists")
         }
     }
@@ -144,7 +147,13 @@ pub struct UsageTracker {
 impl UsageTracker {
     /// Admits one request of `key_id` under `plan`, or says why not. A request refused for its
     /// quota takes no token; one refused by throttling counts against no quota.
-    pub fn admit(&self, key_id: &str, plan: &UsagePlan, now: Instant, wall: DateTime<Utc>) -> Result<(), Refusal> {
+    pub fn admit(
+        &self,
+        key_id: &str,
+        plan: &UsagePlan,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> Result<(), Refusal> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let usage = keys.entry(key_id.to_owned()).or_insert_with(|| KeyUsage {
             bucket: TokenBucket::new(plan.rate_limit, plan.burst_limit, now),
@@ -201,8 +210,14 @@ mod tests {
         assert_eq!(period_end(QuotaPeriod::Day, now), at("2025-01-01T00:00:00Z"));
         assert_eq!(period_end(QuotaPeriod::Week, now), at("2025-01-06T00:00:00Z"));
         assert_eq!(period_end(QuotaPeriod::Month, now), at("2025-01-01T00:00:00Z"));
-        assert_eq!(period_end(QuotaPeriod::Month, at("2024-02-10T00:00:00Z")), at("2024-03-01T00:00:00Z"));
-        assert_eq!(period_end(QuotaPeriod::Week, at("2024-12-30T00:00:00Z")), at("2025-01-06T00:00:00Z"));
+        assert_eq!(
+            period_end(QuotaPeriod::Month, at("2024-02-10T00:00:00Z")),
+            at("2024-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            period_end(QuotaPeriod::Week, at("2024-12-30T00:00:00Z")),
+            at("2025-01-06T00:00:00Z")
+        );
     }
 
     #[test]
@@ -227,7 +242,13 @@ mod tests {
 
     #[test]
     fn tracker_keeps_keys_apart_and_orders_quota_before_throttle() {
-        let plan = UsagePlan { rate_limit: 0.0, burst_limit: 2, quota_limit: 3, quota_window_secs: 3600, ..UsagePlan::default() };
+        let plan = UsagePlan {
+            rate_limit: 0.0,
+            burst_limit: 2,
+            quota_limit: 3,
+            quota_window_secs: 3600,
+            ..UsagePlan::default()
+        };
         let (now, wall) = (Instant::now(), Utc::now());
         let t = UsageTracker::default();
         assert_eq!(t.admit("a", &plan, now, wall), Ok(()));

@@ -17,7 +17,13 @@ fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> &'a str {
     h.get(name).unwrap_or_else(|| panic!("no {name} header")).to_str().unwrap()
 }
 
-fn assert_gateway_error(status: StatusCode, headers: &axum::http::HeaderMap, body: &str, want_status: u16, want_body: &str) {
+fn assert_gateway_error(
+    status: StatusCode,
+    headers: &axum::http::HeaderMap,
+    body: &str,
+    want_status: u16,
+    want_body: &str,
+) {
     assert_eq!(status.as_u16(), want_status, "{body}");
     assert_eq!(body, want_body);
     assert_eq!(header(headers, "content-type"), "application/json");
@@ -60,7 +66,10 @@ async fn proxies_method_path_query_body_and_headers() {
 
     // Other methods and an empty body.
     for method in [reqwest::Method::GET, reqwest::Method::DELETE, reqwest::Method::PUT] {
-        let (status, _, body) = read(app.client.request(method.clone(), app.url("/v1/models")).header("x-api-key", KEY1)).await;
+        let (status, _, body) = read(
+            app.client.request(method.clone(), app.url("/v1/models")).header("x-api-key", KEY1),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(json(&body)["method"], method.as_str());
         assert_eq!(json(&body)["uri"], "/v1/models");
@@ -76,7 +85,8 @@ async fn traceparent_follows_the_request() {
     let app = spawn_app(|_| {}).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let client_span = "00f067aa0ba902b7";
-    let (_, headers, body) = read(app.get("/t").header("traceparent", format!("00-{trace_id}-{client_span}-01"))).await;
+    let (_, headers, body) =
+        read(app.get("/t").header("traceparent", format!("00-{trace_id}-{client_span}-01"))).await;
     let sent = json(&body)["headers"]["traceparent"][0].as_str().unwrap().to_owned();
     let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!((parts[0], parts[1], parts[3]), ("00", trace_id, "01"), "{sent}");
@@ -94,7 +104,13 @@ async fn traceparent_follows_the_request() {
 #[tokio::test]
 async fn missing_or_wrong_key_is_forbidden() {
     let app = spawn_app(|_| {}).await;
-    for key in [None, Some(""), Some("nope"), Some(&KEY1[..KEY1.len() - 1]), Some("TEST-KEY-ONE-0123456789")] {
+    for key in [
+        None,
+        Some(""),
+        Some("nope"),
+        Some(&KEY1[..KEY1.len() - 1]),
+        Some("TEST-KEY-ONE-0123456789"),
+    ] {
         let mut r = app.client.get(app.url("/x"));
         if let Some(k) = key {
             r = r.header("x-api-key", k);
@@ -126,7 +142,9 @@ async fn keys_from_a_file() {
         s.api_keys_file = Some(path);
     })
     .await;
-    for (key, want) in [("file-key-abc", 200), ("file-key-def", 200), (KEY1, 403), ("# gateway keys", 403)] {
+    for (key, want) in
+        [("file-key-abc", 200), ("file-key-def", 200), (KEY1, 403), ("# gateway keys", 403)]
+    {
         let (status, _, _) = read(app.client.get(app.url("/x")).header("x-api-key", key)).await;
         assert_eq!(status.as_u16(), want, "{key}");
     }
@@ -137,16 +155,40 @@ async fn unknown_routes_get_missing_authentication_token() {
     let app = spawn_app(|s| {
         let url = s.routes[0].url.clone();
         s.routes = vec![
-            RouteSettings { method: "GET".into(), path: "/api/{proxy+}".into(), url: url.clone(), api_key_required: true },
-            RouteSettings { method: "POST".into(), path: "/open".into(), url, api_key_required: false },
+            RouteSettings {
+                method: "GET".into(),
+                path: "/api/{proxy+}".into(),
+                url: url.clone(),
+                api_key_required: true,
+            },
+            RouteSettings {
+                method: "POST".into(),
+                path: "/open".into(),
+                url,
+                api_key_required: false,
+            },
         ];
     })
     .await;
-    for (method, path) in [("POST", "/api/x"), ("GET", "/api"), ("GET", "/"), ("GET", "/other"), ("GET", "/open"), ("POST", "/open/x")] {
+    for (method, path) in [
+        ("POST", "/api/x"),
+        ("GET", "/api"),
+        ("GET", "/"),
+        ("GET", "/other"),
+        ("GET", "/open"),
+        ("POST", "/open/x"),
+    ] {
         // With or without a key: an unknown route is 403 either way.
-        let r = app.client.request(method.parse().unwrap(), app.url(path)).header("x-api-key", KEY1);
+        let r =
+            app.client.request(method.parse().unwrap(), app.url(path)).header("x-api-key", KEY1);
         let (status, headers, body) = read(r).await;
-        assert_gateway_error(status, &headers, &body, 403, r#"{"message":"Missing Authentication Token"}"#);
+        assert_gateway_error(
+            status,
+            &headers,
+            &body,
+            403,
+            r#"{"message":"Missing Authentication Token"}"#,
+        );
         assert_eq!(header(&headers, "x-amzn-errortype"), "MissingAuthenticationTokenException");
     }
     assert_eq!(app.hits(), 0);
@@ -160,7 +202,13 @@ async fn unknown_routes_get_missing_authentication_token() {
 }
 
 fn plan(rate: f64, burst: u32, quota: u64) -> UsagePlan {
-    UsagePlan { rate_limit: rate, burst_limit: burst, quota_limit: quota, quota_window_secs: 3600, ..UsagePlan::default() }
+    UsagePlan {
+        rate_limit: rate,
+        burst_limit: burst,
+        quota_limit: quota,
+        quota_window_secs: 3600,
+        ..UsagePlan::default()
+    }
 }
 
 #[tokio::test]
@@ -180,7 +228,10 @@ async fn rate_and_burst_are_enforced_per_key() {
     assert!((1..=100).contains(&retry), "{retry}");
     assert_eq!(app.hits(), 3);
     // Another key has its own bucket.
-    assert_eq!(read(app.client.get(app.url("/x")).header("x-api-key", KEY2)).await.0, StatusCode::OK);
+    assert_eq!(
+        read(app.client.get(app.url("/x")).header("x-api-key", KEY2)).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -211,7 +262,13 @@ async fn integration_timeout_is_504() {
     let app = spawn_app(|s| s.integration_timeout_ms = 200).await;
     let started = std::time::Instant::now();
     let (status, headers, body) = read(app.get("/hang")).await;
-    assert_gateway_error(status, &headers, &body, 504, r#"{"message": "Endpoint request timed out"}"#);
+    assert_gateway_error(
+        status,
+        &headers,
+        &body,
+        504,
+        r#"{"message": "Endpoint request timed out"}"#,
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(app.hits(), 1);
 }
@@ -229,7 +286,10 @@ async fn a_stalled_stream_is_cut_after_the_idle_limit() {
     let app = spawn_app(|s| s.stream_idle_timeout_secs = 1).await;
     let mut r = tokio::time::timeout(WAIT, app.get("/stall").send()).await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(tokio::time::timeout(WAIT, r.chunk()).await.unwrap().unwrap().unwrap(), "only chunk");
+    assert_eq!(
+        tokio::time::timeout(WAIT, r.chunk()).await.unwrap().unwrap().unwrap(),
+        "only chunk"
+    );
     // The next read ends in an error (the connection is cut), not a hang.
     assert!(tokio::time::timeout(WAIT, r.chunk()).await.expect("cut within the limit").is_err());
 }
@@ -237,16 +297,26 @@ async fn a_stalled_stream_is_cut_after_the_idle_limit() {
 #[tokio::test]
 async fn bodies_over_the_payload_limit_are_413() {
     let app = spawn_app(|s| s.max_body_bytes = 1000).await;
-    let (status, headers, body) = read(app.client.post(app.url("/x")).header("x-api-key", KEY1).body(vec![b'a'; 1001])).await;
+    let (status, headers, body) =
+        read(app.client.post(app.url("/x")).header("x-api-key", KEY1).body(vec![b'a'; 1001])).await;
     assert_gateway_error(status, &headers, &body, 413, r#"{"message":"Request Too Long"}"#);
     assert_eq!(app.hits(), 0);
     // Exactly at the limit is fine.
-    let (status, _, body) = read(app.client.post(app.url("/x")).header("x-api-key", KEY1).body(vec![b'a'; 1000])).await;
+    let (status, _, body) =
+        read(app.client.post(app.url("/x")).header("x-api-key", KEY1).body(vec![b'a'; 1000])).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(json(&body)["body"].as_str().unwrap().len(), 1000);
     // A chunked body with no declared length is counted as it streams.
-    let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'b'; 400]))));
-    let (status, headers, body) = read(app.client.post(app.url("/x")).header("x-api-key", KEY1).body(reqwest::Body::wrap_stream(chunks))).await;
+    let chunks = futures::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'b'; 400]))),
+    );
+    let (status, headers, body) = read(
+        app.client
+            .post(app.url("/x"))
+            .header("x-api-key", KEY1)
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
     assert_gateway_error(status, &headers, &body, 413, r#"{"message":"Request Too Long"}"#);
 }
 
@@ -264,12 +334,19 @@ async fn an_unreachable_integration_is_502() {
 #[tokio::test]
 async fn response_chunks_pass_through_as_they_arrive() {
     let app = spawn_app(|_| {}).await;
-    let mut r = tokio::time::timeout(WAIT, app.get("/stream").send()).await.expect("headers arrive").unwrap();
+    let mut r = tokio::time::timeout(WAIT, app.get("/stream").send())
+        .await
+        .expect("headers arrive")
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     // The upstream holds its second chunk until we have the first: a buffering gateway never
     // delivers it and this times out.
-    let first = tokio::time::timeout(WAIT, r.chunk()).await.expect("first chunk before the second is released").unwrap().unwrap();
+    let first = tokio::time::timeout(WAIT, r.chunk())
+        .await
+        .expect("first chunk before the second is released")
+        .unwrap()
+        .unwrap();
     assert_eq!(first, "{\"n\":1}\n");
     app.upstream.release.notify_one();
     let mut rest = Vec::new();
@@ -286,10 +363,15 @@ async fn request_chunks_pass_through_as_they_arrive() {
     *app.upstream.first_in.lock().await = Some(first_tx);
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(body_rx));
-    let send = tokio::spawn(app.client.post(app.url("/stream-in")).header("x-api-key", KEY1).body(body).send());
+    let send = tokio::spawn(
+        app.client.post(app.url("/stream-in")).header("x-api-key", KEY1).body(body).send(),
+    );
     body_tx.send(Ok(Bytes::from_static(b"hello "))).await.unwrap();
     // The upstream sees the first chunk while the client still holds the rest.
-    let first = tokio::time::timeout(WAIT, first_rx.recv()).await.expect("first request chunk reaches the upstream").unwrap();
+    let first = tokio::time::timeout(WAIT, first_rx.recv())
+        .await
+        .expect("first request chunk reaches the upstream")
+        .unwrap();
     assert_eq!(first, "hello ");
     body_tx.send(Ok(Bytes::from_static(b"world"))).await.unwrap();
     drop(body_tx);
@@ -298,6 +380,8 @@ async fn request_chunks_pass_through_as_they_arrive() {
     assert_eq!(r.text().await.unwrap(), "hello world");
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> + Send + 'static {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }

@@ -15,10 +15,15 @@ async fn the_integration_gets_the_gateways_secret_and_never_the_clients() {
             r = r.header("x-strata-gateway-secret", v);
         }
         let (_, _, body) = read(r).await;
-        assert_eq!(json(&body)["headers"]["x-strata-gateway-secret"], serde_json::json!(["gateway-only-secret"]), "client sent {client_value:?}");
+        assert_eq!(
+            json(&body)["headers"]["x-strata-gateway-secret"],
+            serde_json::json!(["gateway-only-secret"]),
+            "client sent {client_value:?}"
+        );
     }
 
     let open = spawn_app(|_| {}).await;
-    let (_, _, body) = read(open.get("/v1/generate").header("x-strata-gateway-secret", "forged")).await;
+    let (_, _, body) =
+        read(open.get("/v1/generate").header("x-strata-gateway-secret", "forged")).await;
     assert!(json(&body)["headers"].get("x-strata-gateway-secret").is_none(), "{body}");
 }

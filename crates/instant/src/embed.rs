@@ -17,7 +17,12 @@ pub fn embed(req: &EmbedRequest) -> Result<EmbedResponse, contract::Error> {
     let width = match req.dimensions {
         None => WIDTH,
         Some(d) if (1..=WIDTH as u32).contains(&d) => d as usize,
-        Some(d) => return Err(invalid(format!("dimensions must be between 1 and {WIDTH} for {}, not {d}", req.model))),
+        Some(d) => {
+            return Err(invalid(format!(
+                "dimensions must be between 1 and {WIDTH} for {}, not {d}",
+                req.model
+            )))
+        }
     };
     let mut tokens = 0usize;
     let mut embeddings = Vec::with_capacity(req.inputs.len());
@@ -35,12 +40,20 @@ pub fn embed(req: &EmbedRequest) -> Result<EmbedResponse, contract::Error> {
         };
         embeddings.push(Embedding { values: vector(&bytes, width) });
     }
-    Ok(EmbedResponse { model: req.model.clone(), embeddings, prompt_tokens: u32::try_from(tokens).unwrap_or(u32::MAX), timings: None })
+    Ok(EmbedResponse {
+        model: req.model.clone(),
+        embeddings,
+        prompt_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+        timings: None,
+    })
 }
 
 /// A unit vector seeded by FNV-1a of `bytes`, its values from xorshift64.
 fn vector(bytes: &[u8], width: usize) -> Vec<f32> {
-    let mut state = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)) | 1;
+    let mut state = bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+        | 1;
     let values: Vec<f32> = (0..width)
         .map(|_| {
             state ^= state << 13;
@@ -60,7 +73,10 @@ mod tests {
     fn request(texts: &[&str], dimensions: Option<u32>) -> EmbedRequest {
         EmbedRequest {
             model: "instant".into(),
-            inputs: texts.iter().map(|t| contract::EmbedInput { kind: Some(embed_input::Kind::Text((*t).into())) }).collect(),
+            inputs: texts
+                .iter()
+                .map(|t| contract::EmbedInput { kind: Some(embed_input::Kind::Text((*t).into())) })
+                .collect(),
             dimensions,
             ..Default::default()
         }

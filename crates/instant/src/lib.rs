@@ -23,7 +23,11 @@ pub struct InstantConfig {
 
 impl Default for InstantConfig {
     fn default() -> Self {
-        InstantConfig { reply: "Hello from strata. This is an instant reply.".into(), models: vec!["instant".into()], word_delay_ms: 0 }
+        InstantConfig {
+            reply: "Hello from strata. This is an instant reply.".into(),
+            models: vec!["instant".into()],
+            word_delay_ms: 0,
+        }
     }
 }
 
@@ -42,23 +46,37 @@ impl InstantGenerator {
 
     /// Whether this generator answers to `model` (`name` and `name:latest` are the same).
     pub fn knows(&self, model: &str) -> bool {
-        self.config.models.iter().any(|m| m == model || m.strip_suffix(":latest") == Some(model) || model.strip_suffix(":latest") == Some(m))
+        self.config.models.iter().any(|m| {
+            m == model
+                || m.strip_suffix(":latest") == Some(model)
+                || model.strip_suffix(":latest") == Some(m)
+        })
     }
 
     fn check(&self, model: &str) -> Result<(), contract::Error> {
         if self.knows(model) {
             Ok(())
         } else {
-            Err(contract::Error::new(ErrorKind::ModelNotFound, format!("model \"{model}\" not found, try pulling it first")))
+            Err(contract::Error::new(
+                ErrorKind::ModelNotFound,
+                format!("model \"{model}\" not found, try pulling it first"),
+            ))
         }
     }
 
     /// The reply cut by `num_predict` (counted in words) and the first stop string; with a
     /// JSON format, an example value of the schema (or `{}`) instead.
-    fn answer(&self, req: &contract::GenerateRequest) -> Result<(Vec<Piece>, contract::DoneReason), contract::Error> {
+    fn answer(
+        &self,
+        req: &contract::GenerateRequest,
+    ) -> Result<(Vec<Piece>, contract::DoneReason), contract::Error> {
         if let Some(schema) = &req.response_schema_json {
-            let schema: serde_json::Value = serde_json::from_str(schema).map_err(|e| invalid(format!("the response schema is not valid JSON: {e}")))?;
-            return Ok((vec![Piece::Text(bounded_example(&schema).to_string())], contract::DoneReason::Stop));
+            let schema: serde_json::Value = serde_json::from_str(schema)
+                .map_err(|e| invalid(format!("the response schema is not valid JSON: {e}")))?;
+            return Ok((
+                vec![Piece::Text(bounded_example(&schema).to_string())],
+                contract::DoneReason::Stop,
+            ));
         }
         if req.format() == contract::ResponseFormat::Json {
             return Ok((vec![Piece::Text("{}".into())], contract::DoneReason::Stop));
@@ -69,7 +87,8 @@ impl InstantGenerator {
 
     fn words(&self, req: &contract::GenerateRequest) -> (Vec<String>, contract::DoneReason) {
         let options = req.options.clone().unwrap_or_default();
-        let mut words: Vec<String> = self.config.reply.split_inclusive(' ').map(str::to_owned).collect();
+        let mut words: Vec<String> =
+            self.config.reply.split_inclusive(' ').map(str::to_owned).collect();
         let mut reason = contract::DoneReason::Stop;
         if let Some(n) = options.num_predict.filter(|n| *n >= 0) {
             if words.len() > n as usize {
@@ -78,7 +97,13 @@ impl InstantGenerator {
             }
         }
         let text: String = words.concat();
-        if let Some(cut) = options.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+        if let Some(cut) = options
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
             let mut kept = Vec::new();
             let mut len = 0;
             for w in words {
@@ -90,7 +115,10 @@ impl InstantGenerator {
                     break;
                 }
             }
-            return (kept.into_iter().filter(|w| !w.is_empty()).collect(), contract::DoneReason::StopSequence);
+            return (
+                kept.into_iter().filter(|w| !w.is_empty()).collect(),
+                contract::DoneReason::StopSequence,
+            );
         }
         (words, reason)
     }
@@ -103,8 +131,9 @@ impl InstantGenerator {
             Some(call) => (call_pieces(call), contract::DoneReason::ToolUse),
             None => self.answer(&req)?,
         };
-        let prompt_tokens: usize = req.messages.iter().map(|m| m.content.split_whitespace().count()).sum::<usize>()
-            + req.raw_prompt.as_deref().map_or(0, |p| p.split_whitespace().count());
+        let prompt_tokens: usize =
+            req.messages.iter().map(|m| m.content.split_whitespace().count()).sum::<usize>()
+                + req.raw_prompt.as_deref().map_or(0, |p| p.split_whitespace().count());
         let completion_tokens = words.len() as u32;
         let model = req.model.clone();
         let mut chunks: Vec<StreamChunk> = words
@@ -120,7 +149,11 @@ impl InstantGenerator {
             message: Some(contract::Message::assistant("")),
             done_reason: reason as i32,
             usage: Some(Usage { prompt_tokens: prompt_tokens as u32, completion_tokens }),
-            timings: Some(Timings { total_ns: total, hops: vec![HopTiming { hop: "instant".into(), dur_ns: total }], ..Default::default() }),
+            timings: Some(Timings {
+                total_ns: total,
+                hops: vec![HopTiming { hop: "instant".into(), dur_ns: total }],
+                ..Default::default()
+            }),
         }));
         if self.config.word_delay_ms == 0 {
             return Ok(Box::pin(futures::stream::iter(chunks)));
@@ -142,8 +175,17 @@ enum Piece {
 /// A call streams as its start (id and name) then its arguments, as Bedrock streams it.
 fn call_pieces(call: contract::ToolUse) -> Vec<Piece> {
     vec![
-        Piece::Call(contract::ToolUseDelta { index: 0, id: call.id, name: call.name, input_json: String::new() }),
-        Piece::Call(contract::ToolUseDelta { index: 0, input_json: call.input_json, ..Default::default() }),
+        Piece::Call(contract::ToolUseDelta {
+            index: 0,
+            id: call.id,
+            name: call.name,
+            input_json: String::new(),
+        }),
+        Piece::Call(contract::ToolUseDelta {
+            index: 0,
+            input_json: call.input_json,
+            ..Default::default()
+        }),
     ]
 }
 
@@ -153,24 +195,36 @@ fn invalid(m: String) -> contract::Error {
 
 /// With tools offered (and not refused by `tool_choice: none`), the instant answer is a call:
 /// to the named tool, or the first one, with the simplest arguments its schema accepts.
-fn tool_call(req: &contract::GenerateRequest) -> Result<Option<contract::ToolUse>, contract::Error> {
+fn tool_call(
+    req: &contract::GenerateRequest,
+) -> Result<Option<contract::ToolUse>, contract::Error> {
     use contract::tool_choice::Mode;
     let choice = req.tool_choice.clone().unwrap_or_default();
     if req.tools.is_empty() || choice.mode() == Mode::None {
         return Ok(None);
     }
     let tool = match choice.mode() {
-        Mode::Tool => req.tools.iter().find(|t| t.name == choice.name).ok_or_else(|| invalid(format!("tool_choice names \"{}\", which is not among the tools", choice.name)))?,
+        Mode::Tool => req.tools.iter().find(|t| t.name == choice.name).ok_or_else(|| {
+            invalid(format!("tool_choice names \"{}\", which is not among the tools", choice.name))
+        })?,
         _ => &req.tools[0],
     };
     let schema: serde_json::Value = if tool.input_schema_json.is_empty() {
         serde_json::json!({"type": "object"})
     } else {
-        serde_json::from_str(&tool.input_schema_json).map_err(|e| invalid(format!("the schema of tool \"{}\" is not valid JSON: {e}", tool.name)))?
+        serde_json::from_str(&tool.input_schema_json).map_err(|e| {
+            invalid(format!("the schema of tool \"{}\" is not valid JSON: {e}", tool.name))
+        })?
     };
     // Arguments are always an object, whatever a loose schema (`{}`) would allow.
-    let args = Some(bounded_example(&schema)).filter(serde_json::Value::is_object).unwrap_or_else(|| serde_json::json!({}));
-    Ok(Some(contract::ToolUse { id: "call_instant_0".into(), name: tool.name.clone(), input_json: args.to_string() }))
+    let args = Some(bounded_example(&schema))
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    Ok(Some(contract::ToolUse {
+        id: "call_instant_0".into(),
+        name: tool.name.clone(),
+        input_json: args.to_string(),
+    }))
 }
 
 thread_local!(static BUDGET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
@@ -190,7 +244,10 @@ fn example(schema: &serde_json::Value) -> serde_json::Value {
     if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
         return first.clone();
     }
-    if let Some(first) = ["anyOf", "oneOf"].iter().find_map(|k| schema.get(*k).and_then(Value::as_array).and_then(|a| a.first())) {
+    if let Some(first) = ["anyOf", "oneOf"]
+        .iter()
+        .find_map(|k| schema.get(*k).and_then(Value::as_array).and_then(|a| a.first()))
+    {
         return example(first);
     }
     let kind = match schema.get("type") {
@@ -201,7 +258,11 @@ fn example(schema: &serde_json::Value) -> serde_json::Value {
     };
     match kind {
         "object" => {
-            let required: Vec<&str> = schema.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             let mut out = serde_json::Map::new();
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, v) in props {
@@ -239,14 +300,21 @@ mod tests {
     fn req(num_predict: Option<i32>, stop: &[&str]) -> GenerateRequest {
         GenerateRequest {
             model: "instant".into(),
-            options: Some(Options { num_predict, stop: stop.iter().map(|s| s.to_string()).collect(), ..Default::default() }),
+            options: Some(Options {
+                num_predict,
+                stop: stop.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
     #[test]
     fn answer_table() {
-        let b = InstantGenerator::new(InstantConfig { reply: "one two three four".into(), ..Default::default() });
+        let b = InstantGenerator::new(InstantConfig {
+            reply: "one two three four".into(),
+            ..Default::default()
+        });
         let cases: &[(Option<i32>, &[&str], &str, contract::DoneReason)] = &[
             (None, &[], "one two three four", contract::DoneReason::Stop),
             (Some(2), &[], "one two ", contract::DoneReason::Length),

@@ -16,11 +16,18 @@ use crate::errors::ApiError;
 use crate::sigv4::{Refusal, Signed};
 use crate::startup::AppState;
 
-pub async fn require_signature(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn require_signature(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(verifier) = app.verifier.as_ref() else {
         return next.run(req).await;
     };
-    let trace_id = req.extensions().get::<RequestInfo>().map_or_else(String::new, |i| i.trace.trace_id.clone());
+    let trace_id = req
+        .extensions()
+        .get::<RequestInfo>()
+        .map_or_else(String::new, |i| i.trace.trace_id.clone());
     let refuse = |error: ApiError| {
         tracing::info!(trace_id = %trace_id, error_type = error.error_type, reason = %error.message, "request refused: not signed by a known caller");
         error.into_response()
@@ -33,10 +40,18 @@ pub async fn require_signature(State(app): State<Arc<AppState>>, req: Request, n
     let limit = app.settings.max_payload_bytes;
     let body = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return ApiError::request_too_large(limit).into_response(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return ApiError::request_too_large(limit).into_response()
+        }
         Err(e) => return ApiError::invalid_content(e).into_response(),
     };
-    let signed = Signed { method: &parts.method, path: parts.uri.path(), query: parts.uri.query(), headers: &parts.headers, body: &body };
+    let signed = Signed {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body: &body,
+    };
     match verifier.verify(&signed, SystemTime::now()) {
         Ok(()) => next.run(Request::from_parts(parts, Body::from(body))).await,
         Err(Refusal::Missing) => refuse(ApiError::missing_authentication_token()),

@@ -95,7 +95,15 @@ pub struct FunctionSettings {
 
 impl Default for FunctionSettings {
     fn default() -> Self {
-        FunctionSettings { path: PathBuf::new(), env: BTreeMap::new(), role_credentials: RoleCredentials::default(), concurrency: 4, queue_depth: 64, timeout_ms: 300_000, memory_mb: 1024 }
+        FunctionSettings {
+            path: PathBuf::new(),
+            env: BTreeMap::new(),
+            role_credentials: RoleCredentials::default(),
+            concurrency: 4,
+            queue_depth: 64,
+            timeout_ms: 300_000,
+            memory_mb: 1024,
+        }
     }
 }
 

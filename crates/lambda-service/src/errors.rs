@@ -16,28 +16,58 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, error_type, message: message.into(), reason: None, retry_after_secs: None }
+        ApiError {
+            status,
+            error_type,
+            message: message.into(),
+            reason: None,
+            retry_after_secs: None,
+        }
     }
 
     pub fn function_not_found(arn: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("Function not found: {arn}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("Function not found: {arn}"),
+        )
     }
 
     pub fn too_many_requests() -> Self {
-        ApiError { reason: Some("ReservedFunctionConcurrentInvocationLimitExceeded"), retry_after_secs: Some(1), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.") }
+        ApiError {
+            reason: Some("ReservedFunctionConcurrentInvocationLimitExceeded"),
+            retry_after_secs: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "Rate Exceeded.",
+            )
+        }
     }
 
     pub fn request_too_large(limit: usize) -> Self {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
+        )
     }
 
     /// For headers beyond `max_header_bytes` (`telemetry::header_limit` checks them).
     pub fn headers_too_large(size: usize, max: usize) -> Self {
-        ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "RequestTooLargeException", telemetry::too_large_message(size, max))
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestTooLargeException",
+            telemetry::too_large_message(size, max),
+        )
     }
 
     pub fn invalid_content(detail: impl std::fmt::Display) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", format!("Could not parse request body into json: {detail}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            format!("Could not parse request body into json: {detail}"),
+        )
     }
 
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
@@ -46,12 +76,20 @@ impl ApiError {
 
     /// An unsigned request to a service that checks signatures.
     pub fn missing_authentication_token() -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "MissingAuthenticationTokenException", "Missing Authentication Token")
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        )
     }
 
     /// A signature by an access key the service does not know.
     pub fn unrecognized_client() -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "UnrecognizedClientException", "The security token included in the request is invalid.")
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
     }
 
     pub fn invalid_signature(message: impl Into<String>) -> Self {

@@ -42,7 +42,8 @@ mod tests {
         let mut bytes = payload_chunk(b"hello");
         let m = read_message_from(&mut bytes).unwrap();
         assert_eq!(m.payload().as_ref(), b"hello");
-        assert!(m.headers().iter().any(|h| h.name().as_str() == ":event-type" && h.value().as_string().unwrap().as_str() == "PayloadChunk"));
+        assert!(m.headers().iter().any(|h| h.name().as_str() == ":event-type"
+            && h.value().as_string().unwrap().as_str() == "PayloadChunk"));
         let mut bytes = invoke_complete(Some(("Sandbox.Timedout", "late")));
         let m = read_message_from(&mut bytes).unwrap();
         let v: serde_json::Value = serde_json::from_slice(m.payload()).unwrap();

@@ -37,7 +37,9 @@ impl Faults {
     /// The error this invocation gets, if it is one of the faulty ones.
     pub fn next(&self) -> Option<ApiError> {
         Some(match self.0.next()? {
-            LambdaFault::Service => ApiError::service("injected fault: ServiceException (lambda_service.faults)"),
+            LambdaFault::Service => {
+                ApiError::service("injected fault: ServiceException (lambda_service.faults)")
+            }
             LambdaFault::TooManyRequests => ApiError::too_many_requests(),
         })
     }
@@ -49,10 +51,18 @@ mod tests {
 
     #[test]
     fn each_fault_is_lambdas_own_error() {
-        let e = Faults::new(&FaultSettings { error: "ServiceException".into(), every: 1 }).unwrap().next().unwrap();
+        let e = Faults::new(&FaultSettings { error: "ServiceException".into(), every: 1 })
+            .unwrap()
+            .next()
+            .unwrap();
         assert_eq!((e.status.as_u16(), e.error_type), (500, "ServiceException"));
-        let e = Faults::new(&FaultSettings { error: "TooManyRequestsException".into(), every: 1 }).unwrap().next().unwrap();
+        let e = Faults::new(&FaultSettings { error: "TooManyRequestsException".into(), every: 1 })
+            .unwrap()
+            .next()
+            .unwrap();
         assert_eq!((e.status.as_u16(), e.error_type), (429, "TooManyRequestsException"));
-        assert!(Faults::new(&FaultSettings { error: "ThrottlingException".into(), every: 1 }).is_err());
+        assert!(
+            Faults::new(&FaultSettings { error: "ThrottlingException".into(), every: 1 }).is_err()
+        );
     }
 }

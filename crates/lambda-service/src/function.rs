@@ -56,7 +56,10 @@ pub struct FunctionStats {
 
 impl Function {
     /// Binds each environment's Runtime API and starts its process.
-    pub async fn start(shared: Shared, shutdown: CancellationToken) -> std::io::Result<Arc<Function>> {
+    pub async fn start(
+        shared: Shared,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Arc<Function>> {
         let shared = Arc::new(shared);
         let concurrency = shared.settings.concurrency.max(1);
         let admission = Arc::new(Semaphore::new(concurrency + shared.settings.queue_depth));
@@ -64,7 +67,13 @@ impl Function {
         let mut supervisors = Vec::with_capacity(concurrency);
         for index in 0..concurrency {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let instance = Arc::new(Instance { index, runtime_api: listener.local_addr()?, shared: Arc::clone(&shared), state: Mutex::new(InstanceState::default()), answered: Notify::new() });
+            let instance = Arc::new(Instance {
+                index,
+                runtime_api: listener.local_addr()?,
+                shared: Arc::clone(&shared),
+                state: Mutex::new(InstanceState::default()),
+                answered: Notify::new(),
+            });
             let router = runtime_api::router(Arc::clone(&instance));
             let stop = shutdown.clone();
             let timeouts = shared.runtime_api_timeouts;
@@ -74,13 +83,19 @@ impl Function {
             supervisors.push(tokio::spawn(supervise(Arc::clone(&instance), shutdown.clone())));
             instances.push(instance);
         }
-        Ok(Arc::new(Function { shared, admission, instances, supervisors: Mutex::new(supervisors) }))
+        Ok(Arc::new(Function {
+            shared,
+            admission,
+            instances,
+            supervisors: Mutex::new(supervisors),
+        }))
     }
 
     /// Waits until every environment's process is gone (after the service's shutdown token
     /// was cancelled).
     pub async fn stopped(&self) {
-        let tasks: Vec<_> = self.supervisors.lock().map(|mut s| s.drain(..).collect()).unwrap_or_default();
+        let tasks: Vec<_> =
+            self.supervisors.lock().map(|mut s| s.drain(..).collect()).unwrap_or_default();
         for t in tasks {
             let _ = t.await;
         }
@@ -100,7 +115,11 @@ impl Function {
         FunctionStats {
             cold_starts: self.shared.cold_starts.lock().map(|c| c.clone()).unwrap_or_default(),
             queued: self.shared.queue_tx.len(),
-            pids: self.instances.iter().filter_map(|i| i.state.lock().ok().and_then(|s| s.pid)).collect(),
+            pids: self
+                .instances
+                .iter()
+                .filter_map(|i| i.state.lock().ok().and_then(|s| s.pid))
+                .collect(),
         }
     }
 }
@@ -238,7 +257,12 @@ async fn supervise(instance: Arc<Instance>, shutdown: CancellationToken) {
         let started = Instant::now();
         {
             let mut s = instance.lock();
-            *s = InstanceState { alive: alive.clone(), kill: kill.clone(), spawned_at: Some(started), ..Default::default() };
+            *s = InstanceState {
+                alive: alive.clone(),
+                kill: kill.clone(),
+                spawned_at: Some(started),
+                ..Default::default()
+            };
         }
         let ended = match instance.command().spawn() {
             Ok(child) => run(&instance, child, &kill, &shutdown).await,
@@ -267,7 +291,12 @@ async fn supervise(instance: Arc<Instance>, shutdown: CancellationToken) {
         } else if !initialized {
             // It never asked for work: the next invocation gets the init failure, as on AWS,
             // and only then is the environment tried again (no restart loop while idle).
-            let failure = init_error.unwrap_or_else(|| FunctionFailure::new("Runtime.ExitError", format!("Runtime exited without providing a reason: {ended}")));
+            let failure = init_error.unwrap_or_else(|| {
+                FunctionFailure::new(
+                    "Runtime.ExitError",
+                    format!("Runtime exited without providing a reason: {ended}"),
+                )
+            });
             tokio::select! {
                 inv = shared.queue_rx.recv() => if let Ok(inv) = inv {
                     let _ = inv.reply.send(Outcome::Failed(failure));
@@ -288,10 +317,24 @@ async fn supervise(instance: Arc<Instance>, shutdown: CancellationToken) {
 
 /// Runs one process until it exits, is killed for a timeout, or the service stops. Returns
 /// how it ended, in Lambda's words.
-async fn run(instance: &Instance, mut child: Child, kill: &CancellationToken, shutdown: &CancellationToken) -> String {
+async fn run(
+    instance: &Instance,
+    mut child: Child,
+    kill: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> String {
     instance.lock().pid = child.id();
     let name = instance.shared.name.clone();
-    for (stream, label) in [(child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), "stdout"), (child.stderr.take().map(|s| Box::new(s) as _), "stderr")] {
+    for (stream, label) in [
+        (
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            "stdout",
+        ),
+        (child.stderr.take().map(|s| Box::new(s) as _), "stderr"),
+    ] {
         let Some(stream) = stream else { continue };
         let (name, index) = (name.clone(), instance.index);
         tokio::spawn(async move {

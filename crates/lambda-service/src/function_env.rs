@@ -12,10 +12,19 @@ use crate::function::Shared;
 const PATH: &str = "/usr/local/bin:/usr/bin/:/bin:/opt/bin";
 
 /// Every variable of the process of environment `index`, whose Runtime API is at `runtime_api`.
-pub fn environment(shared: &Shared, index: usize, runtime_api: SocketAddr) -> Vec<(String, String)> {
+pub fn environment(
+    shared: &Shared,
+    index: usize,
+    runtime_api: SocketAddr,
+) -> Vec<(String, String)> {
     let path = &shared.settings.path;
     // The function's directory stands where Lambda's `/var/task` is.
-    let task_root = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).display().to_string();
+    let task_root = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .display()
+        .to_string();
     let mut env: Vec<(String, String)> = [
         ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", shared.name.clone()),
@@ -27,7 +36,10 @@ pub fn environment(shared: &Shared, index: usize, runtime_api: SocketAddr) -> Ve
         ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023".to_owned()),
         ("AWS_REGION", shared.region.clone()),
         ("AWS_DEFAULT_REGION", shared.region.clone()),
-        ("_HANDLER", path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()),
+        (
+            "_HANDLER",
+            path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        ),
         ("LAMBDA_TASK_ROOT", task_root.clone()),
         ("PATH", PATH.to_owned()),
         ("LD_LIBRARY_PATH", format!("/lib64:/usr/lib64:{task_root}:{task_root}/lib:/opt/lib")),

@@ -46,7 +46,8 @@ pub struct FunctionFailure {
 impl FunctionFailure {
     pub fn new(error_type: impl Into<String>, error_message: impl Into<String>) -> Self {
         let (error_type, error_message) = (error_type.into(), error_message.into());
-        let body = serde_json::json!({ "errorType": error_type, "errorMessage": error_message }).to_string();
+        let body = serde_json::json!({ "errorType": error_type, "errorMessage": error_message })
+            .to_string();
         FunctionFailure { error_type, error_message, body: Bytes::from(body) }
     }
 
@@ -60,7 +61,8 @@ impl FunctionFailure {
             error_message: String,
         }
         let posted: Posted = serde_json::from_slice(&body).unwrap_or_default();
-        let error_type = header_type.filter(|t| !t.is_empty()).map(str::to_owned).unwrap_or(posted.error_type);
+        let error_type =
+            header_type.filter(|t| !t.is_empty()).map(str::to_owned).unwrap_or(posted.error_type);
         let error_type = if error_type.is_empty() { "Unhandled".to_owned() } else { error_type };
         if body.is_empty() || serde_json::from_slice::<serde_json::Value>(&body).is_err() {
             return FunctionFailure::new(error_type, String::from_utf8_lossy(&body).into_owned());
@@ -69,11 +71,20 @@ impl FunctionFailure {
     }
 
     pub fn timeout(request_id: &str, timeout_ms: u64) -> Self {
-        FunctionFailure::new("Sandbox.Timedout", format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", timeout_ms as f64 / 1000.0))
+        FunctionFailure::new(
+            "Sandbox.Timedout",
+            format!(
+                "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+                timeout_ms as f64 / 1000.0
+            ),
+        )
     }
 
     pub fn exited(request_id: &str, how: &str) -> Self {
-        FunctionFailure::new("Runtime.ExitError", format!("RequestId: {request_id} Error: Runtime exited with error: {how}"))
+        FunctionFailure::new(
+            "Runtime.ExitError",
+            format!("RequestId: {request_id} Error: Runtime exited with error: {how}"),
+        )
     }
 }
 

@@ -15,6 +15,9 @@ mod runtime_api;
 mod sigv4;
 mod startup;
 
-pub use config::{FunctionSettings, LambdaServiceSettings, RoleCredentials, STREAM_RESPONSE_LIMIT, SYNC_PAYLOAD_LIMIT};
+pub use config::{
+    FunctionSettings, LambdaServiceSettings, RoleCredentials, STREAM_RESPONSE_LIMIT,
+    SYNC_PAYLOAD_LIMIT,
+};
 pub use function::{Function, FunctionStats};
 pub use startup::Application;

@@ -43,8 +43,15 @@ fn parse_name(raw: &str) -> (&str, Option<&str>) {
 impl AppState {
     fn resolve(&self, raw: &str, qualifier: Option<&str>) -> Result<Arc<Function>, ApiError> {
         let (name, q) = parse_name(raw);
-        let unqualified = format!("arn:aws:lambda:{}:{}:function:{name}", self.settings.region, self.settings.account_id);
-        let function = self.functions.get(name).cloned().ok_or_else(|| ApiError::function_not_found(&unqualified))?;
+        let unqualified = format!(
+            "arn:aws:lambda:{}:{}:function:{name}",
+            self.settings.region, self.settings.account_id
+        );
+        let function = self
+            .functions
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::function_not_found(&unqualified))?;
         match q.or(qualifier) {
             None | Some("$LATEST") => Ok(function),
             Some(other) => Err(ApiError::function_not_found(&format!("{unqualified}:{other}"))),
@@ -55,7 +62,9 @@ impl AppState {
 async fn read_payload(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::request_too_large(limit)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::request_too_large(limit))
+        }
         Err(e) => return Err(ApiError::invalid_content(e)),
     };
     // Lambda only accepts JSON events; an empty body is the empty event.
@@ -73,7 +82,10 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 /// An X-Ray trace header for the invocation: the caller's, or a new root.
 fn xray_trace_id(headers: &HeaderMap) -> String {
     header(headers, "x-amzn-trace-id").unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let id = uuid::Uuid::new_v4().simple().to_string();
         format!("Root=1-{secs:08x}-{};Parent={};Sampled=0", &id[..24], &id[16..32])
     })
@@ -90,12 +102,18 @@ fn invocation_type(headers: &HeaderMap, streaming: bool) -> Result<Mode, ApiErro
         None | Some("RequestResponse") => Ok(Mode::Sync),
         Some("DryRun") => Ok(Mode::DryRun),
         Some("Event") if !streaming => Ok(Mode::Event),
-        Some(other) => Err(ApiError::invalid_parameter(format!("Unsupported invocation type: {other}"))),
+        Some(other) => {
+            Err(ApiError::invalid_parameter(format!("Unsupported invocation type: {other}")))
+        }
     }
 }
 
 /// Admits and queues an invocation; the receiver gets the function's first answer.
-fn start(function: &Function, payload: Bytes, headers: &HeaderMap) -> Result<(String, oneshot::Receiver<Outcome>), ApiError> {
+fn start(
+    function: &Function,
+    payload: Bytes,
+    headers: &HeaderMap,
+) -> Result<(String, oneshot::Receiver<Outcome>), ApiError> {
     let permit = function.try_admit().ok_or_else(ApiError::too_many_requests)?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let (reply, outcome) = oneshot::channel();
@@ -134,7 +152,13 @@ fn injected_fault(app: &AppState) -> Result<(), ApiError> {
 }
 
 /// `POST /2015-03-31/functions/{name}/invocations`
-pub async fn invoke(State(app): State<Arc<AppState>>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn invoke(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let function = app.resolve(&name, q.qualifier.as_deref())?;
     let mode = invocation_type(&headers, false)?;
     let payload = read_payload(body, app.settings.max_payload_bytes).await?;
@@ -172,7 +196,9 @@ pub async fn invoke(State(app): State<Arc<AppState>>, Path(name): Path<String>, 
             let mut result = None;
             while let Some(event) = chunks.recv().await {
                 match event {
-                    StreamEvent::Data(d) if buf.len() + d.len() <= limit => buf.extend_from_slice(&d),
+                    StreamEvent::Data(d) if buf.len() + d.len() <= limit => {
+                        buf.extend_from_slice(&d)
+                    }
                     StreamEvent::Data(_) => {
                         result = Some(Err(FunctionFailure::new("Function.ResponseSizeTooLarge", format!("Response payload size exceeded maximum allowed payload size ({limit} bytes)."))));
                         break;
@@ -187,20 +213,35 @@ pub async fn invoke(State(app): State<Arc<AppState>>, Path(name): Path<String>, 
         }
     };
     let mut response = match &result {
-        Ok(body) => (StatusCode::OK, [("content-type", "application/json")], body.clone()).into_response(),
+        Ok(body) => {
+            (StatusCode::OK, [("content-type", "application/json")], body.clone()).into_response()
+        }
         Err(failure) => {
-            let mut r = (StatusCode::OK, [("content-type", "application/json")], failure.body.clone()).into_response();
+            let mut r =
+                (StatusCode::OK, [("content-type", "application/json")], failure.body.clone())
+                    .into_response();
             r.headers_mut().insert("X-Amz-Function-Error", HeaderValue::from_static("Unhandled"));
             r
         }
     };
-    log_outcome(&function, &request_id, started, result.as_ref().err().map(|f| f.error_type.as_str()));
+    log_outcome(
+        &function,
+        &request_id,
+        started,
+        result.as_ref().err().map(|f| f.error_type.as_str()),
+    );
     lambda_headers(&mut response, &request_id);
     Ok(response)
 }
 
 /// `POST /2021-11-15/functions/{name}/response-streaming-invocations`
-pub async fn invoke_with_response_stream(State(app): State<Arc<AppState>>, Path(name): Path<String>, Query(q): Query<InvokeQuery>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn invoke_with_response_stream(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let function = app.resolve(&name, q.qualifier.as_deref())?;
     let mode = invocation_type(&headers, true)?;
     let payload = read_payload(body, app.settings.max_payload_bytes).await?;
@@ -211,14 +252,29 @@ pub async fn invoke_with_response_stream(State(app): State<Arc<AppState>>, Path(
     let started = Instant::now();
     let (request_id, outcome) = start(&function, payload, &headers)?;
     let outcome = outcome.await.map_err(|_| ApiError::service("the invocation was lost"))?;
-    let (content_type, frames): (String, futures::stream::BoxStream<'static, Bytes>) = match outcome {
+    let (content_type, frames): (String, futures::stream::BoxStream<'static, Bytes>) = match outcome
+    {
         Outcome::Buffered { content_type, body } => {
             log_outcome(&function, &request_id, started, None);
-            (content_type, futures::stream::iter([eventstream::payload_chunk(&body), eventstream::invoke_complete(None)]).boxed())
+            (
+                content_type,
+                futures::stream::iter([
+                    eventstream::payload_chunk(&body),
+                    eventstream::invoke_complete(None),
+                ])
+                .boxed(),
+            )
         }
         Outcome::Failed(f) => {
             log_outcome(&function, &request_id, started, Some(&f.error_type));
-            ("application/json".to_owned(), futures::stream::iter([eventstream::invoke_complete(Some((&f.error_type, &f.error_message)))]).boxed())
+            (
+                "application/json".to_owned(),
+                futures::stream::iter([eventstream::invoke_complete(Some((
+                    &f.error_type,
+                    &f.error_message,
+                )))])
+                .boxed(),
+            )
         }
         Outcome::Streaming { content_type, chunks } => {
             let (function, id) = (Arc::clone(&function), request_id.clone());
@@ -230,10 +286,18 @@ pub async fn invoke_with_response_stream(State(app): State<Arc<AppState>>, Path(
                         return None;
                     }
                     match chunks.recv().await {
-                        Some(StreamEvent::Data(d)) => Some((eventstream::payload_chunk(&d), (chunks, false))),
+                        Some(StreamEvent::Data(d)) => {
+                            Some((eventstream::payload_chunk(&d), (chunks, false)))
+                        }
                         Some(StreamEvent::Failed(f)) => {
                             log_outcome(&function, &id, started, Some(&f.error_type));
-                            Some((eventstream::invoke_complete(Some((&f.error_type, &f.error_message))), (chunks, true)))
+                            Some((
+                                eventstream::invoke_complete(Some((
+                                    &f.error_type,
+                                    &f.error_message,
+                                ))),
+                                (chunks, true),
+                            ))
                         }
                         None => {
                             log_outcome(&function, &id, started, None);
@@ -245,9 +309,14 @@ pub async fn invoke_with_response_stream(State(app): State<Arc<AppState>>, Path(
             (content_type, frames.boxed())
         }
     };
-    let mut response = Response::new(Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)));
+    let mut response =
+        Response::new(Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>)));
     // `ResponseStreamContentType` is the function's own content type, sent as Content-Type.
-    response.headers_mut().insert("content-type", HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_str(&content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     lambda_headers(&mut response, &request_id);
     Ok(response)
 }
@@ -278,7 +347,11 @@ pub async fn list_functions(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /2015-03-31/functions/{name}`
-pub async fn get_function(State(app): State<Arc<AppState>>, Path(name): Path<String>, Query(q): Query<InvokeQuery>) -> Result<Response, ApiError> {
+pub async fn get_function(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<InvokeQuery>,
+) -> Result<Response, ApiError> {
     let function = app.resolve(&name, q.qualifier.as_deref())?;
     Ok(Json(serde_json::json!({ "Configuration": configuration(&app, &function) })).into_response())
 }

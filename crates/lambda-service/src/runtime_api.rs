@@ -33,7 +33,8 @@ pub fn router(instance: Arc<Instance>) -> Router {
 }
 
 fn runtime_error(status: StatusCode, error_type: &str, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "errorType": error_type, "errorMessage": message }))).into_response()
+    (status, Json(serde_json::json!({ "errorType": error_type, "errorMessage": message })))
+        .into_response()
 }
 
 fn accepted() -> Response {
@@ -95,10 +96,19 @@ async fn next(State(instance): State<Arc<Instance>>) -> Response {
             // the queue for another environment.
             drop(s);
             let _ = shared.queue_tx.try_send(invocation);
-            return runtime_error(StatusCode::GONE, "EnvironmentGone", "this environment has ended");
+            return runtime_error(
+                StatusCode::GONE,
+                "EnvironmentGone",
+                "this environment has ended",
+            );
         }
         let watchdog = tokio::spawn(Arc::clone(&instance).watch(request_id.clone())).abort_handle();
-        s.current = Some(Current { request_id, sink: Sink::Waiting(invocation.reply), _permit: invocation.permit, watchdog });
+        s.current = Some(Current {
+            request_id,
+            sink: Sink::Waiting(invocation.reply),
+            _permit: invocation.permit,
+            watchdog,
+        });
     }
     (StatusCode::OK, headers, payload).into_response()
 }
@@ -106,7 +116,11 @@ async fn next(State(instance): State<Arc<Instance>>) -> Response {
 /// Takes the caller's first-reply channel if `id` is the invocation this environment is on
 /// and nothing answered it yet, leaving `then` in its place (under the same lock, so a
 /// timeout or crash in between finds where to report).
-fn take_reply(instance: &Instance, id: &str, then: Sink) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
+fn take_reply(
+    instance: &Instance,
+    id: &str,
+    then: Sink,
+) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
     let mut s = instance.lock();
     let c = s.current.as_mut().filter(|c| c.request_id == id)?;
     if !matches!(c.sink, Sink::Waiting(_)) {
@@ -131,11 +145,23 @@ fn invalid_id() -> Response {
     runtime_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")
 }
 
-async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn response(
+    State(instance): State<Arc<Instance>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let streaming = header("lambda-runtime-function-response-mode").is_some_and(|m| m.eq_ignore_ascii_case("streaming"));
+    let streaming = header("lambda-runtime-function-response-mode")
+        .is_some_and(|m| m.eq_ignore_ascii_case("streaming"));
     let verdict = Verdict::default();
-    let Some(reply) = take_reply(&instance, &id, if streaming { Sink::Streaming(verdict.clone()) } else { Sink::Closed }) else { return invalid_id() };
+    let Some(reply) = take_reply(
+        &instance,
+        &id,
+        if streaming { Sink::Streaming(verdict.clone()) } else { Sink::Closed },
+    ) else {
+        return invalid_id();
+    };
     let content_type = header("content-type").unwrap_or_else(|| "application/json".to_owned());
     let shared = &instance.shared;
     if !streaming {
@@ -147,13 +173,25 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
                 accepted()
             }
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                let message = format!("Response payload size exceeded maximum allowed payload size ({limit} bytes).");
-                let _ = reply.send(Outcome::Failed(FunctionFailure::new("Function.ResponseSizeTooLarge", message.clone())));
+                let message = format!(
+                    "Response payload size exceeded maximum allowed payload size ({limit} bytes)."
+                );
+                let _ = reply.send(Outcome::Failed(FunctionFailure::new(
+                    "Function.ResponseSizeTooLarge",
+                    message.clone(),
+                )));
                 runtime_error(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", &message)
             }
             Err(e) => {
-                let _ = reply.send(Outcome::Failed(FunctionFailure::exited(&id, &format!("the response was cut: {e}"))));
-                runtime_error(StatusCode::BAD_REQUEST, "InvalidResponse", "the response body could not be read")
+                let _ = reply.send(Outcome::Failed(FunctionFailure::exited(
+                    &id,
+                    &format!("the response was cut: {e}"),
+                )));
+                runtime_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidResponse",
+                    "the response body could not be read",
+                )
             }
         };
         instance.finish(&id);
@@ -171,7 +209,9 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
             Err(e) => {
                 // Whoever ended the process (the watchdog for a timeout, the supervisor for a
                 // crash) left its verdict; the cut itself is the verdict when none came yet.
-                let failure = verdict.take().unwrap_or_else(|| FunctionFailure::exited(&id, &format!("the response stream was cut: {e}")));
+                let failure = verdict.take().unwrap_or_else(|| {
+                    FunctionFailure::exited(&id, &format!("the response stream was cut: {e}"))
+                });
                 if !failed {
                     let _ = tx.send(StreamEvent::Failed(failure)).await;
                 }
@@ -186,8 +226,16 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
             Ok(data) => {
                 total += data.len();
                 if total > shared.max_stream_bytes {
-                    let message = format!("Response payload size exceeded maximum allowed payload size ({} bytes).", shared.max_stream_bytes);
-                    let _ = tx.send(StreamEvent::Failed(FunctionFailure::new("Function.ResponseSizeTooLarge", message))).await;
+                    let message = format!(
+                        "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                        shared.max_stream_bytes
+                    );
+                    let _ = tx
+                        .send(StreamEvent::Failed(FunctionFailure::new(
+                            "Function.ResponseSizeTooLarge",
+                            message,
+                        )))
+                        .await;
                     failed = true;
                 } else if !data.is_empty() && tx.send(StreamEvent::Data(data)).await.is_err() {
                     // Waiting on `send` is the stream's flow control. When it fails the caller
@@ -196,7 +244,11 @@ async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>,
                     // the function's writes fail and its upstream calls stop.
                     tracing::info!(function = %shared.name, request_id = %id, "the caller went away; cutting the function's response stream");
                     instance.finish(&id);
-                    return runtime_error(StatusCode::GONE, "CallerGone", "the caller of this invocation went away");
+                    return runtime_error(
+                        StatusCode::GONE,
+                        "CallerGone",
+                        "the caller of this invocation went away",
+                    );
                 }
             }
             Err(frame) => {
@@ -232,8 +284,16 @@ async fn read_error_body(body: Body) -> Bytes {
     Limited::new(body, ERROR_BODY_LIMIT).collect().await.map(|c| c.to_bytes()).unwrap_or_default()
 }
 
-async fn error(State(instance): State<Arc<Instance>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
-    let error_type = headers.get("lambda-runtime-function-error-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn error(
+    State(instance): State<Arc<Instance>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let error_type = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = read_error_body(body).await;
     let Some(sink) = take_sink(&instance, &id) else { return invalid_id() };
     let mut failure = FunctionFailure::from_posted(error_type.as_deref(), body);
@@ -250,8 +310,15 @@ async fn error(State(instance): State<Arc<Instance>>, Path(id): Path<String>, he
     accepted()
 }
 
-async fn init_error(State(instance): State<Arc<Instance>>, headers: HeaderMap, body: Body) -> Response {
-    let error_type = headers.get("lambda-runtime-function-error-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn init_error(
+    State(instance): State<Arc<Instance>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let error_type = headers
+        .get("lambda-runtime-function-error-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = read_error_body(body).await;
     let failure = FunctionFailure::from_posted(error_type.as_deref(), body);
     tracing::warn!(function = %instance.shared.name, instance = instance.index, error_type = %failure.error_type, "function init failed");

@@ -43,7 +43,12 @@ fn caller_verifier(settings: &LambdaServiceSettings) -> Result<Option<Verifier>,
          (STRATA_LAMBDA_SERVICE__CALLER_SECRET_ACCESS_KEY), the same ones MainService signs with (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
         "lambda_service.allow_unauthenticated",
     )?;
-    Ok((!id.is_empty()).then(|| Verifier { access_key_id: id.clone(), secret_access_key: secret.expose().to_owned(), region: settings.region.clone(), service: "lambda" }))
+    Ok((!id.is_empty()).then(|| Verifier {
+        access_key_id: id.clone(),
+        secret_access_key: secret.expose().to_owned(),
+        region: settings.region.clone(),
+        service: "lambda",
+    }))
 }
 
 pub struct Application {
@@ -65,7 +70,10 @@ impl Application {
             let (queue_tx, queue_rx) = async_channel::unbounded();
             let shared = Shared {
                 name: name.clone(),
-                arn: format!("arn:aws:lambda:{}:{}:function:{name}", settings.region, settings.account_id),
+                arn: format!(
+                    "arn:aws:lambda:{}:{}:function:{name}",
+                    settings.region, settings.account_id
+                ),
                 region: settings.region.clone(),
                 settings: f.clone(),
                 max_payload_bytes: settings.max_payload_bytes,
@@ -74,15 +82,27 @@ impl Application {
                 // A runtime long-polls `/next` and may sit between invocations for as long as
                 // none arrive, so only the header read timeout applies.
                 // A streamed function response is one long request body: no body deadline here.
-                runtime_api_timeouts: telemetry::ConnectionLimits { idle: None, body_read: None, ..(&settings.connections).into() },
+                runtime_api_timeouts: telemetry::ConnectionLimits {
+                    idle: None,
+                    body_read: None,
+                    ..(&settings.connections).into()
+                },
                 queue_tx,
                 queue_rx,
                 cold_starts: Default::default(),
             };
             functions.insert(name.clone(), Function::start(shared, stop_functions.clone()).await?);
         }
-        tracing::info!(functions = functions.len(), callers_verified = verifier.is_some(), "lambda-service configured");
-        Ok(Application { listener, state: Arc::new(AppState { settings, verifier, functions, faults }), stop_functions })
+        tracing::info!(
+            functions = functions.len(),
+            callers_verified = verifier.is_some(),
+            "lambda-service configured"
+        );
+        Ok(Application {
+            listener,
+            state: Arc::new(AppState { settings, verifier, functions, faults }),
+            stop_functions,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,7 +118,10 @@ impl Application {
     }
 
     /// Serves until `shutdown`, then stops every function process.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let stop = self.stop_functions.clone();
         // Function processes go down with the service even when it is dropped, not stopped.
         let _guard = stop.clone().drop_guard();
@@ -115,7 +138,10 @@ impl Application {
 
 /// Every AWS response carries `x-amzn-RequestId`; invocations set their own (the id the
 /// function sees), everything else gets a fresh one.
-async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let mut r = next.run(req).await;
     if !r.headers().contains_key("x-amzn-requestid") {
         if let Ok(v) = axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
@@ -126,10 +152,16 @@ async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    let header_limit = telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: crate::errors::header_refusal };
+    let header_limit = telemetry::HeaderLimit {
+        max_bytes: state.settings.max_header_bytes,
+        refuse: crate::errors::header_refusal,
+    };
     Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(routes::invoke))
-        .route("/2021-11-15/functions/{name}/response-streaming-invocations", post(routes::invoke_with_response_stream))
+        .route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            post(routes::invoke_with_response_stream),
+        )
         .route("/2015-03-31/functions/", get(routes::list_functions))
         .route("/2015-03-31/functions", get(routes::list_functions))
         .route("/2015-03-31/functions/{name}", get(routes::get_function))

@@ -19,12 +19,26 @@ fn fixture() -> PathBuf {
 }
 
 fn settings(caller: bool) -> LambdaServiceSettings {
-    let mut f = FunctionSettings { path: fixture(), concurrency: 1, queue_depth: 4, timeout_ms: 10_000, ..Default::default() };
+    let mut f = FunctionSettings {
+        path: fixture(),
+        concurrency: 1,
+        queue_depth: 4,
+        timeout_ms: 10_000,
+        ..Default::default()
+    };
     f.env.insert("FIXTURE_EXTRA".into(), "configured".into());
-    f.role_credentials = RoleCredentials { access_key_id: "ASIAROLE".into(), secret_access_key: api_keys::SharedSecret::new("role-secret"), session_token: api_keys::SharedSecret::new("role-token") };
+    f.role_credentials = RoleCredentials {
+        access_key_id: "ASIAROLE".into(),
+        secret_access_key: api_keys::SharedSecret::new("role-secret"),
+        session_token: api_keys::SharedSecret::new("role-token"),
+    };
     let mut functions = BTreeMap::new();
     functions.insert("fixture".to_string(), f);
-    let mut s = LambdaServiceSettings { listen: "127.0.0.1:0".parse().unwrap(), functions, ..Default::default() };
+    let mut s = LambdaServiceSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        functions,
+        ..Default::default()
+    };
     if caller {
         s.caller_access_key_id = CALLER_ID.into();
         s.caller_secret_access_key = api_keys::SharedSecret::new(CALLER_SECRET);
@@ -65,18 +79,36 @@ async fn only_requests_signed_with_the_callers_credentials_are_served() {
     // A name with `:` in it is encoded in the path, and encoded again in the signature.
     let arn = "arn:aws:lambda:us-east-1:000000000000:function:fixture";
     assert_eq!(invoke(&caller, arn, json!({"n": 2})).await.unwrap()["event"]["n"], 2);
-    let mut stream = caller.invoke_with_response_stream().function_name("fixture").payload(Blob::new("{}")).send().await.unwrap();
+    let mut stream = caller
+        .invoke_with_response_stream()
+        .function_name("fixture")
+        .payload(Blob::new("{}"))
+        .send()
+        .await
+        .unwrap();
     assert!(stream.event_stream.recv().await.unwrap().is_some());
 
-    let wrong_secret = invoke(&client(&url, CALLER_ID, "not-the-secret"), "fixture", json!({})).await.unwrap_err();
+    let wrong_secret =
+        invoke(&client(&url, CALLER_ID, "not-the-secret"), "fixture", json!({})).await.unwrap_err();
     assert!(wrong_secret.contains("InvalidSignatureException"), "{wrong_secret}");
-    let unknown = invoke(&client(&url, "AKIDSOMEONE", CALLER_SECRET), "fixture", json!({})).await.unwrap_err();
+    let unknown = invoke(&client(&url, "AKIDSOMEONE", CALLER_SECRET), "fixture", json!({}))
+        .await
+        .unwrap_err();
     assert!(unknown.contains("UnrecognizedClientException"), "{unknown}");
 
     // Unsigned: refused before anything else, GetFunction and ListFunctions included.
     let http = reqwest::Client::new();
-    for (method, path) in [("POST", "/2015-03-31/functions/fixture/invocations"), ("GET", "/2015-03-31/functions/fixture"), ("GET", "/2015-03-31/functions/")] {
-        let r = http.request(method.parse().unwrap(), format!("{url}{path}")).body("{}").send().await.unwrap();
+    for (method, path) in [
+        ("POST", "/2015-03-31/functions/fixture/invocations"),
+        ("GET", "/2015-03-31/functions/fixture"),
+        ("GET", "/2015-03-31/functions/"),
+    ] {
+        let r = http
+            .request(method.parse().unwrap(), format!("{url}{path}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 403, "{method} {path}");
         assert_eq!(r.headers()["x-amzn-errortype"], "MissingAuthenticationTokenException");
         assert_eq!(r.json::<Value>().await.unwrap()["message"], "Missing Authentication Token");
@@ -97,7 +129,12 @@ async fn only_requests_signed_with_the_callers_credentials_are_served() {
 #[tokio::test]
 async fn get_function_shows_the_configured_variables_only() {
     let url = start(settings(true)).await;
-    let out = client(&url, CALLER_ID, CALLER_SECRET).get_function().function_name("fixture").send().await.unwrap();
+    let out = client(&url, CALLER_ID, CALLER_SECRET)
+        .get_function()
+        .function_name("fixture")
+        .send()
+        .await
+        .unwrap();
     let vars = out.configuration().unwrap().environment().unwrap().variables().unwrap();
     assert_eq!(vars.len(), 1, "{vars:?}");
     assert_eq!(vars["FIXTURE_EXTRA"], "configured");
@@ -109,12 +146,24 @@ async fn a_function_gets_lambdas_variables_and_its_own_never_the_services() {
     std::env::set_var("STRATA_SERVICE_ONLY_CANARY", "leaked");
     std::env::set_var("AWS_SERVICE_ONLY_CANARY", "leaked");
     let url = start(settings(false)).await;
-    let env = invoke(&client(&url, "any", "any"), "fixture", json!({"action": "env"})).await.unwrap();
+    let env =
+        invoke(&client(&url, "any", "any"), "fixture", json!({"action": "env"})).await.unwrap();
     let env: BTreeMap<String, String> = serde_json::from_value(env).unwrap();
-    assert!(!env.contains_key("STRATA_SERVICE_ONLY_CANARY") && !env.contains_key("AWS_SERVICE_ONLY_CANARY"), "{env:?}");
+    assert!(
+        !env.contains_key("STRATA_SERVICE_ONLY_CANARY")
+            && !env.contains_key("AWS_SERVICE_ONLY_CANARY"),
+        "{env:?}"
+    );
     assert!(!env.contains_key("HOME") && !env.contains_key("CARGO_MANIFEST_DIR"), "{env:?}");
     assert_eq!(env["FIXTURE_EXTRA"], "configured");
-    assert_eq!((env["AWS_ACCESS_KEY_ID"].as_str(), env["AWS_SECRET_ACCESS_KEY"].as_str(), env["AWS_SESSION_TOKEN"].as_str()), ("ASIAROLE", "role-secret", "role-token"));
+    assert_eq!(
+        (
+            env["AWS_ACCESS_KEY_ID"].as_str(),
+            env["AWS_SECRET_ACCESS_KEY"].as_str(),
+            env["AWS_SESSION_TOKEN"].as_str()
+        ),
+        ("ASIAROLE", "role-secret", "role-token")
+    );
     assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "fixture");
     assert_eq!(env["AWS_REGION"], "us-east-1");
     assert_eq!(env["_HANDLER"], "function.py");
@@ -129,7 +178,11 @@ async fn a_public_listener_needs_caller_credentials_or_an_explicit_opt_out() {
     let mut open = settings(false);
     open.listen = "0.0.0.0:0".parse().unwrap();
     let err = Application::build(open.clone()).await.err().expect("refused").to_string();
-    assert!(err.contains("caller_secret_access_key") && err.contains("lambda_service.allow_unauthenticated = true"), "{err}");
+    assert!(
+        err.contains("caller_secret_access_key")
+            && err.contains("lambda_service.allow_unauthenticated = true"),
+        "{err}"
+    );
     open.allow_unauthenticated = true;
     assert!(Application::build(open).await.is_ok());
     let mut keyed = settings(true);
@@ -137,5 +190,10 @@ async fn a_public_listener_needs_caller_credentials_or_an_explicit_opt_out() {
     assert!(Application::build(keyed).await.is_ok());
     let mut half = settings(false);
     half.caller_access_key_id = CALLER_ID.into();
-    assert!(Application::build(half).await.err().expect("refused").to_string().contains("together"));
+    assert!(Application::build(half)
+        .await
+        .err()
+        .expect("refused")
+        .to_string()
+        .contains("together"));
 }

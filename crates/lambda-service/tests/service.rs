@@ -23,7 +23,12 @@ struct Service {
 async fn service(f: FunctionSettings, max_payload_bytes: usize) -> Service {
     let mut functions = BTreeMap::new();
     functions.insert("fixture".to_string(), FunctionSettings { path: fixture(), ..f });
-    let settings = LambdaServiceSettings { listen: "127.0.0.1:0".parse().unwrap(), functions, max_payload_bytes, ..Default::default() };
+    let settings = LambdaServiceSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        functions,
+        max_payload_bytes,
+        ..Default::default()
+    };
     let app = Application::build(settings).await.unwrap();
     let app_url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
@@ -42,7 +47,14 @@ fn settings(concurrency: usize, queue_depth: usize, timeout_ms: u64) -> Function
 }
 
 async fn invoke(s: &Service, event: Value) -> (Option<String>, Value) {
-    let out = s.client.invoke().function_name("fixture").payload(Blob::new(event.to_string())).send().await.unwrap();
+    let out = s
+        .client
+        .invoke()
+        .function_name("fixture")
+        .payload(Blob::new(event.to_string()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status_code(), 200);
     assert_eq!(out.executed_version(), Some("$LATEST"));
     let body = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
@@ -51,7 +63,14 @@ async fn invoke(s: &Service, event: Value) -> (Option<String>, Value) {
 
 /// Every event of a streamed invocation: payload bytes, then the completion's error code.
 async fn invoke_stream(s: &Service, event: Value) -> (Vec<Vec<u8>>, Option<String>) {
-    let mut out = s.client.invoke_with_response_stream().function_name("fixture").payload(Blob::new(event.to_string())).send().await.unwrap();
+    let mut out = s
+        .client
+        .invoke_with_response_stream()
+        .function_name("fixture")
+        .payload(Blob::new(event.to_string()))
+        .send()
+        .await
+        .unwrap();
     let mut chunks = Vec::new();
     while let Some(e) = out.event_stream.recv().await.unwrap() {
         match e {
@@ -77,7 +96,15 @@ async fn invoke_passes_the_event_and_lambda_context_to_the_function() {
     assert!(body["meta"]["trace"].as_str().unwrap().starts_with("Root=1-"));
     // The same function by ARN, and `$LATEST` as qualifier.
     let arn = "arn:aws:lambda:us-east-1:000000000000:function:fixture";
-    let out = s.client.invoke().function_name(arn).qualifier("$LATEST").payload(Blob::new("{}")).send().await.unwrap();
+    let out = s
+        .client
+        .invoke()
+        .function_name(arn)
+        .qualifier("$LATEST")
+        .payload(Blob::new("{}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.function_error(), None);
 }
 
@@ -109,7 +136,10 @@ async fn a_function_past_its_timeout_fails_with_lambdas_timeout_error_and_is_rep
     let (error, body) = invoke(&s, json!({"action": "sleep", "seconds": 120})).await;
     assert_eq!(error.as_deref(), Some("Unhandled"));
     assert_eq!(body["errorType"], "Sandbox.Timedout");
-    assert!(body["errorMessage"].as_str().unwrap().contains("Task timed out after 0.30 seconds"), "{body}");
+    assert!(
+        body["errorMessage"].as_str().unwrap().contains("Task timed out after 0.30 seconds"),
+        "{body}"
+    );
     let (error, _) = invoke(&s, json!({"action": "echo"})).await;
     assert_eq!(error, None);
 }
@@ -118,7 +148,14 @@ async fn a_function_past_its_timeout_fails_with_lambdas_timeout_error_and_is_rep
 async fn payload_limits_apply_to_requests_and_responses() {
     let s = service(settings(1, 4, 10_000), 4096).await;
     let big = json!({"action": "echo", "pad": "x".repeat(5000)});
-    let e = s.client.invoke().function_name("fixture").payload(Blob::new(big.to_string())).send().await.unwrap_err();
+    let e = s
+        .client
+        .invoke()
+        .function_name("fixture")
+        .payload(Blob::new(big.to_string()))
+        .send()
+        .await
+        .unwrap_err();
     assert!(e.as_service_error().unwrap().is_request_too_large_exception(), "{e:?}");
     let (error, body) = invoke(&s, json!({"action": "big", "bytes": 8000})).await;
     assert_eq!(error.as_deref(), Some("Unhandled"));
@@ -130,7 +167,14 @@ async fn unknown_functions_and_non_json_events_get_lambdas_errors() {
     let s = service(settings(1, 4, 10_000), lambda_service::SYNC_PAYLOAD_LIMIT).await;
     let e = s.client.invoke().function_name("nope").send().await.unwrap_err();
     assert!(e.as_service_error().unwrap().is_resource_not_found_exception(), "{e:?}");
-    let e = s.client.invoke().function_name("fixture").payload(Blob::new("not json")).send().await.unwrap_err();
+    let e = s
+        .client
+        .invoke()
+        .function_name("fixture")
+        .payload(Blob::new("not json"))
+        .send()
+        .await
+        .unwrap_err();
     assert!(e.as_service_error().unwrap().is_invalid_request_content_exception(), "{e:?}");
     let e = s.client.invoke().function_name("fixture").qualifier("7").send().await.unwrap_err();
     assert!(e.as_service_error().unwrap().is_resource_not_found_exception(), "{e:?}");
@@ -151,7 +195,8 @@ async fn an_init_error_answers_the_invocation_and_is_retried_on_the_next() {
 #[tokio::test]
 async fn invoke_with_response_stream_sends_payload_chunks_then_invoke_complete() {
     let s = service(settings(1, 4, 10_000), lambda_service::SYNC_PAYLOAD_LIMIT).await;
-    let (chunks, error) = invoke_stream(&s, json!({"action": "stream", "parts": ["one ", "two ", "three"]})).await;
+    let (chunks, error) =
+        invoke_stream(&s, json!({"action": "stream", "parts": ["one ", "two ", "three"]})).await;
     assert_eq!(error, None);
     assert_eq!(chunks.concat(), b"one two three");
     // A buffered answer to a streaming invocation is one chunk.
@@ -167,7 +212,8 @@ async fn invoke_with_response_stream_sends_payload_chunks_then_invoke_complete()
 #[tokio::test]
 async fn mid_stream_failures_end_the_stream_with_their_error_code() {
     let s = service(settings(1, 4, 10_000), lambda_service::SYNC_PAYLOAD_LIMIT).await;
-    let (chunks, error) = invoke_stream(&s, json!({"action": "stream_crash", "parts": ["first", "second"]})).await;
+    let (chunks, error) =
+        invoke_stream(&s, json!({"action": "stream_crash", "parts": ["first", "second"]})).await;
     assert_eq!(chunks.concat(), b"first");
     assert_eq!(error.as_deref(), Some("Runtime.ExitError"));
     let (chunks, error) = invoke_stream(&s, json!({"action": "stream_error"})).await;
@@ -181,12 +227,28 @@ async fn chunks_arrive_as_written_and_a_busy_function_throttles_beyond_its_queue
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     let event = json!({"action": "stream_wait", "parts": ["first", "second"], "release": release});
-    let mut out = s.client.invoke_with_response_stream().function_name("fixture").payload(Blob::new(event.to_string())).send().await.unwrap();
+    let mut out = s
+        .client
+        .invoke_with_response_stream()
+        .function_name("fixture")
+        .payload(Blob::new(event.to_string()))
+        .send()
+        .await
+        .unwrap();
     // The first chunk arrives while the function is still holding the stream open.
-    let Some(Event::PayloadChunk(first)) = out.event_stream.recv().await.unwrap() else { panic!("expected a chunk") };
+    let Some(Event::PayloadChunk(first)) = out.event_stream.recv().await.unwrap() else {
+        panic!("expected a chunk")
+    };
     assert_eq!(first.payload().unwrap().as_ref(), b"first");
     // Its only environment is busy and nothing may queue: throttled.
-    let e = s.client.invoke().function_name("fixture").payload(Blob::new("{}")).send().await.unwrap_err();
+    let e = s
+        .client
+        .invoke()
+        .function_name("fixture")
+        .payload(Blob::new("{}"))
+        .send()
+        .await
+        .unwrap_err();
     let e = e.into_service_error();
     assert!(e.is_too_many_requests_exception(), "{e:?}");
     std::fs::write(&release, b"").unwrap();
@@ -218,10 +280,21 @@ async fn invocations_beyond_the_environments_wait_in_the_queue() {
 #[tokio::test]
 async fn raw_http_errors_carry_the_aws_error_type_header() {
     let s = service(settings(1, 4, 10_000), lambda_service::SYNC_PAYLOAD_LIMIT).await;
-    let r = reqwest::Client::new().post(format!("{}/2015-03-31/functions/none/invocations", s.app_url)).body("{}").send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/2015-03-31/functions/none/invocations", s.app_url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-amzn-ErrorType"], "ResourceNotFoundException");
     assert!(r.headers().contains_key("x-amzn-RequestId"));
-    let r = reqwest::Client::new().post(format!("{}/2015-03-31/functions/fixture/invocations", s.app_url)).header("X-Amz-Invocation-Type", "DryRun").body("{}").send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/2015-03-31/functions/fixture/invocations", s.app_url))
+        .header("X-Amz-Invocation-Type", "DryRun")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
 }

@@ -51,9 +51,21 @@ pub fn settings_from_env() -> BedrockSettings {
     let model_ids = pairs("STRATA_MODEL_IDS");
     let mut embedding_model_ids = BedrockSettings::default().embedding_model_ids;
     embedding_model_ids.extend(pairs("STRATA_EMBEDDING_MODEL_IDS"));
-    let max_attempts = std::env::var("STRATA_BEDROCK_MAX_ATTEMPTS").ok().and_then(|v| v.parse().ok()).unwrap_or(BedrockSettings::default().max_attempts);
-    let chunk_timeout_secs = std::env::var("STRATA_BEDROCK_CHUNK_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(BedrockSettings::default().chunk_timeout_secs);
-    BedrockSettings { model_ids, embedding_model_ids, max_attempts, chunk_timeout_secs, ..Default::default() }
+    let max_attempts = std::env::var("STRATA_BEDROCK_MAX_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BedrockSettings::default().max_attempts);
+    let chunk_timeout_secs = std::env::var("STRATA_BEDROCK_CHUNK_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BedrockSettings::default().chunk_timeout_secs);
+    BedrockSettings {
+        model_ids,
+        embedding_model_ids,
+        max_attempts,
+        chunk_timeout_secs,
+        ..Default::default()
+    }
 }
 
 fn line(chunk: &contract::StreamChunk) -> Bytes {
@@ -68,22 +80,38 @@ pub const HOP: &str = "lambda";
 /// Appends this function's hop to a final response: the time since `handle` began.
 fn add_hop(done: &mut contract::GenerateResponse, started: Instant) {
     let dur_ns = started.elapsed().as_nanos() as u64;
-    done.timings.get_or_insert_with(Default::default).hops.push(contract::HopTiming { hop: HOP.into(), dur_ns });
+    done.timings
+        .get_or_insert_with(Default::default)
+        .hops
+        .push(contract::HopTiming { hop: HOP.into(), dur_ns });
 }
 
 /// The invocation payload as a contract request. A payload that is not one is the caller's
 /// error (`InvalidRequest`), not the runtime's: the caller learns which field is wrong.
 pub fn parse_payload(payload: &[u8]) -> Result<contract::GenerateRequest, FunctionError> {
-    let value = serde_json::from_slice(payload).map_err(|e| FunctionError(contract::Error::new(ErrorKind::InvalidRequest, format!("the event is not JSON: {e}"))))?;
+    let value = serde_json::from_slice(payload).map_err(|e| {
+        FunctionError(contract::Error::new(
+            ErrorKind::InvalidRequest,
+            format!("the event is not JSON: {e}"),
+        ))
+    })?;
     parse_event(value)
 }
 
 /// [`parse_payload`] for an event already read as JSON.
 pub fn parse_event(payload: serde_json::Value) -> Result<contract::GenerateRequest, FunctionError> {
     if !payload.is_object() {
-        return Err(FunctionError(contract::Error::new(ErrorKind::InvalidRequest, "the event must be a JSON object (a contract GenerateRequest)")));
+        return Err(FunctionError(contract::Error::new(
+            ErrorKind::InvalidRequest,
+            "the event must be a JSON object (a contract GenerateRequest)",
+        )));
     }
-    serde_json::from_value(payload).map_err(|e| FunctionError(contract::Error::new(ErrorKind::InvalidRequest, format!("the event is not a GenerateRequest: {e}"))))
+    serde_json::from_value(payload).map_err(|e| {
+        FunctionError(contract::Error::new(
+            ErrorKind::InvalidRequest,
+            format!("the event is not a GenerateRequest: {e}"),
+        ))
+    })
 }
 
 /// What an invocation asks for.
@@ -105,33 +133,56 @@ pub enum Reply {
 /// The invocation payload as an [`Event`]: an object with an `embed` key is an embedding
 /// request; any other is a `GenerateRequest` ([`parse_event`]).
 pub fn parse_invocation(payload: &[u8]) -> Result<Event, FunctionError> {
-    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| FunctionError(contract::Error::new(ErrorKind::InvalidRequest, format!("the event is not JSON: {e}"))))?;
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| {
+        FunctionError(contract::Error::new(
+            ErrorKind::InvalidRequest,
+            format!("the event is not JSON: {e}"),
+        ))
+    })?;
     match value.get("embed") {
-        Some(embed) => serde_json::from_value(embed.clone())
-            .map(Event::Embed)
-            .map_err(|e| FunctionError(contract::Error::new(ErrorKind::InvalidRequest, format!("the event's embed is not an EmbedRequest: {e}")))),
+        Some(embed) => serde_json::from_value(embed.clone()).map(Event::Embed).map_err(|e| {
+            FunctionError(contract::Error::new(
+                ErrorKind::InvalidRequest,
+                format!("the event's embed is not an EmbedRequest: {e}"),
+            ))
+        }),
         None => parse_event(value).map(|r| Event::Generate(Box::new(r))),
     }
 }
 
 /// Embeddings through Bedrock's InvokeModel, with this function's hop in the timings.
-pub async fn embed(client: &BedrockClient, req: contract::EmbedRequest) -> Result<contract::EmbedResponse, FunctionError> {
+pub async fn embed(
+    client: &BedrockClient,
+    req: contract::EmbedRequest,
+) -> Result<contract::EmbedResponse, FunctionError> {
     let started = Instant::now();
     if req.model.trim().is_empty() {
-        return Err(FunctionError(contract::Error::new(ErrorKind::InvalidRequest, "model is required")));
+        return Err(FunctionError(contract::Error::new(
+            ErrorKind::InvalidRequest,
+            "model is required",
+        )));
     }
     let trace = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
     tracing::info!(traceparent = %trace, model = %req.model, inputs = req.inputs.len(), "embed invocation");
     let mut resp = client.embed(req).await.map_err(FunctionError)?;
     let dur_ns = started.elapsed().as_nanos() as u64;
-    resp.timings.get_or_insert_with(Default::default).hops.push(contract::HopTiming { hop: HOP.into(), dur_ns });
+    resp.timings
+        .get_or_insert_with(Default::default)
+        .hops
+        .push(contract::HopTiming { hop: HOP.into(), dur_ns });
     Ok(resp)
 }
 
-pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> Result<Response, FunctionError> {
+pub async fn handle(
+    client: &BedrockClient,
+    req: contract::GenerateRequest,
+) -> Result<Response, FunctionError> {
     let started = Instant::now();
     if req.model.trim().is_empty() {
-        return Err(FunctionError(contract::Error::new(ErrorKind::InvalidRequest, "model is required")));
+        return Err(FunctionError(contract::Error::new(
+            ErrorKind::InvalidRequest,
+            "model is required",
+        )));
     }
     let trace = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
     tracing::info!(traceparent = %trace, model = %req.model, stream = req.stream, "invocation");
@@ -161,5 +212,8 @@ pub async fn handle(client: &BedrockClient, req: contract::GenerateRequest) -> R
             None => {}
         }
     }
-    Err(FunctionError(contract::Error::new(ErrorKind::Upstream, "Bedrock ended the answer without finishing it")))
+    Err(FunctionError(contract::Error::new(
+        ErrorKind::Upstream,
+        "Bedrock ended the answer without finishing it",
+    )))
 }

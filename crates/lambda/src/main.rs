@@ -15,11 +15,19 @@ async fn main() -> Result<(), lambda::runtime::RuntimeError> {
     // `parse_payload`, not as a runtime failure.
     lambda::runtime::run(|invocation: lambda::runtime::Invocation| async move {
         match lambda::parse_invocation(&invocation.payload)? {
-            lambda::Event::Generate(req) => lambda::handle(client, *req).await.map(|answer| match answer {
-                lambda::runtime::Answer::Buffered(done) => lambda::runtime::Answer::Buffered(lambda::Reply::Generated(done)),
-                lambda::runtime::Answer::Streaming(lines) => lambda::runtime::Answer::Streaming(lines),
-            }),
-            lambda::Event::Embed(req) => lambda::embed(client, req).await.map(|r| lambda::runtime::Answer::Buffered(lambda::Reply::Embedded(r))),
+            lambda::Event::Generate(req) => {
+                lambda::handle(client, *req).await.map(|answer| match answer {
+                    lambda::runtime::Answer::Buffered(done) => {
+                        lambda::runtime::Answer::Buffered(lambda::Reply::Generated(done))
+                    }
+                    lambda::runtime::Answer::Streaming(lines) => {
+                        lambda::runtime::Answer::Streaming(lines)
+                    }
+                })
+            }
+            lambda::Event::Embed(req) => lambda::embed(client, req)
+                .await
+                .map(|r| lambda::runtime::Answer::Buffered(lambda::Reply::Embedded(r))),
         }
     })
     .await

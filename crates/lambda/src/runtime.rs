@@ -64,8 +64,15 @@ pub struct Failure {
 
 impl Failure {
     fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = payload.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "no message".to_owned());
-        Failure { error_type: "Runtime.HandlerPanic".to_owned(), error_message: format!("the function panicked: {message}") }
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Failure {
+            error_type: "Runtime.HandlerPanic".to_owned(),
+            error_message: format!("the function panicked: {message}"),
+        }
     }
 
     fn json(&self) -> Bytes {
@@ -98,11 +105,24 @@ where
         let id = invocation.request_id.clone();
         let xray = invocation.xray_trace_id.clone();
         // A panic fails this invocation, not the environment, as with lambda_runtime.
-        let outcome = aws_trace::with_xray_trace_id(xray, AssertUnwindSafe(handler(invocation)).catch_unwind()).await;
+        let outcome = aws_trace::with_xray_trace_id(
+            xray,
+            AssertUnwindSafe(handler(invocation)).catch_unwind(),
+        )
+        .await;
         let posted = match outcome {
             Ok(Ok(Answer::Buffered(value))) => match serde_json::to_vec(&value) {
                 Ok(body) => api.respond(&id, Bytes::from(body)).await,
-                Err(e) => api.fail(&id, &Failure { error_type: "Runtime.SerializationError".into(), error_message: e.to_string() }).await,
+                Err(e) => {
+                    api.fail(
+                        &id,
+                        &Failure {
+                            error_type: "Runtime.SerializationError".into(),
+                            error_message: e.to_string(),
+                        },
+                    )
+                    .await
+                }
             },
             Ok(Ok(Answer::Streaming(lines))) => api.stream(&id, lines).await,
             Ok(Err(e)) => api.fail(&id, &e.into()).await,
@@ -124,7 +144,11 @@ struct RuntimeApi {
 /// `AWS_LAMBDA_RUNTIME_API` as Lambda sets it (`host:port`) or as local emulators such as
 /// `cargo lambda watch` do (a URL, possibly with a path the API lives under).
 fn runtime_api_base(api: &str) -> Result<Uri, RuntimeError> {
-    let invalid = |why: &dyn std::fmt::Display| RuntimeError::new(format!("AWS_LAMBDA_RUNTIME_API={api:?} is neither host:port nor a URL: {why}"));
+    let invalid = |why: &dyn std::fmt::Display| {
+        RuntimeError::new(format!(
+            "AWS_LAMBDA_RUNTIME_API={api:?} is neither host:port nor a URL: {why}"
+        ))
+    };
     let uri: Uri = api.parse().map_err(|e| invalid(&e))?;
     if uri.authority().is_none() {
         return Err(invalid(&"no host"));
@@ -139,20 +163,37 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 impl RuntimeApi {
     fn from_env() -> Result<Self, RuntimeError> {
         let api = std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(|_| RuntimeError::new("AWS_LAMBDA_RUNTIME_API is not set: bootstrap runs inside a Lambda execution environment"))?;
-        Ok(RuntimeApi { client: PooledClient::builder().with_endpoint(runtime_api_base(&api)?).build() })
+        Ok(RuntimeApi {
+            client: PooledClient::builder().with_endpoint(runtime_api_base(&api)?).build(),
+        })
     }
 
     async fn next(&self) -> Result<Invocation, RuntimeError> {
-        let failed = |e: &dyn std::fmt::Display| RuntimeError::new(format!("the Runtime API's /next failed: {e}"));
-        let req = build_request().method(Method::GET).uri(format!("{PREFIX}/invocation/next")).body(Body::empty()).map_err(|e| failed(&e))?;
+        let failed = |e: &dyn std::fmt::Display| {
+            RuntimeError::new(format!("the Runtime API's /next failed: {e}"))
+        };
+        let req = build_request()
+            .method(Method::GET)
+            .uri(format!("{PREFIX}/invocation/next"))
+            .body(Body::empty())
+            .map_err(|e| failed(&e))?;
         let res = self.client.call(req).await.map_err(|e| failed(&e))?;
         let (parts, body) = res.into_parts();
         let payload = body.collect().await.map_err(|e| failed(&e))?.to_bytes();
         if parts.status != StatusCode::OK {
-            return Err(failed(&format_args!("{} {}", parts.status, String::from_utf8_lossy(&payload))));
+            return Err(failed(&format_args!(
+                "{} {}",
+                parts.status,
+                String::from_utf8_lossy(&payload)
+            )));
         }
-        let request_id = header(&parts.headers, "lambda-runtime-aws-request-id").ok_or_else(|| failed(&"no Lambda-Runtime-Aws-Request-Id"))?;
-        Ok(Invocation { request_id, xray_trace_id: header(&parts.headers, "lambda-runtime-trace-id"), payload })
+        let request_id = header(&parts.headers, "lambda-runtime-aws-request-id")
+            .ok_or_else(|| failed(&"no Lambda-Runtime-Aws-Request-Id"))?;
+        Ok(Invocation {
+            request_id,
+            xray_trace_id: header(&parts.headers, "lambda-runtime-trace-id"),
+            payload,
+        })
     }
 
     /// Posts `req` and checks that the Runtime API accepted it.
@@ -167,7 +208,11 @@ impl RuntimeApi {
     }
 
     async fn respond(&self, id: &str, body: Bytes) -> Result<(), BoxError> {
-        let req = build_request().method(Method::POST).uri(format!("{PREFIX}/invocation/{id}/response")).header("content-type", "application/json").body(Body::from(body))?;
+        let req = build_request()
+            .method(Method::POST)
+            .uri(format!("{PREFIX}/invocation/{id}/response"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))?;
         self.post(req).await
     }
 
@@ -175,7 +220,11 @@ impl RuntimeApi {
         let req = build_request()
             .method(Method::POST)
             .uri(format!("{PREFIX}/invocation/{id}/error"))
-            .header(ERROR_TYPE_TRAILER, HeaderValue::from_str(&failure.error_type).unwrap_or(HeaderValue::from_static("Runtime.Unknown")))
+            .header(
+                ERROR_TYPE_TRAILER,
+                HeaderValue::from_str(&failure.error_type)
+                    .unwrap_or(HeaderValue::from_static("Runtime.Unknown")),
+            )
             .header("content-type", "application/json")
             .body(Body::from(failure.json()))?;
         self.post(req).await
@@ -189,7 +238,10 @@ impl RuntimeApi {
             .uri(format!("{PREFIX}/invocation/{id}/response"))
             .header("lambda-runtime-function-response-mode", "streaming")
             .header("content-type", STREAM_CONTENT_TYPE)
-            .header("trailer", "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body")
+            .header(
+                "trailer",
+                "Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body",
+            )
             .body(Body::new(StreamBody::new(frames(lines))))?;
         self.post(req).await
     }
@@ -223,7 +275,8 @@ mod tests {
     use super::*;
 
     fn lines(items: Vec<&'static str>, panic_after: bool) -> LineStream {
-        let s = futures::stream::iter(items.into_iter().map(|l| Ok(Bytes::from_static(l.as_bytes()))));
+        let s =
+            futures::stream::iter(items.into_iter().map(|l| Ok(Bytes::from_static(l.as_bytes()))));
         if panic_after {
             Box::pin(s.chain(futures::stream::poll_fn(|_| panic!("model went away"))))
         } else {
@@ -246,7 +299,10 @@ mod tests {
 
     #[test]
     fn the_runtime_api_is_host_port_or_a_url() {
-        assert_eq!(runtime_api_base("127.0.0.1:9001").unwrap().authority().unwrap(), "127.0.0.1:9001");
+        assert_eq!(
+            runtime_api_base("127.0.0.1:9001").unwrap().authority().unwrap(),
+            "127.0.0.1:9001"
+        );
         let url = runtime_api_base("http://127.0.0.1:9001/.rt").unwrap();
         assert_eq!((url.authority().unwrap().as_str(), url.path()), ("127.0.0.1:9001", "/.rt"));
         assert!(runtime_api_base("/just/a/path").is_err());
@@ -271,7 +327,9 @@ mod tests {
         assert_eq!(&data[PRELUDE.len()..], b"{\"a\":1}\n");
         let trailers = trailers.expect("error trailers");
         assert_eq!(trailers[ERROR_TYPE_TRAILER], "Runtime.HandlerPanic");
-        let body = base64::engine::general_purpose::STANDARD.decode(trailers[ERROR_BODY_TRAILER].as_bytes()).unwrap();
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(trailers[ERROR_BODY_TRAILER].as_bytes())
+            .unwrap();
         let failure: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(failure["errorType"], "Runtime.HandlerPanic");
         assert!(failure["errorMessage"].as_str().unwrap().contains("model went away"));

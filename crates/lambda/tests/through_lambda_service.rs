@@ -24,13 +24,36 @@ struct Chain {
 async fn chain(emulator_slots: usize, word_delay_ms: u64, concurrency: usize) -> Chain {
     let mut models = BTreeMap::new();
     models.insert(MODEL_ID.to_string(), "local".to_string());
-    let instant = instant::InstantConfig { reply: "one two three four".into(), models: vec!["local".into()], word_delay_ms };
-    let emulator = EmulatorSettings { listen: "127.0.0.1:0".parse().unwrap(), generator: GeneratorKind::Instant, models, auth: AuthMode::Any, max_concurrent_requests: emulator_slots, instant: instant.clone(), ..Default::default() };
-    let emulator = bedrock_emulator::Application::build(emulator, Arc::new(instant::InstantGenerator::new(instant))).await.unwrap();
+    let instant = instant::InstantConfig {
+        reply: "one two three four".into(),
+        models: vec!["local".into()],
+        word_delay_ms,
+    };
+    let emulator = EmulatorSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        generator: GeneratorKind::Instant,
+        models,
+        auth: AuthMode::Any,
+        max_concurrent_requests: emulator_slots,
+        instant: instant.clone(),
+        ..Default::default()
+    };
+    let emulator = bedrock_emulator::Application::build(
+        emulator,
+        Arc::new(instant::InstantGenerator::new(instant)),
+    )
+    .await
+    .unwrap();
     let emulator_url = format!("http://127.0.0.1:{}", emulator.port());
     tokio::spawn(emulator.run_until_stopped(std::future::pending()));
 
-    let mut f = FunctionSettings { path: env!("CARGO_BIN_EXE_bootstrap").into(), concurrency, queue_depth: 8, timeout_ms: 30_000, ..Default::default() };
+    let mut f = FunctionSettings {
+        path: env!("CARGO_BIN_EXE_bootstrap").into(),
+        concurrency,
+        queue_depth: 8,
+        timeout_ms: 30_000,
+        ..Default::default()
+    };
     for (k, v) in [
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.as_str()),
         ("AWS_ACCESS_KEY_ID", "AKIDTEST"),
@@ -42,7 +65,13 @@ async fn chain(emulator_slots: usize, word_delay_ms: u64, concurrency: usize) ->
     }
     let mut functions = BTreeMap::new();
     functions.insert("strata".to_string(), f);
-    let app = lambda_service::Application::build(LambdaServiceSettings { listen: "127.0.0.1:0".parse().unwrap(), functions, ..Default::default() }).await.unwrap();
+    let app = lambda_service::Application::build(LambdaServiceSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        functions,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
     let service = app.function("strata").unwrap();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
@@ -56,13 +85,25 @@ async fn chain(emulator_slots: usize, word_delay_ms: u64, concurrency: usize) ->
 }
 
 fn event(model: &str, stream: bool) -> Blob {
-    let req = contract::GenerateRequest { model: model.into(), messages: vec![Message::user("hi")], stream, ..Default::default() };
+    let req = contract::GenerateRequest {
+        model: model.into(),
+        messages: vec![Message::user("hi")],
+        stream,
+        ..Default::default()
+    };
     Blob::new(serde_json::to_vec(&req).unwrap())
 }
 
 /// The stream's chunks, and when the first delta and the last chunk arrived.
 async fn stream(c: &Chain, model: &str) -> (Vec<StreamChunk>, Option<String>) {
-    let mut out = c.client.invoke_with_response_stream().function_name("strata").payload(event(model, true)).send().await.unwrap();
+    let mut out = c
+        .client
+        .invoke_with_response_stream()
+        .function_name("strata")
+        .payload(event(model, true))
+        .send()
+        .await
+        .unwrap();
     let mut decoder = LineDecoder::new(out.response_stream_content_type());
     let mut chunks = Vec::new();
     while let Some(e) = out.event_stream.recv().await.unwrap() {
@@ -78,9 +119,17 @@ async fn stream(c: &Chain, model: &str) -> (Vec<StreamChunk>, Option<String>) {
 #[tokio::test]
 async fn invoke_returns_the_contract_response() {
     let c = chain(4, 0, 1).await;
-    let out = c.client.invoke().function_name("strata").payload(event(MODEL_ID, false)).send().await.unwrap();
+    let out = c
+        .client
+        .invoke()
+        .function_name("strata")
+        .payload(event(MODEL_ID, false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.function_error(), None);
-    let resp: contract::GenerateResponse = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
+    let resp: contract::GenerateResponse =
+        serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
     assert_eq!(resp.message.unwrap().content, "one two three four");
     assert_eq!(resp.usage.unwrap().completion_tokens, 4);
     let hops: Vec<String> = resp.timings.unwrap().hops.into_iter().map(|h| h.hop).collect();
@@ -91,7 +140,14 @@ async fn invoke_returns_the_contract_response() {
 async fn invoke_with_response_stream_forwards_deltas_as_they_are_generated() {
     let c = chain(4, 40, 1).await;
     let started = Instant::now();
-    let mut out = c.client.invoke_with_response_stream().function_name("strata").payload(event(MODEL_ID, true)).send().await.unwrap();
+    let mut out = c
+        .client
+        .invoke_with_response_stream()
+        .function_name("strata")
+        .payload(event(MODEL_ID, true))
+        .send()
+        .await
+        .unwrap();
     let mut decoder = LineDecoder::new(out.response_stream_content_type());
     let (mut text, mut first_delta, mut done) = (String::new(), None, None);
     while let Some(e) = out.event_stream.recv().await.unwrap() {
@@ -122,21 +178,41 @@ async fn invoke_with_response_stream_forwards_deltas_as_they_are_generated() {
     assert_eq!(hops.iter().map(|h| h.hop.as_str()).collect::<Vec<_>>(), ["bedrock", "lambda"]);
     assert!(hops[1].dur_ns >= hops[0].dur_ns);
     // Four words 40 ms apart: the first reached us well before the end.
-    assert!(done_at - first_delta.unwrap() >= Duration::from_millis(80), "{first_delta:?} {done_at:?}");
+    assert!(
+        done_at - first_delta.unwrap() >= Duration::from_millis(80),
+        "{first_delta:?} {done_at:?}"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_model_is_a_non_retryable_function_error() {
     let c = chain(4, 0, 1).await;
-    let out = c.client.invoke().function_name("strata").payload(event("vendor.none-v1:0", false)).send().await.unwrap();
+    let out = c
+        .client
+        .invoke()
+        .function_name("strata")
+        .payload(event("vendor.none-v1:0", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.function_error(), Some("Unhandled"));
     let body: serde_json::Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
-    let e = error_from_function(body["errorType"].as_str().unwrap(), body["errorMessage"].as_str().unwrap());
+    let e = error_from_function(
+        body["errorType"].as_str().unwrap(),
+        body["errorMessage"].as_str().unwrap(),
+    );
     assert_eq!(e.kind(), ErrorKind::ModelNotFound);
     assert!(!e.retryable);
     // Invalid options are the emulator's ValidationException, an invalid request for us.
     let req = serde_json::json!({"model": MODEL_ID, "messages": [{"role": 1, "content": "hi"}], "options": {"temperature": 5.0}});
-    let out = c.client.invoke().function_name("strata").payload(Blob::new(req.to_string())).send().await.unwrap();
+    let out = c
+        .client
+        .invoke()
+        .function_name("strata")
+        .payload(Blob::new(req.to_string()))
+        .send()
+        .await
+        .unwrap();
     let body: serde_json::Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
     assert_eq!(body["errorType"], "InvalidRequest", "{body}");
 }
@@ -145,18 +221,41 @@ async fn an_unknown_model_is_a_non_retryable_function_error() {
 async fn bedrock_throttling_is_retried_then_reported_as_retryable() {
     // One emulator slot, held by a slow stream; the function's second call is throttled.
     let c = chain(1, 300, 2).await;
-    let mut held = c.client.invoke_with_response_stream().function_name("strata").payload(event(MODEL_ID, true)).send().await.unwrap();
+    let mut held = c
+        .client
+        .invoke_with_response_stream()
+        .function_name("strata")
+        .payload(event(MODEL_ID, true))
+        .send()
+        .await
+        .unwrap();
     let mut decoder = LineDecoder::new(held.response_stream_content_type());
     loop {
-        let Some(Event::PayloadChunk(p)) = held.event_stream.recv().await.unwrap() else { panic!("expected a chunk") };
-        if decoder.push(p.payload().unwrap().as_ref()).iter().any(|c| matches!(c.kind, Some(ChunkKind::Delta(_)))) {
+        let Some(Event::PayloadChunk(p)) = held.event_stream.recv().await.unwrap() else {
+            panic!("expected a chunk")
+        };
+        if decoder
+            .push(p.payload().unwrap().as_ref())
+            .iter()
+            .any(|c| matches!(c.kind, Some(ChunkKind::Delta(_))))
+        {
             break;
         }
     }
-    let out = c.client.invoke().function_name("strata").payload(event(MODEL_ID, false)).send().await.unwrap();
+    let out = c
+        .client
+        .invoke()
+        .function_name("strata")
+        .payload(event(MODEL_ID, false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.function_error(), Some("Unhandled"));
     let body: serde_json::Value = serde_json::from_slice(out.payload().unwrap().as_ref()).unwrap();
-    let e = error_from_function(body["errorType"].as_str().unwrap(), body["errorMessage"].as_str().unwrap());
+    let e = error_from_function(
+        body["errorType"].as_str().unwrap(),
+        body["errorMessage"].as_str().unwrap(),
+    );
     assert_eq!(e.kind(), ErrorKind::Overloaded, "{body}");
     assert!(e.retryable);
 }
@@ -164,11 +263,24 @@ async fn bedrock_throttling_is_retried_then_reported_as_retryable() {
 #[tokio::test]
 async fn killing_the_function_mid_stream_ends_the_stream_with_an_error_and_it_comes_back() {
     let c = chain(4, 200, 1).await;
-    let mut out = c.client.invoke_with_response_stream().function_name("strata").payload(event(MODEL_ID, true)).send().await.unwrap();
+    let mut out = c
+        .client
+        .invoke_with_response_stream()
+        .function_name("strata")
+        .payload(event(MODEL_ID, true))
+        .send()
+        .await
+        .unwrap();
     let mut decoder = LineDecoder::new(out.response_stream_content_type());
     loop {
-        let Some(Event::PayloadChunk(p)) = out.event_stream.recv().await.unwrap() else { panic!("expected a chunk") };
-        if decoder.push(p.payload().unwrap().as_ref()).iter().any(|c| matches!(c.kind, Some(ChunkKind::Delta(_)))) {
+        let Some(Event::PayloadChunk(p)) = out.event_stream.recv().await.unwrap() else {
+            panic!("expected a chunk")
+        };
+        if decoder
+            .push(p.payload().unwrap().as_ref())
+            .iter()
+            .any(|c| matches!(c.kind, Some(ChunkKind::Delta(_))))
+        {
             break;
         }
     }

@@ -116,7 +116,16 @@ pub fn default_allowed_origins() -> Vec<String> {
             origins.push(format!("{scheme}://{host}:*"));
         }
     }
-    for scheme in ["app", "file", "tauri", "vscode-webview", "vscode-file", "chrome-extension", "moz-extension", "safari-web-extension"] {
+    for scheme in [
+        "app",
+        "file",
+        "tauri",
+        "vscode-webview",
+        "vscode-file",
+        "chrome-extension",
+        "moz-extension",
+        "safari-web-extension",
+    ] {
         origins.push(format!("{scheme}://*"));
     }
     origins

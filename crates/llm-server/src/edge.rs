@@ -17,7 +17,11 @@ fn invalid(protocol: Protocol, message: impl Into<String>) -> ApiError {
 
 /// The protocol a path belongs to: OpenAI under `/v1/`, Ollama everywhere else.
 pub fn protocol_of(path: &str) -> Protocol {
-    if path.starts_with("/v1/") { Protocol::OpenAi } else { Protocol::Ollama }
+    if path.starts_with("/v1/") {
+        Protocol::OpenAi
+    } else {
+        Protocol::Ollama
+    }
 }
 
 /// Bodies at least this large are checked and parsed on a blocking thread: a 10 MB chat takes
@@ -26,19 +30,37 @@ const PARSE_OFF_THREAD_BYTES: usize = 64 * 1024;
 
 /// Parses a JSON body after checking how deep it nests (serde_json's own stop at 128 levels
 /// would otherwise be the only limit, and recursion is what a deep body attacks).
-pub async fn parse<T: serde::de::DeserializeOwned + Send + 'static>(settings: &ServerSettings, protocol: Protocol, body: Bytes) -> Result<T, ApiError> {
+pub async fn parse<T: serde::de::DeserializeOwned + Send + 'static>(
+    settings: &ServerSettings,
+    protocol: Protocol,
+    body: Bytes,
+) -> Result<T, ApiError> {
     let max_depth = settings.max_json_depth;
     if body.len() < PARSE_OFF_THREAD_BYTES {
         return parse_now(max_depth, protocol, &body);
     }
-    tokio::task::spawn_blocking(move || parse_now(max_depth, protocol, &body))
-        .await
-        .unwrap_or_else(|e| Err(ApiError::with_status(protocol, StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal, format!("parsing the request failed: {e}"))))
+    tokio::task::spawn_blocking(move || parse_now(max_depth, protocol, &body)).await.unwrap_or_else(
+        |e| {
+            Err(ApiError::with_status(
+                protocol,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::Internal,
+                format!("parsing the request failed: {e}"),
+            ))
+        },
+    )
 }
 
-fn parse_now<T: serde::de::DeserializeOwned>(max_depth: usize, protocol: Protocol, body: &[u8]) -> Result<T, ApiError> {
+fn parse_now<T: serde::de::DeserializeOwned>(
+    max_depth: usize,
+    protocol: Protocol,
+    body: &[u8],
+) -> Result<T, ApiError> {
     if contract::edge::json_nests_deeper_than(body, max_depth) {
-        return Err(invalid(protocol, format!("invalid request body: JSON nests deeper than {max_depth} levels")));
+        return Err(invalid(
+            protocol,
+            format!("invalid request body: JSON nests deeper than {max_depth} levels"),
+        ));
     }
     parse_json(protocol, body)
 }
@@ -49,21 +71,40 @@ pub fn model(settings: &ServerSettings, protocol: Protocol, name: &str) -> Resul
     if name.trim().is_empty() {
         return Ok(());
     }
-    contract::edge::check_model_name(name, settings.max_model_name_bytes, settings.allow_model_paths).map_err(|e| invalid(protocol, e.to_string()))
+    contract::edge::check_model_name(
+        name,
+        settings.max_model_name_bytes,
+        settings.allow_model_paths,
+    )
+    .map_err(|e| invalid(protocol, e.to_string()))
 }
 
 /// Chat messages in one request (each one costs a template render when history is trimmed).
-pub fn messages(settings: &ServerSettings, protocol: Protocol, count: usize) -> Result<(), ApiError> {
+pub fn messages(
+    settings: &ServerSettings,
+    protocol: Protocol,
+    count: usize,
+) -> Result<(), ApiError> {
     if count > settings.max_messages {
-        return Err(invalid(protocol, format!("too many messages: {count}; at most {} are allowed", settings.max_messages)));
+        return Err(invalid(
+            protocol,
+            format!("too many messages: {count}; at most {} are allowed", settings.max_messages),
+        ));
     }
     Ok(())
 }
 
 /// Inputs in one embedding request (each is tokenized and held until the vectors return).
-pub fn embed_inputs(settings: &ServerSettings, protocol: Protocol, count: usize) -> Result<(), ApiError> {
+pub fn embed_inputs(
+    settings: &ServerSettings,
+    protocol: Protocol,
+    count: usize,
+) -> Result<(), ApiError> {
     if count > settings.max_embed_inputs {
-        return Err(invalid(protocol, format!("too many inputs: {count}; at most {} are allowed", settings.max_embed_inputs)));
+        return Err(invalid(
+            protocol,
+            format!("too many inputs: {count}; at most {} are allowed", settings.max_embed_inputs),
+        ));
     }
     Ok(())
 }
@@ -72,5 +113,11 @@ pub fn embed_inputs(settings: &ServerSettings, protocol: Protocol, count: usize)
 /// `max_header_bytes` (the check itself is `telemetry::header_limit`, shared by every hop).
 pub fn header_refusal(req: &Request, size: usize, max: usize) -> Response {
     let protocol = protocol_of(req.uri().path());
-    ApiError::with_status(protocol, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ErrorKind::InvalidRequest, telemetry::too_large_message(size, max)).into_response()
+    ApiError::with_status(
+        protocol,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ErrorKind::InvalidRequest,
+        telemetry::too_large_message(size, max),
+    )
+    .into_response()
 }

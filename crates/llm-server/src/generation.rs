@@ -19,11 +19,20 @@ const HOP: &str = "llm-server";
 /// each with its inclusive duration in milliseconds.
 pub fn server_timing(done: &GenerateResponse) -> Option<String> {
     let hops = &done.timings.as_ref()?.hops;
-    (!hops.is_empty()).then(|| hops.iter().rev().map(|h| format!("{};dur={:.3}", h.hop, h.dur_ns as f64 / 1e6)).collect::<Vec<_>>().join(", "))
+    (!hops.is_empty()).then(|| {
+        hops.iter()
+            .rev()
+            .map(|h| format!("{};dur={:.3}", h.hop, h.dur_ns as f64 / 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
 }
 
 /// Adds `Server-Timing` to a complete (non-streamed) answer.
-pub fn with_server_timing(mut response: axum::response::Response, done: &GenerateResponse) -> axum::response::Response {
+pub fn with_server_timing(
+    mut response: axum::response::Response,
+    done: &GenerateResponse,
+) -> axum::response::Response {
     if let Some(v) = server_timing(done).and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert("server-timing", v);
     }
@@ -45,13 +54,29 @@ pub struct Started {
     pub started: Instant,
 }
 
-pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo, caller: &Caller, mut req: contract::GenerateRequest) -> Result<Started, ApiError> {
+pub async fn start(
+    state: &Arc<AppState>,
+    protocol: Protocol,
+    info: &RequestInfo,
+    caller: &Caller,
+    mut req: contract::GenerateRequest,
+) -> Result<Started, ApiError> {
     let started = Instant::now();
     let permit = state.limiter.acquire().await.map_err(|_| {
-        ApiError::new(protocol, contract::Error::new(ErrorKind::Overloaded, "server busy, please try again.  maximum pending requests exceeded"))
+        ApiError::new(
+            protocol,
+            contract::Error::new(
+                ErrorKind::Overloaded,
+                "server busy, please try again.  maximum pending requests exceeded",
+            ),
+        )
     })?;
-    req.trace = Some(contract::TraceContext { traceparent: info.trace.header(), tracestate: String::new() });
-    let inner = state.backend.generate(req, caller).await.map_err(|e| ApiError::new(protocol, e))?;
+    req.trace = Some(contract::TraceContext {
+        traceparent: info.trace.header(),
+        tracestate: String::new(),
+    });
+    let inner =
+        state.backend.generate(req, caller).await.map_err(|e| ApiError::new(protocol, e))?;
     state.metrics.in_flight.inc();
     let guard = Guard {
         state: Arc::clone(state),
@@ -60,7 +85,8 @@ pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo
         finished: false,
         first_token: None,
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.settings.request_timeout_secs);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(state.settings.request_timeout_secs);
     let shutdown = state.hard_stop.clone();
     let stream = futures::stream::unfold((inner, guard), move |(mut inner, mut guard)| {
         let shutdown = shutdown.clone();
@@ -73,7 +99,12 @@ pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo
                 _ = tokio::time::sleep_until(deadline) => Some(StreamChunk::error(contract::Error::new(ErrorKind::Timeout, "request timed out"))),
                 _ = shutdown.cancelled() => Some(StreamChunk::error(contract::Error::new(ErrorKind::Overloaded, "server is shutting down"))),
             };
-            let mut chunk = next.unwrap_or_else(|| StreamChunk::error(contract::Error::new(ErrorKind::Upstream, "the backend ended the stream without finishing it")));
+            let mut chunk = next.unwrap_or_else(|| {
+                StreamChunk::error(contract::Error::new(
+                    ErrorKind::Upstream,
+                    "the backend ended the stream without finishing it",
+                ))
+            });
             match &mut chunk.kind {
                 Some(ChunkKind::Delta(_)) => {
                     guard.first_token.get_or_insert_with(Instant::now);
@@ -89,7 +120,10 @@ pub async fn start(state: &Arc<AppState>, protocol: Protocol, info: &RequestInfo
                         timings.prompt_eval_ns = first.duration_since(started).as_nanos() as u64;
                         timings.eval_ns = now.duration_since(first).as_nanos() as u64;
                     }
-                    timings.hops.push(contract::HopTiming { hop: HOP.into(), dur_ns: started.elapsed().as_nanos() as u64 });
+                    timings.hops.push(contract::HopTiming {
+                        hop: HOP.into(),
+                        dur_ns: started.elapsed().as_nanos() as u64,
+                    });
                 }
                 _ => {}
             }
@@ -121,8 +155,16 @@ impl Guard {
         self.finished = true;
         if let Some(usage) = done.and_then(|d| d.usage) {
             self.tokens.record(usage.prompt_tokens.into(), usage.completion_tokens.into());
-            self.state.metrics.tokens.with_label_values(&["prompt"]).inc_by(usage.prompt_tokens.into());
-            self.state.metrics.tokens.with_label_values(&["completion"]).inc_by(usage.completion_tokens.into());
+            self.state
+                .metrics
+                .tokens
+                .with_label_values(&["prompt"])
+                .inc_by(usage.prompt_tokens.into());
+            self.state
+                .metrics
+                .tokens
+                .with_label_values(&["completion"])
+                .inc_by(usage.completion_tokens.into());
         }
     }
 }
@@ -151,7 +193,10 @@ impl ToolCalls {
                 }
                 call.input_json.push_str(&d.input_json);
             }
-            None => self.calls.push((d.index, contract::ToolUse { id: d.id, name: d.name, input_json: d.input_json })),
+            None => self.calls.push((
+                d.index,
+                contract::ToolUse { id: d.id, name: d.name, input_json: d.input_json },
+            )),
         }
     }
 
@@ -175,7 +220,9 @@ pub fn attach_tool_calls(done: &mut GenerateResponse, calls: Vec<contract::ToolU
 
 /// Reads a whole generation for a non-streaming answer: the text and the final record (its
 /// message carrying any tool calls), or the error that ended it.
-pub async fn collect(mut stream: ChunkStream) -> Result<(String, GenerateResponse), contract::Error> {
+pub async fn collect(
+    mut stream: ChunkStream,
+) -> Result<(String, GenerateResponse), contract::Error> {
     let mut text = String::new();
     let mut calls = ToolCalls::default();
     while let Some(chunk) = stream.next().await {
@@ -200,5 +247,8 @@ pub async fn collect(mut stream: ChunkStream) -> Result<(String, GenerateRespons
             None => {}
         }
     }
-    Err(contract::Error::new(ErrorKind::Upstream, "the backend ended the stream without finishing it"))
+    Err(contract::Error::new(
+        ErrorKind::Upstream,
+        "the backend ended the stream without finishing it",
+    ))
 }

@@ -31,7 +31,12 @@ impl Drop for Waiting<'_> {
 
 impl Limiter {
     pub fn new(max_running: usize, max_waiting: usize) -> Self {
-        Limiter { running: Arc::new(Semaphore::new(max_running.max(1))), waiting: AtomicUsize::new(0), max_running: max_running.max(1), max_waiting }
+        Limiter {
+            running: Arc::new(Semaphore::new(max_running.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_running: max_running.max(1),
+            max_waiting,
+        }
     }
 
     pub async fn acquire(&self) -> Result<Permit, Overloaded> {

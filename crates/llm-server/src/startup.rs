@@ -41,9 +41,14 @@ pub struct AppState {
 impl AppState {
     /// The state of a server listening on `listen`: loads its keys and refuses to serve a
     /// non-loopback address without them (unless `allow_unauthenticated`).
-    pub fn new(settings: ServerSettings, backend: Arc<dyn Backend>, listen: SocketAddr) -> std::io::Result<AppState> {
+    pub fn new(
+        settings: ServerSettings,
+        backend: Arc<dyn Backend>,
+        listen: SocketAddr,
+    ) -> std::io::Result<AppState> {
         let keys = Keys::load(&settings)?;
-        security::check_exposure(&settings, listen, keys.required()).map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+        security::check_exposure(&settings, listen, keys.required())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
         tracing::info!(api_key_ids = ?keys.ids(), authentication = keys.required(), "front door configured");
         Ok(AppState {
             keys: Arc::new(keys),
@@ -67,7 +72,10 @@ pub struct Application {
 pub const HOP: &str = "llm-server";
 
 impl Application {
-    pub async fn build(settings: ServerSettings, backend: Arc<dyn Backend>) -> std::io::Result<Application> {
+    pub async fn build(
+        settings: ServerSettings,
+        backend: Arc<dyn Backend>,
+    ) -> std::io::Result<Application> {
         let listener = telemetry::listen(settings.listen).await?;
         let state = Arc::new(AppState::new(settings, backend, listener.local_addr()?)?);
         Ok(Application { listener, router: router(Arc::clone(&state)), state })
@@ -81,12 +89,18 @@ impl Application {
         self.local_addr().port()
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let grace = Duration::from_secs(self.state.settings.shutdown_grace_secs);
         let hard_stop = self.state.hard_stop.clone();
         let signal = async move {
             shutdown.await;
-            tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections; in-flight requests may finish");
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: no new connections; in-flight requests may finish"
+            );
             let hard_stop = hard_stop.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
@@ -140,14 +154,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(Arc::clone(&state.keys), security::keys::check))
         .layer(middleware::from_fn_with_state(Arc::clone(&state.origins), security::origin::check))
         .layer(middleware::from_fn_with_state(Arc::clone(&state.hosts), security::host::check))
-        .layer(middleware::from_fn_with_state(telemetry::HeaderLimit { max_bytes: state.settings.max_header_bytes, refuse: edge::header_refusal }, telemetry::header_limit))
+        .layer(middleware::from_fn_with_state(
+            telemetry::HeaderLimit {
+                max_bytes: state.settings.max_header_bytes,
+                refuse: edge::header_refusal,
+            },
+            telemetry::header_limit,
+        ))
         .layer(middleware::from_fn_with_state(HOP, telemetry::access_log))
         .with_state(state)
 }
 
 async fn record_metrics(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(req).await;
     state.metrics.latency.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
     state.metrics.requests.with_label_values(&[&route, response.status().as_str()]).inc();

@@ -27,7 +27,8 @@ impl Encoding {
     /// From `Content-Type`; no content type means JSON (curl's default).
     pub fn of(headers: &HeaderMap) -> Result<Encoding, ServiceError> {
         let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(Encoding::Json) };
-        let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ct =
+            ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match ct.as_str() {
             "application/json" | "" => Ok(Encoding::Json),
             "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => Ok(Encoding::Protobuf),
@@ -38,7 +39,11 @@ impl Encoding {
 
     /// Decodes a request; JSON deeper than `max_json_depth` levels is refused before parsing
     /// (protobuf's own decoder stops at 100 levels of nested messages).
-    pub fn decode<T: prost::Message + Default + DeserializeOwned>(self, body: &[u8], max_json_depth: usize) -> Result<T, ServiceError> {
+    pub fn decode<T: prost::Message + Default + DeserializeOwned>(
+        self,
+        body: &[u8],
+        max_json_depth: usize,
+    ) -> Result<T, ServiceError> {
         match self {
             Encoding::Json if contract::edge::json_nests_deeper_than(body, max_json_depth) => {
                 Err(ServiceError::new(ErrorKind::InvalidRequest, format!("the body is not a valid JSON request: it nests deeper than {max_json_depth} levels")))
@@ -66,7 +71,9 @@ impl Encoding {
                 v.push(b'\n');
                 Bytes::from(v)
             }
-            Encoding::Protobuf => Bytes::from(prost::Message::encode_length_delimited_to_vec(chunk)),
+            Encoding::Protobuf => {
+                Bytes::from(prost::Message::encode_length_delimited_to_vec(chunk))
+            }
         }
     }
 
@@ -76,7 +83,9 @@ impl Encoding {
             Encoding::Json => NDJSON,
             Encoding::Protobuf => PROTOBUF,
         };
-        let body = Body::from_stream(chunks.map(move |c| Ok::<_, std::convert::Infallible>(self.frame(&c))));
+        let body = Body::from_stream(
+            chunks.map(move |c| Ok::<_, std::convert::Infallible>(self.frame(&c))),
+        );
         let mut r = (StatusCode::OK, body).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -89,9 +98,16 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ServiceError> 
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let inner = e.into_inner();
         if inner.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            ServiceError::new(ErrorKind::InvalidRequest, format!("the request body is larger than {limit} bytes")).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            ServiceError::new(
+                ErrorKind::InvalidRequest,
+                format!("the request body is larger than {limit} bytes"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
         } else {
-            ServiceError::new(ErrorKind::InvalidRequest, format!("could not read the request body: {inner}"))
+            ServiceError::new(
+                ErrorKind::InvalidRequest,
+                format!("could not read the request body: {inner}"),
+            )
         }
     })
 }

@@ -110,7 +110,12 @@ pub struct ModelSettings {
 
 impl Default for ModelSettings {
     fn default() -> Self {
-        ModelSettings { system_prompt: String::new(), context_tokens: 2048, answer_reserve_tokens: 512, options: DefaultOptions::default() }
+        ModelSettings {
+            system_prompt: String::new(),
+            context_tokens: 2048,
+            answer_reserve_tokens: 512,
+            options: DefaultOptions::default(),
+        }
     }
 }
 

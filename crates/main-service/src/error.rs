@@ -33,7 +33,13 @@ pub struct ServiceError {
 
 impl ServiceError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ServiceError { kind, message: message.into(), fields: Vec::new(), status: None, retry_after_secs: None }
+        ServiceError {
+            kind,
+            message: message.into(),
+            fields: Vec::new(),
+            status: None,
+            retry_after_secs: None,
+        }
     }
 
     pub fn invalid(fields: Vec<FieldError>) -> Self {
@@ -98,11 +104,19 @@ struct Inner<'a> {
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&Body { error: Inner { kind: kind_name(self.kind), message: &self.message, fields: &self.fields } }).unwrap_or_default();
+        let body = serde_json::to_vec(&Body {
+            error: Inner {
+                kind: kind_name(self.kind),
+                message: &self.message,
+                fields: &self.fields,
+            },
+        })
+        .unwrap_or_default();
         let mut r = (self.status(), body).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.kind == ErrorKind::Overloaded {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs.unwrap_or(1)));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_secs.unwrap_or(1)));
         }
         r
     }
@@ -111,7 +125,9 @@ impl IntoResponse for ServiceError {
 /// 431 in the service's error shape, for headers beyond `max_header_bytes`
 /// (`telemetry::header_limit` checks them).
 pub fn header_refusal(_: &axum::extract::Request, size: usize, max: usize) -> Response {
-    ServiceError::new(ErrorKind::InvalidRequest, telemetry::too_large_message(size, max)).with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).into_response()
+    ServiceError::new(ErrorKind::InvalidRequest, telemetry::too_large_message(size, max))
+        .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        .into_response()
 }
 
 #[cfg(test)]

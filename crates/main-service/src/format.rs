@@ -29,7 +29,11 @@ pub fn render(template: &str, ctx: minijinja::Value) -> Result<String, minijinja
 }
 
 /// The request the Lambda function receives for `req`.
-pub fn prepare(req: ValidatedRequest, settings: &MainServiceSettings, trace: TraceContext) -> GenerateRequest {
+pub fn prepare(
+    req: ValidatedRequest,
+    settings: &MainServiceSettings,
+    trace: TraceContext,
+) -> GenerateRequest {
     let model = settings.model(&req.get().model);
     let mut req = req.into_inner();
     let mut options = req.options.take().unwrap_or_default();
@@ -39,13 +43,19 @@ pub fn prepare(req: ValidatedRequest, settings: &MainServiceSettings, trace: Tra
     if req.raw_prompt.is_some() {
         return req;
     }
-    let has_system = req.system.as_deref().is_some_and(|s| !s.is_empty()) || req.messages.iter().any(|m| m.role() == Role::System);
+    let has_system = req.system.as_deref().is_some_and(|s| !s.is_empty())
+        || req.messages.iter().any(|m| m.role() == Role::System);
     if !has_system && !model.system_prompt.is_empty() {
         let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        match render(&model.system_prompt, minijinja::context! { model => req.model.clone(), date => date }) {
+        match render(
+            &model.system_prompt,
+            minijinja::context! { model => req.model.clone(), date => date },
+        ) {
             Ok(s) if !s.trim().is_empty() => req.system = Some(s),
             Ok(_) => {}
-            Err(e) => tracing::warn!(model = %req.model, error = %e, "the system prompt template does not render; sending none"),
+            Err(e) => {
+                tracing::warn!(model = %req.model, error = %e, "the system prompt template does not render; sending none")
+            }
         }
     }
     let dropped = trim_history(&mut req, &model, settings.chars_per_token);
@@ -58,10 +68,18 @@ pub fn prepare(req: ValidatedRequest, settings: &MainServiceSettings, trace: Tra
 /// Drops the oldest non-system messages until the conversation fits the model's context minus
 /// the answer's reserve. System messages and the newest message always stay; the conversation
 /// after trimming starts with a user message (Bedrock requires it). Returns how many went.
-pub fn trim_history(req: &mut GenerateRequest, model: &ModelSettings, chars_per_token: f64) -> usize {
-    let budget = (model.context_tokens as usize).saturating_sub(model.answer_reserve_tokens as usize);
+pub fn trim_history(
+    req: &mut GenerateRequest,
+    model: &ModelSettings,
+    chars_per_token: f64,
+) -> usize {
+    let budget =
+        (model.context_tokens as usize).saturating_sub(model.answer_reserve_tokens as usize);
     let cost = |m: &Message| estimate_tokens(&m.content, chars_per_token) + MESSAGE_OVERHEAD_TOKENS;
-    let mut total: usize = req.system.as_deref().map_or(0, |s| estimate_tokens(s, chars_per_token) + MESSAGE_OVERHEAD_TOKENS);
+    let mut total: usize = req
+        .system
+        .as_deref()
+        .map_or(0, |s| estimate_tokens(s, chars_per_token) + MESSAGE_OVERHEAD_TOKENS);
     total += req.messages.iter().map(cost).sum::<usize>();
     let last = req.messages.len().saturating_sub(1);
     let mut keep = vec![true; req.messages.len()];
@@ -126,7 +144,11 @@ mod tests {
     use crate::config::ModelOverrides;
 
     fn model(context: u32, reserve: u32) -> ModelSettings {
-        ModelSettings { context_tokens: context, answer_reserve_tokens: reserve, ..Default::default() }
+        ModelSettings {
+            context_tokens: context,
+            answer_reserve_tokens: reserve,
+            ..Default::default()
+        }
     }
 
     fn conversation(n: usize, words: usize) -> GenerateRequest {
@@ -147,7 +169,11 @@ mod tests {
         assert_eq!(req.messages[0].role(), Role::System);
         assert_eq!(req.messages[1].role(), Role::User, "starts with a user turn");
         assert!(req.messages.last().unwrap().content.starts_with("8 "));
-        let total: usize = req.messages.iter().map(|m| estimate_tokens(&m.content, 4.0) + MESSAGE_OVERHEAD_TOKENS).sum();
+        let total: usize = req
+            .messages
+            .iter()
+            .map(|m| estimate_tokens(&m.content, 4.0) + MESSAGE_OVERHEAD_TOKENS)
+            .sum();
         assert!(total <= 60, "{total}");
         // Everything fits: nothing goes.
         let mut req = conversation(3, 2);
@@ -174,14 +200,24 @@ mod tests {
             ..Default::default()
         };
         let v = ValidatedRequest::try_from((req, &s)).unwrap();
-        let out = prepare(v, &s, TraceContext { traceparent: "t".into(), tracestate: String::new() });
-        assert!(out.system.as_deref().unwrap().starts_with("You are small. Today is 20"), "{:?}", out.system);
+        let out =
+            prepare(v, &s, TraceContext { traceparent: "t".into(), tracestate: String::new() });
+        assert!(
+            out.system.as_deref().unwrap().starts_with("You are small. Today is 20"),
+            "{:?}",
+            out.system
+        );
         let o = out.options.unwrap();
         assert_eq!((o.temperature, o.num_predict), (Some(1.0), Some(8)));
         assert_eq!(out.trace.unwrap().traceparent, "t");
         // A caller's own system prompt wins.
-        let req = GenerateRequest { model: "x".into(), messages: vec![Message::system("mine"), Message::user("hi")], ..Default::default() };
-        let out = prepare(ValidatedRequest::try_from((req, &s)).unwrap(), &s, TraceContext::default());
+        let req = GenerateRequest {
+            model: "x".into(),
+            messages: vec![Message::system("mine"), Message::user("hi")],
+            ..Default::default()
+        };
+        let out =
+            prepare(ValidatedRequest::try_from((req, &s)).unwrap(), &s, TraceContext::default());
         assert_eq!(out.system, None);
     }
 

@@ -15,7 +15,11 @@ use telemetry::RequestInfo;
 use crate::error::ServiceError;
 
 /// Axum middleware; `verifier` holds the secret's digest, or nothing when no secret is set.
-pub async fn require_gateway(State(verifier): State<Arc<Option<ApiKeys>>>, req: Request, next: Next) -> Response {
+pub async fn require_gateway(
+    State(verifier): State<Arc<Option<ApiKeys>>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(verifier) = verifier.as_ref() else {
         return next.run(req).await;
     };
@@ -23,8 +27,15 @@ pub async fn require_gateway(State(verifier): State<Arc<Option<ApiKeys>>>, req: 
     if presented.is_some_and(|p| verifier.check(p).is_some()) {
         return next.run(req).await;
     }
-    let trace_id = req.extensions().get::<RequestInfo>().map_or_else(String::new, |i| i.trace.trace_id.clone());
+    let trace_id = req
+        .extensions()
+        .get::<RequestInfo>()
+        .map_or_else(String::new, |i| i.trace.trace_id.clone());
     let reason = if presented.is_some() { "wrong" } else { "missing" };
     tracing::info!(trace_id = %trace_id, reason, "request refused: not from the gateway");
-    ServiceError::new(ErrorKind::Unauthorized, format!("{reason} {GATEWAY_SECRET_HEADER}: this service answers only its API gateway")).into_response()
+    ServiceError::new(
+        ErrorKind::Unauthorized,
+        format!("{reason} {GATEWAY_SECRET_HEADER}: this service answers only its API gateway"),
+    )
+    .into_response()
 }

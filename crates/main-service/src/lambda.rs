@@ -74,7 +74,10 @@ impl Invoker {
     }
 
     fn overloaded(&self, message: impl Into<String>) -> ServiceError {
-        ServiceError { retry_after_secs: Some(self.settings.retry_after_secs), ..ServiceError::new(ErrorKind::Overloaded, message) }
+        ServiceError {
+            retry_after_secs: Some(self.settings.retry_after_secs),
+            ..ServiceError::new(ErrorKind::Overloaded, message)
+        }
     }
 
     fn to_service_error(&self, e: contract::Error) -> ServiceError {
@@ -89,7 +92,10 @@ impl Invoker {
         let wait = Duration::from_millis(self.settings.queue_timeout_ms);
         match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            _ => Err(self.overloaded(format!("all {} invocation slots are busy", self.settings.max_concurrent_invocations))),
+            _ => Err(self.overloaded(format!(
+                "all {} invocation slots are busy",
+                self.settings.max_concurrent_invocations
+            ))),
         }
     }
 
@@ -98,7 +104,11 @@ impl Invoker {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the attempts run out.
-    async fn with_retries<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T, contract::Error>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut attempt: F,
+    ) -> Result<T, contract::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
@@ -139,30 +149,63 @@ impl Invoker {
     }
 
     /// `Invoke` with an embedding event (`{"embed": EmbedRequest}`): the function's vectors.
-    pub async fn invoke_embed(&self, req: &contract::EmbedRequest) -> Result<contract::EmbedResponse, ServiceError> {
+    pub async fn invoke_embed(
+        &self,
+        req: &contract::EmbedRequest,
+    ) -> Result<contract::EmbedResponse, ServiceError> {
         let trace = req.trace.as_ref().map(|t| t.traceparent.clone());
         self.invoke_json(&serde_json::json!({ "embed": req }), trace, "EmbedResponse").await
     }
 
     /// One `Invoke` of `event`, its answer read as `R` (named `what` in errors).
-    async fn invoke_json<E: serde::Serialize, R: serde::de::DeserializeOwned>(&self, event: &E, trace: Option<String>, what: &str) -> Result<R, ServiceError> {
+    async fn invoke_json<E: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        event: &E,
+        trace: Option<String>,
+        what: &str,
+    ) -> Result<R, ServiceError> {
         let _slot = self.slot().await?;
-        let payload = Blob::new(serde_json::to_vec(event).map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?);
+        let payload = Blob::new(
+            serde_json::to_vec(event)
+                .map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?,
+        );
         let result = self
             .with_retries(INVOKE, || async {
-                let call = with_traceparent(trace.clone(), self.client.invoke().function_name(&self.settings.function_name).payload(payload.clone()).send());
+                let call = with_traceparent(
+                    trace.clone(),
+                    self.client
+                        .invoke()
+                        .function_name(&self.settings.function_name)
+                        .payload(payload.clone())
+                        .send(),
+                );
                 let out = match tokio::time::timeout(self.timeout(), call).await {
-                    Err(_) => return Err(Failure { error: contract::Error::new(ErrorKind::Timeout, "the Lambda function did not answer in time"), outcome: "timeout", retry: false }),
+                    Err(_) => {
+                        return Err(Failure {
+                            error: contract::Error::new(
+                                ErrorKind::Timeout,
+                                "the Lambda function did not answer in time",
+                            ),
+                            outcome: "timeout",
+                            retry: false,
+                        })
+                    }
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),
                     Ok(Ok(out)) => out,
                 };
                 let body = out.payload().map(|b| b.as_ref()).unwrap_or_default();
                 if out.function_error().is_some() {
                     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-                    return Err(self.function_failure(v["errorType"].as_str().unwrap_or("Unhandled"), v["errorMessage"].as_str().unwrap_or("")));
+                    return Err(self.function_failure(
+                        v["errorType"].as_str().unwrap_or("Unhandled"),
+                        v["errorMessage"].as_str().unwrap_or(""),
+                    ));
                 }
                 serde_json::from_slice::<R>(body).map_err(|e| Failure {
-                    error: contract::Error::new(ErrorKind::Upstream, format!("the function's answer is not a {what}: {e}")),
+                    error: contract::Error::new(
+                        ErrorKind::Upstream,
+                        format!("the function's answer is not a {what}: {e}"),
+                    ),
                     outcome: "function_error",
                     retry: false,
                 })
@@ -176,25 +219,66 @@ impl Invoker {
     /// caller can still answer with an error status; later ones are the stream's error chunk.
     pub async fn invoke_stream(&self, req: &GenerateRequest) -> Result<ChunkStream, ServiceError> {
         let slot = self.slot().await?;
-        let payload = Blob::new(serde_json::to_vec(req).map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?);
+        let payload = Blob::new(
+            serde_json::to_vec(req)
+                .map_err(|e| ServiceError::new(ErrorKind::Internal, e.to_string()))?,
+        );
         let deadline = Instant::now() + self.timeout();
-        let timed_out = || Failure { error: contract::Error::new(ErrorKind::Timeout, "the Lambda function did not answer in time"), outcome: "timeout", retry: false };
+        let timed_out = || Failure {
+            error: contract::Error::new(
+                ErrorKind::Timeout,
+                "the Lambda function did not answer in time",
+            ),
+            outcome: "timeout",
+            retry: false,
+        };
         let result = self
             .with_retries(INVOKE_STREAM, || async {
-                let call = with_traceparent(traceparent(req), self.client.invoke_with_response_stream().function_name(&self.settings.function_name).payload(payload.clone()).send());
+                let call = with_traceparent(
+                    traceparent(req),
+                    self.client
+                        .invoke_with_response_stream()
+                        .function_name(&self.settings.function_name)
+                        .payload(payload.clone())
+                        .send(),
+                );
                 let mut out = match tokio::time::timeout_at(deadline, call).await {
                     Err(_) => return Err(timed_out()),
                     Ok(Err(e)) => return Err(classify(&e, &self.settings.function_name)),
                     Ok(Ok(out)) => out,
                 };
-                let decoder = LineDecoder::with_max_line(out.response_stream_content_type(), self.settings.max_stream_line_bytes);
+                let decoder = LineDecoder::with_max_line(
+                    out.response_stream_content_type(),
+                    self.settings.max_stream_line_bytes,
+                );
                 // Wait for the first event: output (we are past the first byte) or the end.
                 let first = match tokio::time::timeout_at(deadline, out.event_stream.recv()).await {
                     Err(_) => return Err(timed_out()),
-                    Ok(Err(e)) => return Err(Failure { error: contract::Error::new(ErrorKind::Upstream, format!("the Lambda stream broke: {}", contract::error_chain(&e))), outcome: "connection_error", retry: true }),
-                    Ok(Ok(None)) => return Err(Failure { error: contract::Error::new(ErrorKind::Upstream, "the Lambda stream ended before InvokeComplete"), outcome: "service_error", retry: true }),
+                    Ok(Err(e)) => {
+                        return Err(Failure {
+                            error: contract::Error::new(
+                                ErrorKind::Upstream,
+                                format!("the Lambda stream broke: {}", contract::error_chain(&e)),
+                            ),
+                            outcome: "connection_error",
+                            retry: true,
+                        })
+                    }
+                    Ok(Ok(None)) => {
+                        return Err(Failure {
+                            error: contract::Error::new(
+                                ErrorKind::Upstream,
+                                "the Lambda stream ended before InvokeComplete",
+                            ),
+                            outcome: "service_error",
+                            retry: true,
+                        })
+                    }
                     Ok(Ok(Some(Event::InvokeComplete(c)))) if c.error_code().is_some() => {
-                        return Err(self.function_failure(c.error_code().unwrap_or_default(), c.error_details().unwrap_or_default()));
+                        return Err(self.function_failure(
+                            c.error_code().unwrap_or_default(),
+                            c.error_details().unwrap_or_default(),
+                        ));
                     }
                     Ok(Ok(Some(event))) => event,
                 };
@@ -202,7 +286,14 @@ impl Invoker {
             })
             .await;
         let (events, decoder, first) = result.map_err(|e| self.to_service_error(e))?;
-        let mut state = StreamState { events, decoder, pending: VecDeque::new(), ended: false, deadline, _slot: slot };
+        let mut state = StreamState {
+            events,
+            decoder,
+            pending: VecDeque::new(),
+            ended: false,
+            deadline,
+            _slot: slot,
+        };
         state.take(first);
         Ok(Box::pin(futures::stream::unfold(state, StreamState::next)))
     }
@@ -230,7 +321,10 @@ impl StreamState {
             Event::InvokeComplete(c) => {
                 self.pending.extend(self.decoder.finish());
                 if let Some(code) = c.error_code() {
-                    self.pending.push_back(StreamChunk::error(error_from_function(code, c.error_details().unwrap_or_default())));
+                    self.pending.push_back(StreamChunk::error(error_from_function(
+                        code,
+                        c.error_details().unwrap_or_default(),
+                    )));
                 }
                 self.ended = true;
             }
@@ -252,13 +346,19 @@ impl StreamState {
                 return None;
             }
             match tokio::time::timeout_at(self.deadline, self.events.recv()).await {
-                Err(_) => self.fail(contract::Error::new(ErrorKind::Timeout, "the Lambda function did not finish in time")),
+                Err(_) => self.fail(contract::Error::new(
+                    ErrorKind::Timeout,
+                    "the Lambda function did not finish in time",
+                )),
                 Ok(Ok(Some(event))) => self.take(event),
                 Ok(Ok(None)) => {
                     self.pending.extend(self.decoder.finish());
                     self.ended = true;
                 }
-                Ok(Err(e)) => self.fail(contract::Error::new(ErrorKind::Upstream, format!("the Lambda stream broke: {}", contract::error_chain(&e)))),
+                Ok(Err(e)) => self.fail(contract::Error::new(
+                    ErrorKind::Upstream,
+                    format!("the Lambda stream broke: {}", contract::error_chain(&e)),
+                )),
             }
         }
     }
@@ -275,16 +375,26 @@ pub fn terminated(stream: ChunkStream) -> ChunkStream {
         }
         match inner.next().await {
             Some(chunk) => {
-                let last = matches!(chunk.kind, Some(ChunkKind::Done(_)) | Some(ChunkKind::Error(_)));
+                let last =
+                    matches!(chunk.kind, Some(ChunkKind::Done(_)) | Some(ChunkKind::Error(_)));
                 Some((chunk, (inner, last)))
             }
-            None => Some((StreamChunk::error(contract::Error::new(ErrorKind::Upstream, "the answer ended without finishing")), (inner, true))),
+            None => Some((
+                StreamChunk::error(contract::Error::new(
+                    ErrorKind::Upstream,
+                    "the answer ended without finishing",
+                )),
+                (inner, true),
+            )),
         }
     }))
 }
 
 /// An SDK error as a failed attempt: throttling, 5xx and connection failures are retried.
-fn classify<E>(e: &SdkError<E, aws_sdk_lambda::config::http::HttpResponse>, function: &str) -> Failure
+fn classify<E>(
+    e: &SdkError<E, aws_sdk_lambda::config::http::HttpResponse>,
+    function: &str,
+) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -294,17 +404,63 @@ where
             let code = se.err().code().unwrap_or("");
             let message = se.err().message().unwrap_or("").to_owned();
             match (code, status) {
-                ("TooManyRequestsException", _) | (_, 429) => Failure { error: contract::Error::new(ErrorKind::Overloaded, format!("Lambda is throttling invocations: {message}")), outcome: "throttled", retry: true },
-                (_, 500..) => Failure { error: contract::Error::new(ErrorKind::Upstream, format!("Lambda failed ({code}): {message}")), outcome: "service_error", retry: true },
-                ("RequestTooLargeException", _) | (_, 413) => Failure { error: contract::Error::new(ErrorKind::InvalidRequest, format!("the request is too large for Lambda: {message}")), outcome: "service_error", retry: false },
-                ("ResourceNotFoundException", _) => Failure { error: contract::Error::new(ErrorKind::Upstream, format!("the Lambda function {function} does not exist: {message}")), outcome: "service_error", retry: false },
-                _ => Failure { error: contract::Error::new(ErrorKind::Upstream, format!("Lambda refused the invocation ({code}): {message}")), outcome: "service_error", retry: false },
+                ("TooManyRequestsException", _) | (_, 429) => Failure {
+                    error: contract::Error::new(
+                        ErrorKind::Overloaded,
+                        format!("Lambda is throttling invocations: {message}"),
+                    ),
+                    outcome: "throttled",
+                    retry: true,
+                },
+                (_, 500..) => Failure {
+                    error: contract::Error::new(
+                        ErrorKind::Upstream,
+                        format!("Lambda failed ({code}): {message}"),
+                    ),
+                    outcome: "service_error",
+                    retry: true,
+                },
+                ("RequestTooLargeException", _) | (_, 413) => Failure {
+                    error: contract::Error::new(
+                        ErrorKind::InvalidRequest,
+                        format!("the request is too large for Lambda: {message}"),
+                    ),
+                    outcome: "service_error",
+                    retry: false,
+                },
+                ("ResourceNotFoundException", _) => Failure {
+                    error: contract::Error::new(
+                        ErrorKind::Upstream,
+                        format!("the Lambda function {function} does not exist: {message}"),
+                    ),
+                    outcome: "service_error",
+                    retry: false,
+                },
+                _ => Failure {
+                    error: contract::Error::new(
+                        ErrorKind::Upstream,
+                        format!("Lambda refused the invocation ({code}): {message}"),
+                    ),
+                    outcome: "service_error",
+                    retry: false,
+                },
             }
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            Failure { error: contract::Error::new(ErrorKind::Upstream, format!("could not reach Lambda: {}", contract::error_chain(e))), outcome: "connection_error", retry: true }
-        }
-        other => Failure { error: contract::Error::new(ErrorKind::Upstream, format!("Lambda's answer could not be read: {}", contract::error_chain(other))), outcome: "service_error", retry: false },
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Failure {
+            error: contract::Error::new(
+                ErrorKind::Upstream,
+                format!("could not reach Lambda: {}", contract::error_chain(e)),
+            ),
+            outcome: "connection_error",
+            retry: true,
+        },
+        other => Failure {
+            error: contract::Error::new(
+                ErrorKind::Upstream,
+                format!("Lambda's answer could not be read: {}", contract::error_chain(other)),
+            ),
+            outcome: "service_error",
+            retry: false,
+        },
     }
 }
-

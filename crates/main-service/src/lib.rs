@@ -16,6 +16,9 @@ pub mod routes;
 pub mod startup;
 pub mod summarize;
 
-pub use config::{DefaultOptions, LambdaSettings, MainServiceSettings, ModelOverrides, ModelSettings, SummarizeSettings};
+pub use config::{
+    DefaultOptions, LambdaSettings, MainServiceSettings, ModelOverrides, ModelSettings,
+    SummarizeSettings,
+};
 pub use error::{FieldError, ServiceError};
 pub use startup::Application;

@@ -54,7 +54,11 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP main_service_requests_total HTTP requests answered, by route and status.\n# TYPE main_service_requests_total counter\n");
         for ((route, status), n) in self.requests.lock().map(|m| m.clone()).unwrap_or_default() {
-            let _ = writeln!(out, "main_service_requests_total{{route=\"{}\",status=\"{status}\"}} {n}", esc(&route));
+            let _ = writeln!(
+                out,
+                "main_service_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                esc(&route)
+            );
         }
         out.push_str("# HELP main_service_lambda_invocations_total Lambda invocation attempts, by operation and outcome.\n# TYPE main_service_lambda_invocations_total counter\n");
         for ((op, outcome), n) in self.invocations.lock().map(|m| m.clone()).unwrap_or_default() {
@@ -66,15 +70,23 @@ impl Metrics {
         }
         out.push_str("# HELP main_service_summarize_invocations_total Lambda invocations made by summaries, by phase.\n# TYPE main_service_summarize_invocations_total counter\n");
         for (phase, n) in self.summarize.lock().map(|m| m.clone()).unwrap_or_default() {
-            let _ = writeln!(out, "main_service_summarize_invocations_total{{phase=\"{phase}\"}} {n}");
+            let _ =
+                writeln!(out, "main_service_summarize_invocations_total{{phase=\"{phase}\"}} {n}");
         }
         out
     }
 }
 
 /// Middleware counting every answer by its route template and status.
-pub async fn count_requests(State(metrics): State<std::sync::Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+pub async fn count_requests(
+    State(metrics): State<std::sync::Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(req).await;
     metrics.request(&route, response.status().as_u16());
     response
@@ -92,8 +104,13 @@ mod tests {
         m.invocation(INVOKE, "ok");
         m.retry(INVOKE);
         let text = m.render();
-        assert!(text.contains("main_service_requests_total{route=\"/v1/generate\",status=\"200\"} 2\n"), "{text}");
-        assert!(text.contains("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"} 1\n"));
+        assert!(
+            text.contains("main_service_requests_total{route=\"/v1/generate\",status=\"200\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"} 1\n"
+        ));
         assert!(text.contains("main_service_lambda_retries_total{operation=\"invoke\"} 1\n"));
     }
 }

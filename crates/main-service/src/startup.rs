@@ -34,8 +34,19 @@ pub fn check(settings: &MainServiceSettings) -> Result<(), String> {
     }
     let env = minijinja::Environment::new();
     let s = &settings.summarize;
-    let mut templates = vec![("summarize.single_prompt", &s.single_prompt), ("summarize.map_prompt", &s.map_prompt), ("summarize.reduce_prompt", &s.reduce_prompt), ("default_model.system_prompt", &settings.default_model.system_prompt)];
-    let named: Vec<(String, &String)> = settings.models.iter().filter_map(|(name, m)| m.system_prompt.as_ref().map(|p| (format!("models.{name:?}.system_prompt"), p))).collect();
+    let mut templates = vec![
+        ("summarize.single_prompt", &s.single_prompt),
+        ("summarize.map_prompt", &s.map_prompt),
+        ("summarize.reduce_prompt", &s.reduce_prompt),
+        ("default_model.system_prompt", &settings.default_model.system_prompt),
+    ];
+    let named: Vec<(String, &String)> = settings
+        .models
+        .iter()
+        .filter_map(|(name, m)| {
+            m.system_prompt.as_ref().map(|p| (format!("models.{name:?}.system_prompt"), p))
+        })
+        .collect();
     templates.extend(named.iter().map(|(n, p)| (n.as_str(), *p)));
     for (name, t) in templates {
         env.template_from_str(t).map_err(|e| format!("{name} is not a valid template: {e}"))?;
@@ -62,11 +73,16 @@ impl Application {
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = telemetry::listen(settings.listen).await?;
-        let gateway_secret = Arc::new((!settings.gateway_secret.is_empty()).then(|| settings.gateway_secret.verifier()));
+        let gateway_secret = Arc::new(
+            (!settings.gateway_secret.is_empty()).then(|| settings.gateway_secret.verifier()),
+        );
         let metrics = Arc::new(Metrics::default());
         let invoker = Invoker::new(settings.lambda.clone(), Arc::clone(&metrics)).await;
         tracing::info!(function = %settings.lambda.function_name, models = settings.models.len(), allowed_models = settings.allowed_models.len(), gateway_secret = !settings.gateway_secret.is_empty(), "main-service configured");
-        let header_limit = telemetry::HeaderLimit { max_bytes: settings.max_header_bytes, refuse: crate::error::header_refusal };
+        let header_limit = telemetry::HeaderLimit {
+            max_bytes: settings.max_header_bytes,
+            refuse: crate::error::header_refusal,
+        };
         let state = Arc::new(AppState { settings, invoker, metrics: Arc::clone(&metrics) });
         let v1 = Router::new()
             .route("/v1/generate", post(routes::generate::generate))
@@ -96,7 +112,10 @@ impl Application {
         Arc::clone(&self.state.metrics)
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
         let timeouts = (&self.state.settings.connections).into();
         telemetry::serve(self.listener, self.router, timeouts, shutdown).await
     }

@@ -4,7 +4,10 @@
 //! Partial summaries too long to combine at once are first combined in groups, as often as
 //! needed.
 
-use contract::{ChunkKind, ChunkStream, GenerateRequest, GenerateResponse, Message, Options, TraceContext, Usage};
+use contract::{
+    ChunkKind, ChunkStream, GenerateRequest, GenerateResponse, Message, Options, TraceContext,
+    Usage,
+};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::MainServiceSettings;
@@ -23,7 +26,11 @@ pub enum Answer {
 /// answer's reserve are counted.
 fn text_budget(settings: &MainServiceSettings, model: &str, template_tokens: usize) -> usize {
     let m = settings.model(model);
-    let system = if m.system_prompt.is_empty() { 0 } else { estimate_tokens(&m.system_prompt, settings.chars_per_token) + MESSAGE_OVERHEAD_TOKENS };
+    let system = if m.system_prompt.is_empty() {
+        0
+    } else {
+        estimate_tokens(&m.system_prompt, settings.chars_per_token) + MESSAGE_OVERHEAD_TOKENS
+    };
     let budget = (m.context_tokens as usize).saturating_sub(m.answer_reserve_tokens as usize);
     budget.saturating_sub(system + MESSAGE_OVERHEAD_TOKENS + template_tokens).max(16)
 }
@@ -41,8 +48,10 @@ pub fn parts(settings: &MainServiceSettings, model: &str, document: &str) -> Vec
     format::split_document(document, chars_for_tokens(tokens, settings.chars_per_token))
 }
 
-/// Groups of consecutive summaries whose joined text fits `budget` tokens; every group has at
-/// least two members (when there are two), so each round of combining shrinks the list.
+/// Groups of consecutive summaries, each closed when the next would take it over `budget`
+/// tokens and it has two members already. Every group has at least two (when there are two),
+/// so each round of combining shrinks the list; that is worth more than the budget, so a group
+/// can exceed it (members over it alone, or a last lone summary joining the group before).
 pub fn groups(summaries: Vec<String>, budget: usize, chars_per_token: f64) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = Vec::new();
     let mut current: Vec<String> = Vec::new();
@@ -72,12 +81,23 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    fn request(&self, prompt: String, stream: bool, partial: bool) -> Result<GenerateRequest, ServiceError> {
+    fn request(
+        &self,
+        prompt: String,
+        stream: bool,
+        partial: bool,
+    ) -> Result<GenerateRequest, ServiceError> {
         let mut options: Options = self.req.options.clone().unwrap_or_default();
         if partial {
             options.num_predict = Some(self.state.settings.summarize.partial_num_predict);
         }
-        let req = GenerateRequest { model: self.req.model.clone(), messages: vec![Message::user(prompt)], options: Some(options), stream, ..Default::default() };
+        let req = GenerateRequest {
+            model: self.req.model.clone(),
+            messages: vec![Message::user(prompt)],
+            options: Some(options),
+            stream,
+            ..Default::default()
+        };
         let req = ValidatedRequest::try_from((req, &self.state.settings))?;
         Ok(format::prepare(req, &self.state.settings, self.trace.clone()))
     }
@@ -87,22 +107,41 @@ impl Job<'_> {
     }
 
     fn prompt(&self, template: &str, ctx: minijinja::Value) -> Result<String, ServiceError> {
-        render(template, ctx).map_err(|e| ServiceError::new(contract::ErrorKind::Internal, format!("a summarize prompt template does not render: {e}")))
+        render(template, ctx).map_err(|e| {
+            ServiceError::new(
+                contract::ErrorKind::Internal,
+                format!("a summarize prompt template does not render: {e}"),
+            )
+        })
     }
 
     /// One partial summary (a map or combine invocation).
-    async fn partial(&self, prompt: String, phase: &'static str) -> Result<(String, Usage), ServiceError> {
+    async fn partial(
+        &self,
+        prompt: String,
+        phase: &'static str,
+    ) -> Result<(String, Usage), ServiceError> {
         let req = self.request(prompt, false, true)?;
         self.state.metrics.summarize_invocation(phase);
         let resp = self.state.invoker.invoke(&req).await?;
-        Ok((resp.message.map(|m| m.content).unwrap_or_default().trim().to_owned(), resp.usage.unwrap_or_default()))
+        Ok((
+            resp.message.map(|m| m.content).unwrap_or_default().trim().to_owned(),
+            resp.usage.unwrap_or_default(),
+        ))
     }
 
     /// Runs partial invocations, `map_concurrency` at a time, in order.
-    async fn all(&mut self, prompts: Vec<String>, phase: &'static str) -> Result<Vec<String>, ServiceError> {
+    async fn all(
+        &mut self,
+        prompts: Vec<String>,
+        phase: &'static str,
+    ) -> Result<Vec<String>, ServiceError> {
         let this = &*self;
-        let results: Vec<(String, Usage)> =
-            futures::stream::iter(prompts).map(|p| this.partial(p, phase)).buffered(self.state.settings.summarize.map_concurrency.max(1)).try_collect().await?;
+        let results: Vec<(String, Usage)> = futures::stream::iter(prompts)
+            .map(|p| this.partial(p, phase))
+            .buffered(self.state.settings.summarize.map_concurrency.max(1))
+            .try_collect()
+            .await?;
         let mut out = Vec::with_capacity(results.len());
         for (text, u) in results {
             self.usage.prompt_tokens += u.prompt_tokens;
@@ -122,11 +161,16 @@ fn add_usage(resp: &mut GenerateResponse, extra: Usage) {
 /// 413 for a document that would take more than `max_parts` map invocations.
 fn too_many_parts(parts: usize, max_parts: usize) -> ServiceError {
     let message = format!("the document is too long to summarize: it makes {parts} parts, and the limit is {max_parts} (summarize.max_parts)");
-    ServiceError::new(contract::ErrorKind::InvalidRequest, message).with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+    ServiceError::new(contract::ErrorKind::InvalidRequest, message)
+        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 /// Summarizes the document. The answer's usage counts every invocation made for it.
-pub async fn summarize(state: &AppState, req: &ValidatedSummarize, trace: TraceContext) -> Result<Answer, ServiceError> {
+pub async fn summarize(
+    state: &AppState,
+    req: &ValidatedSummarize,
+    trace: TraceContext,
+) -> Result<Answer, ServiceError> {
     let req = req.get();
     let settings = &state.settings;
     let s = &settings.summarize;
@@ -139,7 +183,10 @@ pub async fn summarize(state: &AppState, req: &ValidatedSummarize, trace: TraceC
     tracing::info!(trace_id = %trace_id, model = %req.model, parts = parts.len(), "summarizing");
 
     let final_prompt = if parts.len() <= 1 {
-        job.prompt(&s.single_prompt, minijinja::context! { text => req.document.trim(), instructions => job.instructions() })?
+        job.prompt(
+            &s.single_prompt,
+            minijinja::context! { text => req.document.trim(), instructions => job.instructions() },
+        )?
     } else {
         let count = parts.len();
         let prompts = parts
@@ -150,7 +197,8 @@ pub async fn summarize(state: &AppState, req: &ValidatedSummarize, trace: TraceC
         let mut summaries = job.all(prompts, "map").await?;
         let budget = text_budget(settings, &req.model, template_tokens(settings, &s.reduce_prompt));
         loop {
-            let joined_tokens: usize = summaries.iter().map(|x| estimate_tokens(x, settings.chars_per_token) + 1).sum();
+            let joined_tokens: usize =
+                summaries.iter().map(|x| estimate_tokens(x, settings.chars_per_token) + 1).sum();
             if joined_tokens <= budget || summaries.len() <= 2 {
                 break;
             }
@@ -198,7 +246,11 @@ mod tests {
         let template = template_tokens(&settings, &settings.summarize.map_prompt);
         assert!(parts.len() > 5, "{}", parts.len());
         for p in &parts {
-            assert!(estimate_tokens(p, 4.0) + template + MESSAGE_OVERHEAD_TOKENS <= 200, "{}", p.len());
+            assert!(
+                estimate_tokens(p, 4.0) + template + MESSAGE_OVERHEAD_TOKENS <= 200,
+                "{}",
+                p.len()
+            );
         }
         // chunk_tokens caps the part size below the budget.
         settings.summarize.chunk_tokens = 50;
@@ -206,9 +258,10 @@ mod tests {
     }
 
     #[test]
-    fn groups_fit_the_budget_and_always_shrink_the_list() {
+    fn groups_close_at_the_budget_but_always_pair_up() {
         let s = |n: usize| "x".repeat(n * 4);
         let g = groups(vec![s(10), s(10), s(10), s(10), s(10)], 25, 4.0);
+        // Two fill the budget; the fifth, alone, joins the group before (33 tokens of 25).
         assert_eq!(g.iter().map(Vec::len).collect::<Vec<_>>(), [2, 3]);
         // Each one alone is over the budget: still pairs.
         let g = groups(vec![s(50), s(50), s(50), s(50)], 25, 4.0);

@@ -10,11 +10,18 @@ use main_service::config::MainServiceSettings;
 use main_service::domain::ValidatedRequest;
 use main_service::error::ServiceError;
 use main_service::format;
-use prost::Message as _;
 use proptest::prelude::*;
+use prost::Message as _;
 
 fn settings() -> MainServiceSettings {
-    MainServiceSettings { max_messages: 8, max_message_bytes: 256, max_total_bytes: 1024, max_json_depth: 12, max_model_name_bytes: 64, ..Default::default() }
+    MainServiceSettings {
+        max_messages: 8,
+        max_message_bytes: 256,
+        max_total_bytes: 1024,
+        max_json_depth: 12,
+        max_model_name_bytes: 64,
+        ..Default::default()
+    }
 }
 
 /// Decode, validate, format: what the route does before invoking the function.
@@ -43,10 +50,21 @@ fn check(r: Result<GenerateRequest, ServiceError>) -> Result<(), TestCaseError> 
 }
 
 fn request() -> impl Strategy<Value = GenerateRequest> {
-    let message = (-2i32..6, ".{0,40}").prop_map(|(role, content)| Message { role, content, blocks: vec![] });
-    let options = (proptest::option::of(any::<f32>()), proptest::option::of(any::<i32>()), proptest::option::of(any::<i32>()), prop::collection::vec(".{0,4}", 0..3)).prop_map(
-        |(temperature, top_k, num_predict, stop)| Options { temperature, top_k, num_predict, stop, ..Default::default() },
-    );
+    let message =
+        (-2i32..6, ".{0,40}").prop_map(|(role, content)| Message { role, content, blocks: vec![] });
+    let options = (
+        proptest::option::of(any::<f32>()),
+        proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<i32>()),
+        prop::collection::vec(".{0,4}", 0..3),
+    )
+        .prop_map(|(temperature, top_k, num_predict, stop)| Options {
+            temperature,
+            top_k,
+            num_predict,
+            stop,
+            ..Default::default()
+        });
     (
         prop_oneof!["[a-z0-9.:/_-]{0,20}", ".{0,70}", Just("../../etc/passwd".to_owned())],
         prop::collection::vec(message, 0..12),
@@ -56,7 +74,18 @@ fn request() -> impl Strategy<Value = GenerateRequest> {
         any::<bool>(),
         -1i32..4,
     )
-        .prop_map(|(model, messages, system, raw_prompt, options, stream, format)| GenerateRequest { model, messages, system, raw_prompt, options, stream, format, ..Default::default() })
+        .prop_map(|(model, messages, system, raw_prompt, options, stream, format)| {
+            GenerateRequest {
+                model,
+                messages,
+                system,
+                raw_prompt,
+                options,
+                stream,
+                format,
+                ..Default::default()
+            }
+        })
 }
 
 proptest! {
@@ -91,7 +120,8 @@ proptest! {
 
 #[test]
 fn deep_json_is_refused_before_parsing() {
-    let body = format!("{{\"model\":\"m\",\"messages\":{}{}}}", "[".repeat(50_000), "]".repeat(50_000));
+    let body =
+        format!("{{\"model\":\"m\",\"messages\":{}{}}}", "[".repeat(50_000), "]".repeat(50_000));
     let e = edge(Encoding::Json, body.as_bytes()).unwrap_err();
     assert_eq!(e.status().as_u16(), 400);
     assert!(e.message.contains("deeper than 12 levels"), "{}", e.message);

@@ -61,8 +61,18 @@ async fn generate_json_streams_deltas_as_they_are_produced() {
 #[tokio::test]
 async fn protobuf_requests_get_protobuf_answers_whole_and_streamed() {
     let c = chain(Options::default(), |_| {}).await;
-    let req = GenerateRequest { model: MODEL_ID.into(), messages: vec![Message::user("hi")], ..Default::default() };
-    let send = |req: GenerateRequest| c.client.post(format!("{}/v1/generate", c.url)).header("content-type", "application/x-protobuf").body(req.encode_to_vec()).send();
+    let req = GenerateRequest {
+        model: MODEL_ID.into(),
+        messages: vec![Message::user("hi")],
+        ..Default::default()
+    };
+    let send = |req: GenerateRequest| {
+        c.client
+            .post(format!("{}/v1/generate", c.url))
+            .header("content-type", "application/x-protobuf")
+            .body(req.encode_to_vec())
+            .send()
+    };
     let resp = send(req.clone()).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
@@ -76,7 +86,16 @@ async fn protobuf_requests_get_protobuf_answers_whole_and_streamed() {
     while bytes.has_remaining() {
         chunks.push(StreamChunk::decode_length_delimited(&mut bytes).unwrap());
     }
-    let text: String = chunks.iter().filter_map(|c| if let Some(ChunkKind::Delta(d)) = &c.kind { Some(d.content.as_str()) } else { None }).collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| {
+            if let Some(ChunkKind::Delta(d)) = &c.kind {
+                Some(d.content.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(text, REPLY);
     assert!(chunks.len() >= 2);
     assert!(matches!(chunks.last().unwrap().kind, Some(ChunkKind::Done(_))));
@@ -88,31 +107,70 @@ async fn invalid_requests_get_400_with_field_messages() {
     let c = chain(Options::default(), |_| {}).await;
     let cases = [
         (json!({"model": MODEL_ID, "messages": []}), vec!["messages"]),
-        (json!({"model": "", "messages": [{"role": 0, "content": "hi"}]}), vec!["model", "messages[0].role"]),
-        (json!({"model": MODEL_ID, "messages": [{"role": 2, "content": "hi"}], "options": {"temperature": 3.0, "topP": 2.0, "numPredict": -5}}), vec!["options.temperature", "options.top_p", "options.num_predict"]),
-        (json!({"model": MODEL_ID, "messages": [{"role": 2, "content": "hi"}], "rawPrompt": "x"}), vec!["raw_prompt"]),
+        (
+            json!({"model": "", "messages": [{"role": 0, "content": "hi"}]}),
+            vec!["model", "messages[0].role"],
+        ),
+        (
+            json!({"model": MODEL_ID, "messages": [{"role": 2, "content": "hi"}], "options": {"temperature": 3.0, "topP": 2.0, "numPredict": -5}}),
+            vec!["options.temperature", "options.top_p", "options.num_predict"],
+        ),
+        (
+            json!({"model": MODEL_ID, "messages": [{"role": 2, "content": "hi"}], "rawPrompt": "x"}),
+            vec!["raw_prompt"],
+        ),
     ];
     for (body, fields) in cases {
         let resp = c.post_json("/v1/generate", &body).await;
         assert_eq!(resp.status(), 400, "{body}");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["kind"], "INVALID_REQUEST");
-        let got: Vec<&str> = v["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+        let got: Vec<&str> = v["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
         assert_eq!(got, fields, "{v}");
         assert!(v["error"]["fields"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // Not JSON at all; an unknown content type; a protobuf request (errors are JSON either way).
-    let resp = c.client.post(format!("{}/v1/generate", c.url)).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let resp = c
+        .client
+        .post(format!("{}/v1/generate", c.url))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
-    let resp = c.client.post(format!("{}/v1/generate", c.url)).header("content-type", "text/plain").body("hi").send().await.unwrap();
+    let resp = c
+        .client
+        .post(format!("{}/v1/generate", c.url))
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 415);
     let bad = GenerateRequest { model: MODEL_ID.into(), ..Default::default() };
-    let resp = c.client.post(format!("{}/v1/generate", c.url)).header("content-type", "application/x-protobuf").body(bad.encode_to_vec()).send().await.unwrap();
+    let resp = c
+        .client
+        .post(format!("{}/v1/generate", c.url))
+        .header("content-type", "application/x-protobuf")
+        .body(bad.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["fields"][0]["field"], "messages");
     // Nothing invalid reached the function.
-    assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}").await, 0);
+    assert_eq!(
+        c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -167,7 +225,11 @@ async fn hold(c: &Chain) -> NdjsonReader {
 
 #[tokio::test]
 async fn lambda_throttling_is_retried_then_answered_429_with_retry_after() {
-    let c = chain(Options { word_delay_ms: 300, concurrency: 1, queue_depth: 0, ..Default::default() }, |s| s.lambda.max_attempts = 3).await;
+    let c = chain(
+        Options { word_delay_ms: 300, concurrency: 1, queue_depth: 0, ..Default::default() },
+        |s| s.lambda.max_attempts = 3,
+    )
+    .await;
     let mut held = hold(&c).await;
     let resp = c.post_json("/v1/generate", &generate(MODEL_ID, false)).await;
     assert_eq!(resp.status(), 429);
@@ -175,7 +237,13 @@ async fn lambda_throttling_is_retried_then_answered_429_with_retry_after() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["kind"], "OVERLOADED");
     assert_eq!(c.metric("main_service_lambda_retries_total{operation=\"invoke\"}").await, 2);
-    assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"throttled\"}").await, 3);
+    assert_eq!(
+        c.metric(
+            "main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"throttled\"}"
+        )
+        .await,
+        3
+    );
     // The held stream was not disturbed.
     let rest = held.rest().await;
     assert!(matches!(rest.last().unwrap().kind, Some(ChunkKind::Done(_))));
@@ -197,7 +265,10 @@ async fn a_full_invocation_pool_answers_429_after_the_queue_timeout() {
 
 #[tokio::test]
 async fn a_slow_function_times_out_with_504() {
-    let c = chain(Options { word_delay_ms: 300, concurrency: 2, ..Default::default() }, |s| s.lambda.invocation_timeout_ms = 600).await;
+    let c = chain(Options { word_delay_ms: 300, concurrency: 2, ..Default::default() }, |s| {
+        s.lambda.invocation_timeout_ms = 600
+    })
+    .await;
     let resp = c.post_json("/v1/generate", &generate(MODEL_ID, false)).await;
     assert_eq!(resp.status(), 504);
     let v: Value = resp.json().await.unwrap();
@@ -229,13 +300,24 @@ async fn killing_the_function_mid_stream_ends_the_stream_with_an_error_chunk() {
 async fn the_trace_reaches_the_function_and_comes_back() {
     let c = chain(Options::default(), |_| {}).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let resp = c.client.post(format!("{}/v1/generate", c.url)).header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01")).json(&generate(MODEL_ID, false)).send().await.unwrap();
+    let resp = c
+        .client
+        .post(format!("{}/v1/generate", c.url))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&generate(MODEL_ID, false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let back = resp.headers()["traceparent"].to_str().unwrap().to_owned();
     assert!(back.starts_with(&format!("00-{trace_id}-")), "{back}");
     // The function logged the invocation under the same trace (its output, relayed by the
     // Lambda service), and main-service's access log has it too.
-    logs().wait_for(|l| l.contains("\"function\"") && l.contains("invocation") && l.contains(trace_id)).await;
+    logs()
+        .wait_for(|l| {
+            l.contains("\"function\"") && l.contains("invocation") && l.contains(trace_id)
+        })
+        .await;
     logs().wait_for(|l| l.contains("\"hop\":\"main-service\"") && l.contains(trace_id)).await;
     // A trace in the contract's own field is used when there is no header.
     let other = "0af7651916cd43dd8448eb211c80319c";
@@ -252,12 +334,23 @@ async fn summarize_maps_the_parts_then_streams_the_reduce() {
         s.summarize.chunk_tokens = 100;
     })
     .await;
-    let document = (0..60).map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n")).collect::<String>();
+    let document = (0..60)
+        .map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n"))
+        .collect::<String>();
     let body = json!({"model": MODEL_ID, "document": document, "instructions": "Be brief.", "stream": true});
     let resp = c.post_json("/v1/summarize", &body).await;
     assert_eq!(resp.status(), 200);
     let chunks = NdjsonReader::new(resp).rest().await;
-    let text: String = chunks.iter().filter_map(|c| if let Some(ChunkKind::Delta(d)) = &c.kind { Some(d.content.as_str()) } else { None }).collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| {
+            if let Some(ChunkKind::Delta(d)) = &c.kind {
+                Some(d.content.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(text, "a short partial summary");
     let Some(ChunkKind::Done(done)) = &chunks.last().unwrap().kind else { panic!("{chunks:?}") };
     assert_eq!(hops(done), ["bedrock", "lambda", "main-service"]);
@@ -265,7 +358,11 @@ async fn summarize_maps_the_parts_then_streams_the_reduce() {
     let maps = c.metric("main_service_summarize_invocations_total{phase=\"map\"}").await;
     assert!(maps >= 8, "{maps}");
     assert_eq!(c.metric("main_service_summarize_invocations_total{phase=\"reduce\"}").await, 1);
-    assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}").await, maps);
+    assert_eq!(
+        c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}")
+            .await,
+        maps
+    );
     assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke_with_response_stream\",outcome=\"ok\"}").await, 1);
     // Usage counts every invocation: 4 words per map plus the reduce's.
     assert_eq!(done.usage.unwrap().completion_tokens as u64, 4 * (maps + 1));
@@ -283,7 +380,8 @@ async fn summaries_too_long_to_combine_at_once_are_combined_in_groups() {
     })
     .await;
     let document = "A sentence about the subject. ".repeat(100);
-    let resp = c.post_json("/v1/summarize", &json!({"model": MODEL_ID, "document": document})).await;
+    let resp =
+        c.post_json("/v1/summarize", &json!({"model": MODEL_ID, "document": document})).await;
     assert_eq!(resp.status(), 200);
     let body: GenerateResponse = resp.json().await.unwrap();
     assert_eq!(body.message.unwrap().content, reply.trim());
@@ -301,24 +399,42 @@ async fn a_document_beyond_max_parts_is_refused_with_413_before_any_invocation()
     })
     .await;
     // ~4000 characters at 400 characters a part: about ten parts.
-    let long = (0..60).map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n")).collect::<String>();
+    let long = (0..60)
+        .map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n"))
+        .collect::<String>();
     let resp = c.post_json("/v1/summarize", &json!({"model": MODEL_ID, "document": long})).await;
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["kind"], "INVALID_REQUEST");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("the limit is 3") && message.contains("summarize.max_parts"), "{message}");
+    assert!(
+        message.contains("the limit is 3") && message.contains("summarize.max_parts"),
+        "{message}"
+    );
     assert_eq!(c.metric("main_service_summarize_invocations_total{phase=\"map\"}").await, 0);
-    assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}").await, 0);
-    assert_eq!(c.metric("main_service_requests_total{route=\"/v1/summarize\",status=\"413\"}").await, 1);
+    assert_eq!(
+        c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}")
+            .await,
+        0
+    );
+    assert_eq!(
+        c.metric("main_service_requests_total{route=\"/v1/summarize\",status=\"413\"}").await,
+        1
+    );
 
     // Within the limit, every map invocation is counted.
-    let short = (0..12).map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n")).collect::<String>();
+    let short = (0..12)
+        .map(|i| format!("Paragraph {i} says something about the subject at some length.\n\n"))
+        .collect::<String>();
     let resp = c.post_json("/v1/summarize", &json!({"model": MODEL_ID, "document": short})).await;
     assert_eq!(resp.status(), 200);
     let maps = c.metric("main_service_summarize_invocations_total{phase=\"map\"}").await;
     assert!((2..=3).contains(&maps), "{maps}");
-    assert_eq!(c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}").await, maps + 1);
+    assert_eq!(
+        c.metric("main_service_lambda_invocations_total{operation=\"invoke\",outcome=\"ok\"}")
+            .await,
+        maps + 1
+    );
 }
 
 #[tokio::test]
@@ -329,8 +445,14 @@ async fn health_and_metrics() {
     assert_eq!(resp.json::<Value>().await.unwrap(), json!({"status": "ok"}));
     assert_eq!(c.post_json("/v1/generate", &generate(MODEL_ID, false)).await.status(), 200);
     let text = c.metrics().await;
-    assert!(text.contains("main_service_requests_total{route=\"/v1/generate\",status=\"200\"} 1"), "{text}");
-    assert!(text.contains("main_service_requests_total{route=\"/healthz\",status=\"200\"} 1"), "{text}");
+    assert!(
+        text.contains("main_service_requests_total{route=\"/v1/generate\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("main_service_requests_total{route=\"/healthz\",status=\"200\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("# TYPE main_service_lambda_invocations_total counter"));
     // Every body chunk of a streamed answer is a complete line.
     let resp = c.post_json("/v1/generate", &generate(MODEL_ID, true)).await;

@@ -44,9 +44,14 @@ pub struct RequestInfo {
 /// Axum middleware: accepts or starts the trace, tags the response with `traceparent` and
 /// `x-request-id`, and logs when the body ends. Use with
 /// `axum::middleware::from_fn_with_state(hop_name, access_log)`.
-pub async fn access_log(axum::extract::State(hop): axum::extract::State<&'static str>, mut req: Request, next: Next) -> Response {
+pub async fn access_log(
+    axum::extract::State(hop): axum::extract::State<&'static str>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let trace = TraceContext::from_header(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let trace =
+        TraceContext::from_header(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -56,7 +61,12 @@ pub async fn access_log(axum::extract::State(hop): axum::extract::State<&'static
         .unwrap_or_else(|| trace.span_id.clone());
     let tokens = Arc::new(TokenCounts::default());
     let key_id = Arc::new(OnceLock::new());
-    let info = RequestInfo { trace: trace.clone(), request_id: request_id.clone(), tokens: Arc::clone(&tokens), key_id: Arc::clone(&key_id) };
+    let info = RequestInfo {
+        trace: trace.clone(),
+        request_id: request_id.clone(),
+        tokens: Arc::clone(&tokens),
+        key_id: Arc::clone(&key_id),
+    };
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     req.extensions_mut().insert(info);
@@ -69,7 +79,18 @@ pub async fn access_log(axum::extract::State(hop): axum::extract::State<&'static
         headers.insert("x-request-id", v);
     }
     let status = response.status().as_u16();
-    let line = LogLine { hop, method, path, status, trace_id: trace.trace_id, request_id, started, tokens, key_id, logged: false };
+    let line = LogLine {
+        hop,
+        method,
+        path,
+        status,
+        trace_id: trace.trace_id,
+        request_id,
+        started,
+        tokens,
+        key_id,
+        logged: false,
+    };
     response.map(|body| Body::new(LoggedBody { inner: body, line }))
 }
 
@@ -127,7 +148,10 @@ impl http_body::Body for LoggedBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let mut this = self.project();
         let poll = this.inner.as_mut().poll_frame(cx);
         match &poll {

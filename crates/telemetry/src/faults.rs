@@ -47,7 +47,10 @@ impl<F: InjectableFault> Faults<F> {
                 Some(f) => Some(f),
                 None => {
                     let names: Vec<&str> = F::ALL.iter().map(|f| f.name()).collect();
-                    return Err(format!("{section}.error: {name:?} is not one of {}", names.join(", ")));
+                    return Err(format!(
+                        "{section}.error: {name:?} is not one of {}",
+                        names.join(", ")
+                    ));
                 }
             },
         };
@@ -55,7 +58,11 @@ impl<F: InjectableFault> Faults<F> {
             return Err(format!("{section}.every must be at least 1"));
         }
         if let Some(f) = fault {
-            tracing::warn!(error = f.name(), every = s.every, "fault injection is on: one request in `every` fails");
+            tracing::warn!(
+                error = f.name(),
+                every = s.every,
+                "fault injection is on: one request in `every` fails"
+            );
         }
         Ok(Faults { fault, every: s.every, seen: AtomicU64::new(0) })
     }
@@ -105,7 +112,10 @@ mod tests {
     fn off_by_default_and_unknown_errors_are_refused() {
         let f = Faults::<Boom>::new("hop.faults", &FaultSettings::default()).unwrap();
         assert!((0..10).all(|_| f.next().is_none()));
-        assert_eq!(faults("Boom", 1).unwrap_err(), "hop.faults.error: \"Boom\" is not one of LoudException, QuietException");
+        assert_eq!(
+            faults("Boom", 1).unwrap_err(),
+            "hop.faults.error: \"Boom\" is not one of LoudException, QuietException"
+        );
         assert_eq!(faults("LoudException", 0).unwrap_err(), "hop.faults.every must be at least 1");
     }
 }

@@ -53,11 +53,16 @@ mod tests {
     #[tokio::test]
     async fn headers_beyond_the_limit_get_the_hops_refusal_and_others_pass() {
         let limit = HeaderLimit { max_bytes: 100, refuse };
-        let app = axum::Router::new().route("/", get(|| async { "ok" })).layer(axum::middleware::from_fn_with_state(limit, header_limit));
+        let app = axum::Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(limit, header_limit));
         let small = Request::get("/").header("x-a", "b").body(Body::empty()).unwrap();
         assert_eq!(app.clone().oneshot(small).await.unwrap().status(), StatusCode::OK);
         // 3 + 97 + 4 = 104 bytes, over the limit by four.
         let big = Request::get("/").header("x-a", "b".repeat(97)).body(Body::empty()).unwrap();
-        assert_eq!(app.oneshot(big).await.unwrap().status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            app.oneshot(big).await.unwrap().status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     }
 }

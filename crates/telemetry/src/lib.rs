@@ -16,5 +16,7 @@ pub use faults::{FaultSettings, Faults, InjectableFault};
 pub use header_limit::{header_bytes, header_limit, too_large_message, HeaderLimit, Refusal};
 pub use listener::{bind, listen, listen_std, pass_to_child, LISTEN_FD, LISTEN_FD_VAR};
 pub use logging::{init, LogFormat, LogSettings};
-pub use serve::{is_body_read_timeout, serve, BodyReadTimeout, ConnectionLimits, ConnectionSettings};
+pub use serve::{
+    is_body_read_timeout, serve, BodyReadTimeout, ConnectionLimits, ConnectionSettings,
+};
 pub use trace::TraceContext;

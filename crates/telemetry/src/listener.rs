@@ -73,14 +73,21 @@ pub fn pass_to_child(listener: RawFd) -> std::io::Result<()> {
 }
 
 fn inherited(fd: &str, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{LISTEN_FD_VAR}={fd}: {why}"));
+    let invalid = |why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{LISTEN_FD_VAR}={fd}: {why}"),
+        )
+    };
     let raw: RawFd = fd.trim().parse().map_err(|_| invalid("not a descriptor number".into()))?;
     if raw < LISTEN_FD {
         return Err(invalid("stdin, stdout and stderr are not sockets to listen on".into()));
     }
     // SAFETY: the descriptor is only borrowed to duplicate it; an invalid one fails the dup
     // (EBADF) instead of touching anything.
-    let dup: OwnedFd = unsafe { BorrowedFd::borrow_raw(raw) }.try_clone_to_owned().map_err(|e| invalid(e.to_string()))?;
+    let dup: OwnedFd = unsafe { BorrowedFd::borrow_raw(raw) }
+        .try_clone_to_owned()
+        .map_err(|e| invalid(e.to_string()))?;
     // The duplicate is close-on-exec (F_DUPFD_CLOEXEC); the inherited one is not, so it is
     // closed here, or every process this hop starts (a Lambda environment) would hold it too.
     // SAFETY: `raw` was passed to this process for it to own, and nothing else here uses it.
@@ -89,7 +96,9 @@ fn inherited(fd: &str, addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     let bound = listener.local_addr().map_err(|e| invalid(format!("not a socket: {e}")))?;
     let matches = bound.ip() == addr.ip() && (addr.port() == 0 || bound.port() == addr.port());
     if !matches {
-        return Err(invalid(format!("the socket listens on {bound}, not on the configured {addr}")));
+        return Err(invalid(format!(
+            "the socket listens on {bound}, not on the configured {addr}"
+        )));
     }
     Ok(listener)
 }
@@ -124,7 +133,8 @@ mod tests {
 
         let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let elsewhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let e = inherited(&std::os::fd::IntoRawFd::into_raw_fd(other).to_string(), elsewhere).unwrap_err();
+        let e = inherited(&std::os::fd::IntoRawFd::into_raw_fd(other).to_string(), elsewhere)
+            .unwrap_err();
         assert!(e.to_string().contains("not on the configured 127.0.0.1:1"), "{e}");
     }
 
@@ -140,7 +150,8 @@ mod tests {
         unsafe { cmd.pre_exec(move || pass_to_child(raw)) };
         let out = cmd.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let socket = std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap().display().to_string();
+        let socket =
+            std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap().display().to_string();
         assert!(text.lines().any(|l| l == format!("3 {socket}")), "{text}");
         assert_eq!(text.lines().filter(|l| l.ends_with(&socket)).count(), 1, "{text}");
     }

@@ -29,10 +29,16 @@ impl Default for LogSettings {
 /// Installs the global subscriber writing to stderr. Safe to call more than once (later calls
 /// are ignored), which keeps tests that build several apps simple.
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

@@ -69,7 +69,13 @@ pub struct ConnectionSettings {
 
 impl Default for ConnectionSettings {
     fn default() -> Self {
-        ConnectionSettings { header_read_timeout_ms: 10_000, body_read_timeout_secs: 60, stream_write_timeout_secs: 30, idle_timeout_secs: 60, max_connections: 1024 }
+        ConnectionSettings {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_secs: 60,
+            stream_write_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+        }
     }
 }
 
@@ -105,7 +111,12 @@ fn over_capacity_response() -> Vec<u8> {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits for
 /// the connections in progress to finish (idle ones are closed at once).
-pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
     let open = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
     let mut shutdown = pin!(shutdown);
@@ -141,8 +152,18 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
     Ok(())
 }
 
-fn serve_connection(stream: TcpStream, peer: std::net::SocketAddr, router: Router, limits: ConnectionLimits, graceful: &GracefulShutdown, permit: Option<OwnedSemaphorePermit>) {
-    let (state_tx, state_rx) = watch::channel(ConnState { phase: Phase::Reading { since: Instant::now() }, write_blocked: None });
+fn serve_connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    graceful: &GracefulShutdown,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let (state_tx, state_rx) = watch::channel(ConnState {
+        phase: Phase::Reading { since: Instant::now() },
+        write_blocked: None,
+    });
     let io = TokioIo::new(WatchedIo { inner: stream, state: state_tx.clone() });
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -154,7 +175,9 @@ fn serve_connection(stream: TcpStream, peer: std::net::SocketAddr, router: Route
         let response = router.clone().oneshot(req);
         async move {
             let response = response.await.unwrap_or_else(|e: Infallible| match e {});
-            Ok::<_, Infallible>(response.map(|body| Body::new(InFlightBody { inner: body, _in_flight: in_flight })))
+            Ok::<_, Infallible>(
+                response.map(|body| Body::new(InFlightBody { inner: body, _in_flight: in_flight })),
+            )
         }
     });
     let conn = builder().serve_connection_with_upgrades(io, service).into_owned();
@@ -257,7 +280,10 @@ async fn expired(mut state: watch::Receiver<ConnState>, limits: ConnectionLimits
             Phase::Idle { since } => limits.idle.map(|t| (since + t, Expiry::Idle)),
             Phase::Busy(_) => None,
         };
-        let write_deadline = current.write_blocked.zip(limits.write_stall).map(|(since, t)| (since + t, Expiry::WriteStall));
+        let write_deadline = current
+            .write_blocked
+            .zip(limits.write_stall)
+            .map(|(since, t)| (since + t, Expiry::WriteStall));
         let deadline = match (phase_deadline, write_deadline) {
             (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
             (a, b) => a.or(b),
@@ -315,7 +341,10 @@ impl http_body::Body for InFlightBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         self.project().inner.poll_frame(cx)
     }
 
@@ -375,7 +404,10 @@ impl http_body::Body for DeadlineBody {
     type Data = Bytes;
     type Error = axum::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.project();
         if *this.done {
             return Poll::Ready(None);
@@ -422,7 +454,11 @@ impl WatchedIo {
 }
 
 impl AsyncRead for WatchedIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let poll = this.inner.poll_read(cx, buf);
@@ -438,7 +474,11 @@ impl AsyncRead for WatchedIo {
 }
 
 impl AsyncWrite for WatchedIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let poll = this.inner.poll_write(cx, buf);
         Self::note_write(this.state, &poll);
@@ -453,7 +493,11 @@ impl AsyncWrite for WatchedIo {
         self.project().inner.poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let poll = this.inner.poll_write_vectored(cx, bufs);
         Self::note_write(this.state, &poll);
@@ -475,7 +519,10 @@ mod tests {
 
     use super::*;
 
-    async fn start(router: Router, timeouts: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    async fn start(
+        router: Router,
+        timeouts: ConnectionLimits,
+    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -489,17 +536,24 @@ mod tests {
     async fn read_to_close(s: &mut TcpStream) -> (Duration, Vec<u8>) {
         let started = Instant::now();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("the server closes the connection");
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the server closes the connection");
         (started.elapsed(), out)
     }
 
     fn timeouts(header_ms: u64, idle_ms: u64) -> ConnectionLimits {
-        ConnectionLimits { header_read: Some(Duration::from_millis(header_ms)), idle: Some(Duration::from_millis(idle_ms)), ..ConnectionLimits::default() }
+        ConnectionLimits {
+            header_read: Some(Duration::from_millis(header_ms)),
+            idle: Some(Duration::from_millis(idle_ms)),
+            ..ConnectionLimits::default()
+        }
     }
 
     #[tokio::test]
     async fn a_trickled_request_is_cut_at_the_header_timeout() {
-        let (addr, _stop) = start(Router::new().route("/", get(|| async { "ok" })), timeouts(300, 5_000)).await;
+        let (addr, _stop) =
+            start(Router::new().route("/", get(|| async { "ok" })), timeouts(300, 5_000)).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
         let (took, out) = read_to_close(&mut s).await;
@@ -509,14 +563,18 @@ mod tests {
 
     #[tokio::test]
     async fn idle_keep_alive_connections_close_after_the_idle_timeout_not_the_header_timeout() {
-        let (addr, _stop) = start(Router::new().route("/", get(|| async { "ok" })), timeouts(200, 1_000)).await;
+        let (addr, _stop) =
+            start(Router::new().route("/", get(|| async { "ok" })), timeouts(200, 1_000)).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         let (took, _) = read_to_close(&mut s).await;
-        assert!(took >= Duration::from_millis(800), "closed after {took:?}, before the idle timeout");
+        assert!(
+            took >= Duration::from_millis(800),
+            "closed after {took:?}, before the idle timeout"
+        );
         assert!(took < Duration::from_secs(3), "{took:?}");
     }
 
@@ -526,7 +584,10 @@ mod tests {
             let chunks = futures_stream(6, Duration::from_millis(150));
             Body::from_stream(chunks)
         };
-        let router = Router::new().route("/", get(slow)).route("/peer", get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }));
+        let router = Router::new().route("/", get(slow)).route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        );
         let (addr, _stop) = start(router, timeouts(100, 200)).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -540,7 +601,10 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).ends_with("127.0.0.1"));
     }
 
-    fn futures_stream(n: usize, pause: Duration) -> impl tokio_stream::Stream<Item = Result<Bytes, Infallible>> + Send {
+    fn futures_stream(
+        n: usize,
+        pause: Duration,
+    ) -> impl tokio_stream::Stream<Item = Result<Bytes, Infallible>> + Send {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             for i in 0..n {
@@ -555,7 +619,9 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_stops_accepting() {
-        let (addr, stop) = start(Router::new().route("/", get(|| async { "ok" })), ConnectionLimits::default()).await;
+        let (addr, stop) =
+            start(Router::new().route("/", get(|| async { "ok" })), ConnectionLimits::default())
+                .await;
         stop.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while TcpStream::connect(addr).await.is_ok() {
@@ -585,16 +651,24 @@ mod tests {
                 Body::from_stream(futures_util_repeat(chunk, guard))
             }
         };
-        let limits = ConnectionLimits { write_stall: Some(Duration::from_millis(300)), ..ConnectionLimits::default() };
+        let limits = ConnectionLimits {
+            write_stall: Some(Duration::from_millis(300)),
+            ..ConnectionLimits::default()
+        };
         let (addr, _stop) = start(Router::new().route("/", get(endless)), limits).await;
         // The endless response fills the socket buffers within milliseconds.
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-        tokio::time::timeout(Duration::from_secs(20), dropped.notified()).await.expect("the stalled response was dropped");
+        tokio::time::timeout(Duration::from_secs(20), dropped.notified())
+            .await
+            .expect("the stalled response was dropped");
     }
 
     /// An endless stream of `chunk`, holding `guard` until the stream is dropped.
-    fn futures_util_repeat<G: Send + 'static>(chunk: Bytes, guard: G) -> impl tokio_stream::Stream<Item = Result<Bytes, Infallible>> + Send {
+    fn futures_util_repeat<G: Send + 'static>(
+        chunk: Bytes,
+        guard: G,
+    ) -> impl tokio_stream::Stream<Item = Result<Bytes, Infallible>> + Send {
         tokio_stream::StreamExt::map(tokio_stream::iter(std::iter::repeat(())), move |_| {
             let _ = &guard;
             Ok(chunk.clone())
@@ -610,17 +684,29 @@ mod tests {
                 Err(e) => format!("timed out: {}", is_body_read_timeout(&e)),
             }
         };
-        let limits = ConnectionLimits { body_read: Some(Duration::from_millis(300)), ..ConnectionLimits::default() };
-        let (addr, _stop) = start(Router::new().route("/", axum::routing::post(read)), limits).await;
+        let limits = ConnectionLimits {
+            body_read: Some(Duration::from_millis(300)),
+            ..ConnectionLimits::default()
+        };
+        let (addr, _stop) =
+            start(Router::new().route("/", axum::routing::post(read)), limits).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc").await.unwrap();
+        s.write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
         let (took, out) = read_to_close(&mut s).await;
         let text = String::from_utf8_lossy(&out);
         assert!(text.ends_with("timed out: true"), "{text}");
         assert!(took < Duration::from_secs(5), "{took:?}");
         // A whole body in time is read as usual.
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").await.unwrap();
+        s.write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        )
+        .await
+        .unwrap();
         let (_, out) = read_to_close(&mut s).await;
         assert!(String::from_utf8_lossy(&out).ends_with("read 3"));
     }
@@ -642,7 +728,10 @@ mod tests {
         third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let (_, out) = read_to_close(&mut third).await;
         let text = String::from_utf8_lossy(&out);
-        assert!(text.starts_with("HTTP/1.1 503") && text.contains("too many open connections"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 503") && text.contains("too many open connections"),
+            "{text}"
+        );
         drop(first);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -25,13 +25,20 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && s.bytes().any(|b| b != b'0')
+    s.len() == len
+        && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes().any(|b| b != b'0')
 }
 
 impl TraceContext {
     /// A new trace, for requests that arrive without a (valid) `traceparent`.
     pub fn new_root() -> Self {
-        TraceContext { trace_id: random_hex(16), span_id: random_hex(8), parent_id: None, sampled: true }
+        TraceContext {
+            trace_id: random_hex(16),
+            span_id: random_hex(8),
+            parent_id: None,
+            sampled: true,
+        }
     }
 
     /// Continues the caller's trace, or starts a new one if the header is missing or invalid.
@@ -42,8 +49,10 @@ impl TraceContext {
     /// Parses a `traceparent` and makes a child span of it.
     pub fn parse(header: &str) -> Option<Self> {
         let mut parts = header.trim().split('-');
-        let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2 || version == "ff" || !version.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let (version, trace_id, parent_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || version == "ff" || !version.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return None;
         }
         // Version 00 has exactly four fields; later versions may append more.

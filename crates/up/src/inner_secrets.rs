@@ -37,7 +37,10 @@ impl InnerSecrets {
     /// The Lambda service accepts only requests signed with MainService's credentials.
     pub fn lambda_service_env(&self) -> Vec<(String, String)> {
         vec![
-            ("STRATA_LAMBDA_SERVICE__CALLER_ACCESS_KEY_ID".into(), MAIN_SERVICE_ACCESS_KEY_ID.into()),
+            (
+                "STRATA_LAMBDA_SERVICE__CALLER_ACCESS_KEY_ID".into(),
+                MAIN_SERVICE_ACCESS_KEY_ID.into(),
+            ),
             ("STRATA_LAMBDA_SERVICE__CALLER_SECRET_ACCESS_KEY".into(), self.lambda.clone()),
         ]
     }
@@ -48,19 +51,37 @@ mod tests {
     use super::*;
 
     fn value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
-        env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {name}"))
+        env.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {name}"))
     }
 
     #[test]
     fn each_pair_of_hops_shares_its_own_fresh_secret() {
         let s = InnerSecrets::generate().unwrap();
         let (gw, ms, ls) = (s.gateway_env(), s.main_service_env(), s.lambda_service_env());
-        assert_eq!(value(&gw, "STRATA_GATEWAY__INTEGRATION_SECRET"), value(&ms, "STRATA_MAIN_SERVICE__GATEWAY_SECRET"));
-        assert_eq!(value(&ms, "AWS_SECRET_ACCESS_KEY"), value(&ls, "STRATA_LAMBDA_SERVICE__CALLER_SECRET_ACCESS_KEY"));
-        assert_eq!(value(&ms, "AWS_ACCESS_KEY_ID"), value(&ls, "STRATA_LAMBDA_SERVICE__CALLER_ACCESS_KEY_ID"));
-        assert_ne!(value(&gw, "STRATA_GATEWAY__INTEGRATION_SECRET"), value(&ms, "AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(
+            value(&gw, "STRATA_GATEWAY__INTEGRATION_SECRET"),
+            value(&ms, "STRATA_MAIN_SERVICE__GATEWAY_SECRET")
+        );
+        assert_eq!(
+            value(&ms, "AWS_SECRET_ACCESS_KEY"),
+            value(&ls, "STRATA_LAMBDA_SERVICE__CALLER_SECRET_ACCESS_KEY")
+        );
+        assert_eq!(
+            value(&ms, "AWS_ACCESS_KEY_ID"),
+            value(&ls, "STRATA_LAMBDA_SERVICE__CALLER_ACCESS_KEY_ID")
+        );
+        assert_ne!(
+            value(&gw, "STRATA_GATEWAY__INTEGRATION_SECRET"),
+            value(&ms, "AWS_SECRET_ACCESS_KEY")
+        );
         assert_eq!(value(&gw, "STRATA_GATEWAY__INTEGRATION_SECRET").len(), 32);
         let again = InnerSecrets::generate().unwrap();
-        assert_ne!(value(&again.gateway_env(), "STRATA_GATEWAY__INTEGRATION_SECRET"), value(&gw, "STRATA_GATEWAY__INTEGRATION_SECRET"));
+        assert_ne!(
+            value(&again.gateway_env(), "STRATA_GATEWAY__INTEGRATION_SECRET"),
+            value(&gw, "STRATA_GATEWAY__INTEGRATION_SECRET")
+        );
     }
 }

@@ -57,7 +57,12 @@ fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
     let log_path = settings.run_dir.join(format!("{}.log", hop.name));
     let log = private::append(&log_path)?;
     let mut cmd = Command::new(&hop.program);
-    cmd.args(&hop.args).envs(hop.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+    cmd.args(&hop.args)
+        .envs(hop.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
     cmd.env(telemetry::LISTEN_FD_VAR, telemetry::LISTEN_FD.to_string());
     let listener = hop.listener.as_raw_fd();
     // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl, prctl).
@@ -76,26 +81,45 @@ fn spawn(settings: &UpSettings, hop: &Hop) -> anyhow::Result<Child> {
 }
 
 /// Polls until the hop answers, it exits, or the deadline passes.
-async fn wait_healthy(hop: &Hop, child: &mut Child, timeout: Duration, run_dir: &Path) -> anyhow::Result<()> {
+async fn wait_healthy(
+    hop: &Hop,
+    child: &mut Child,
+    timeout: Duration,
+    run_dir: &Path,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let health_url = format!("{}{}", hop.url(), hop.health_path);
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
-            anyhow::bail!("{} exited with {status} before it was ready; see {}", hop.name, run_dir.join(format!("{}.log", hop.name)).display());
+            anyhow::bail!(
+                "{} exited with {status} before it was ready; see {}",
+                hop.name,
+                run_dir.join(format!("{}.log", hop.name)).display()
+            );
         }
         if let Ok(r) = client.get(&health_url).timeout(Duration::from_secs(1)).send().await {
             if !r.status().is_server_error() {
                 return Ok(());
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "{} was not healthy within {timeout:?}; see its log in {}", hop.name, run_dir.display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} was not healthy within {timeout:?}; see its log in {}",
+            hop.name,
+            run_dir.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn announce(hop: &Hop, child: &Child) {
-    println!("{:<16} {:<28} pid {}", hop.name, hop.url(), child.id().map_or("-".to_owned(), |p| p.to_string()));
+    println!(
+        "{:<16} {:<28} pid {}",
+        hop.name,
+        hop.url(),
+        child.id().map_or("-".to_owned(), |p| p.to_string())
+    );
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -117,7 +141,12 @@ async fn stop(child: &mut Child, grace: Duration) {
 
 /// Keeps one hop running until told to stop: a hop that exits is started again (with growing
 /// pauses if it keeps dying right away) and announced once healthy.
-async fn supervise(settings: UpSettings, hop: Hop, mut child: Child, mut stop_rx: oneshot::Receiver<()>) {
+async fn supervise(
+    settings: UpSettings,
+    hop: Hop,
+    mut child: Child,
+    mut stop_rx: oneshot::Receiver<()>,
+) {
     let mut started = Instant::now();
     let mut quick_deaths = 0u32;
     loop {
@@ -128,7 +157,8 @@ async fn supervise(settings: UpSettings, hop: Hop, mut child: Child, mut stop_rx
         let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
         eprintln!("strata up: {} exited ({status}); restarting", hop.name);
         tracing::warn!(hop = %hop.name, status = %status, "hop exited; restarting");
-        quick_deaths = if started.elapsed() < Duration::from_secs(10) { quick_deaths + 1 } else { 0 };
+        quick_deaths =
+            if started.elapsed() < Duration::from_secs(10) { quick_deaths + 1 } else { 0 };
         if quick_deaths > 1 {
             let pause = Duration::from_millis(250 * 2u64.pow(quick_deaths.min(7)));
             tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = &mut stop_rx => return }
@@ -156,7 +186,11 @@ async fn supervise(settings: UpSettings, hop: Hop, mut child: Child, mut stop_rx
 
 /// Starts the hops in order, each once healthy, and supervises them until `shutdown`
 /// resolves; then stops them outermost first.
-pub async fn run(settings: UpSettings, hops: Vec<Hop>, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    settings: UpSettings,
+    hops: Vec<Hop>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     private::create_dir(&settings.run_dir)?;
     let mut supervised: Vec<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> = Vec::new();
     tokio::pin!(shutdown);

@@ -13,20 +13,37 @@ use rand::RngCore as _;
 
 /// Creates `dir` (and missing parents) readable by the user only; an existing one is narrowed.
 pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("making {} private", dir.display()))
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
 }
 
 /// Opens `path` for appending, created 0600 (an existing file keeps its mode but is narrowed).
 pub fn append(path: &Path) -> anyhow::Result<File> {
-    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path).with_context(|| format!("opening {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600)).with_context(|| format!("making {} private", path.display()))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
     Ok(file)
 }
 
 /// Writes `contents` to `path`, created or replaced 0600.
 pub fn write(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let mut file = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(contents).with_context(|| format!("writing {}", path.display()))
 }
@@ -34,7 +51,9 @@ pub fn write(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 /// A new secret: 32 hex characters (128 bits) from the OS random source.
 pub fn secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
-    OsRng.try_fill_bytes(&mut bytes).context("reading the operating system's random source for a key")?;
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("reading the operating system's random source for a key")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -67,32 +67,47 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .map(|s| Suite::parse(s).with_context(|| format!("unknown suite {s:?} (engine, batching, memory, lambda, chain, overhead, responsiveness, structured, embeddings, soak)")))
             .collect::<anyhow::Result<Vec<_>>>()?
     };
-    let duration = agent::parse_duration(&args.duration).map_err(anyhow::Error::msg).context("--duration")?;
+    let duration =
+        agent::parse_duration(&args.duration).map_err(anyhow::Error::msg).context("--duration")?;
     let warmup = match &args.warmup {
         Some(w) => agent::parse_duration(w).map_err(anyhow::Error::msg).context("--warmup")?,
         None => SoakOptions::default_warmup(duration),
     };
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    anyhow::ensure!(args.rate.is_none_or(|r| r.is_finite() && r > 0.0), "--rate must be a positive number of requests per second");
+    anyhow::ensure!(
+        args.rate.is_none_or(|r| r.is_finite() && r > 0.0),
+        "--rate must be a positive number of requests per second"
+    );
     let soak = SoakOptions {
         duration,
         warmup,
         concurrency: args.concurrency,
         rate: args.rate,
-        generator: if args.generator == "embedded" { Generator::Embedded } else { Generator::Instant },
+        generator: if args.generator == "embedded" {
+            Generator::Embedded
+        } else {
+            Generator::Instant
+        },
     };
     let mut overhead = OverheadPlan::standard(args.quick);
     if !args.rates.is_empty() {
         overhead.rates = args.rates.clone();
     }
     if let Some(step) = &args.step {
-        overhead = overhead.with_step(agent::parse_duration(step).map_err(anyhow::Error::msg).context("--step")?);
+        overhead = overhead
+            .with_step(agent::parse_duration(step).map_err(anyhow::Error::msg).context("--step")?);
     }
     overhead.bound_ms = args.bound_ms;
     overhead.answer = bench::OverheadAnswer::parse(&args.answer).context("--answer")?;
     overhead.validate().map_err(anyhow::Error::msg).context("--rates, --step, --bound-ms")?;
     // The soak alone gets its own report, so a soak run never replaces the other figures.
-    let out = args.out.unwrap_or_else(|| PathBuf::from(if suites.iter().all(|s| *s == Suite::Soak) { "docs/soak.md" } else { "docs/benchmarks.md" }));
+    let out = args.out.unwrap_or_else(|| {
+        PathBuf::from(if suites.iter().all(|s| *s == Suite::Soak) {
+            "docs/soak.md"
+        } else {
+            "docs/benchmarks.md"
+        })
+    });
     let config = Config::load(args.config.as_deref())?;
     let resolver = Resolver::new(config.models);
     let model = resolver.pull(&args.model, &mut |_| {})?;
@@ -106,7 +121,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         soak,
         overhead,
         litellm: args.litellm.unwrap_or_else(bench::default_litellm),
-        command: std::env::args().map(|a| if a.contains('/') { a.rsplit('/').next().unwrap_or(&a).to_owned() } else { a }).collect::<Vec<_>>().join(" "),
+        command: std::env::args()
+            .map(
+                |a| if a.contains('/') { a.rsplit('/').next().unwrap_or(&a).to_owned() } else { a },
+            )
+            .collect::<Vec<_>>()
+            .join(" "),
     };
     tokio::runtime::Runtime::new()?.block_on(bench::run(opts))?;
     Ok(())

@@ -76,8 +76,16 @@ enum ConverseCommand {
 }
 
 fn numbered(out: &Path, n: usize, format: Format) -> PathBuf {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "conversation".into());
-    out.with_file_name(format!("{stem}-{n:03}.{}", out.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| format.extension().into())))
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "conversation".into());
+    out.with_file_name(format!(
+        "{stem}-{n:03}.{}",
+        out.extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_else(|| format.extension().into())
+    ))
 }
 
 pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
@@ -106,7 +114,9 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
     }
     // The embedded follow-up side runs the engine's default model unless told otherwise: the
     // answering side's model may exist only over there (a Bedrock name, a larger Ollama model).
-    if settings.follow_up_server() == FollowUpServer::Embedded && settings.follow_up_model.trim().is_empty() {
+    if settings.follow_up_server() == FollowUpServer::Embedded
+        && settings.follow_up_model.trim().is_empty()
+    {
         settings.follow_up_model = engine::DEFAULT_MODEL.to_owned();
     }
     anyhow::ensure!(
@@ -117,14 +127,31 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
     );
     if let Some(ConverseCommand::Compare { templates, out_dir }) = args.command {
         let seeds_file = args.seeds.context("compare needs --seeds FILE")?;
-        let text = std::fs::read_to_string(&seeds_file).with_context(|| format!("reading seeds from {}", seeds_file.display()))?;
-        let seeds: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+        let text = std::fs::read_to_string(&seeds_file)
+            .with_context(|| format!("reading seeds from {}", seeds_file.display()))?;
+        let seeds: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
         anyhow::ensure!(!seeds.is_empty(), "{} holds no seeds", seeds_file.display());
-        let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
-        let job = CompareJob { templates: if templates.is_empty() { None } else { Some(templates) }, seeds, dir: out_dir, time_limit, parallel: args.parallel, resume: args.resume };
+        let time_limit = agent::parse_duration(&settings.time_limit)
+            .map_err(anyhow::Error::msg)
+            .context("--time-limit")?;
+        let job = CompareJob {
+            templates: if templates.is_empty() { None } else { Some(templates) },
+            seeds,
+            dir: out_dir,
+            time_limit,
+            parallel: args.parallel,
+            resume: args.resume,
+        };
         return compare(&config, settings, job);
     }
-    let time_limit = agent::parse_duration(&settings.time_limit).map_err(anyhow::Error::msg).context("--time-limit")?;
+    let time_limit = agent::parse_duration(&settings.time_limit)
+        .map_err(anyhow::Error::msg)
+        .context("--time-limit")?;
     let runtime = tokio::runtime::Runtime::new()?;
     let (interrupt, signals) = catch_signals(&runtime)?;
     let format = match (&args.format, &args.out) {
@@ -132,15 +159,22 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         (None, Some(out)) => Format::from_path(out).unwrap_or(Format::Yaml),
         (None, None) => Format::Yaml,
     };
-    let out = args.out.unwrap_or_else(|| PathBuf::from(format!("conversation.{}", format.extension())));
+    let out =
+        args.out.unwrap_or_else(|| PathBuf::from(format!("conversation.{}", format.extension())));
 
     let mut seeds: Vec<String> = Vec::new();
     if let Some(seed) = args.seed {
         seeds.push(seed);
     }
     if let Some(file) = &args.seeds {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading seeds from {}", file.display()))?;
-        seeds.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading seeds from {}", file.display()))?;
+        seeds.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
     }
     if seeds.is_empty() {
         anyhow::ensure!(args.resume && out.exists(), "give a seed question (--seed TEXT or --seeds FILE), or --resume an existing conversation file");
@@ -169,8 +203,24 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
     for result in results {
         match result {
             Ok(c) => {
-                let reason = c.record.summary.stop_reason.and_then(|r| serde_json::to_value(r).ok()).and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-                println!("{}: {} turns, stopped: {reason}{}", c.out.display(), c.record.turns.len(), c.record.summary.stop_detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default());
+                let reason = c
+                    .record
+                    .summary
+                    .stop_reason
+                    .and_then(|r| serde_json::to_value(r).ok())
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                println!(
+                    "{}: {} turns, stopped: {reason}{}",
+                    c.out.display(),
+                    c.record.turns.len(),
+                    c.record
+                        .summary
+                        .stop_detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                );
                 if let Some(e) = c.error {
                     failures += 1;
                     eprintln!("strata: {}: {e:#}", c.out.display());
@@ -183,7 +233,13 @@ pub fn run(args: ConverseArgs) -> anyhow::Result<()> {
         }
     }
     exit_if_interrupted(&signals);
-    let result = if failures == 0 { Ok(()) } else { Err(anyhow::anyhow!("{failures} conversation(s) failed; finished turns are in the output file(s)")) };
+    let result = if failures == 0 {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{failures} conversation(s) failed; finished turns are in the output file(s)"
+        ))
+    };
     finish(result, embedded)
 }
 
@@ -194,7 +250,9 @@ const SIGTERM: i32 = 15;
 /// Turns SIGINT and SIGTERM into an interrupt of every conversation, and remembers which
 /// arrived. The handlers are installed before this returns, so no signal during the run can
 /// kill the process between two writes.
-fn catch_signals(runtime: &tokio::runtime::Runtime) -> anyhow::Result<(agent::Interrupt, Arc<AtomicI32>)> {
+fn catch_signals(
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<(agent::Interrupt, Arc<AtomicI32>)> {
     use tokio::signal::unix::{signal, SignalKind};
     let (handle, interrupt) = agent::Interrupt::new();
     let caught = Arc::new(AtomicI32::new(0));
@@ -207,7 +265,9 @@ fn catch_signals(runtime: &tokio::runtime::Runtime) -> anyhow::Result<(agent::In
             _ = term.recv() => SIGTERM,
         };
         seen.store(number, Ordering::SeqCst);
-        eprintln!("strata: interrupted; finishing the output file(s) with the turns completed so far");
+        eprintln!(
+            "strata: interrupted; finishing the output file(s) with the turns completed so far"
+        );
         handle.raise();
     });
     Ok((interrupt, caught))
@@ -246,14 +306,24 @@ fn finish(result: anyhow::Result<()>, embedded: bool) -> anyhow::Result<()> {
 /// For a follow-up side set to `embedded`: fetches the model if needed, loads it, and serves it
 /// from an LLM Server on a free local port of this process, for as long as the runtime runs.
 /// (One code path for both sides: the agent always speaks the Ollama API.)
-async fn with_embedded_follow_up(config: &Config, settings: &ConverseSettings, mut runs: Vec<RunOptions>) -> anyhow::Result<Vec<RunOptions>> {
+async fn with_embedded_follow_up(
+    config: &Config,
+    settings: &ConverseSettings,
+    mut runs: Vec<RunOptions>,
+) -> anyhow::Result<Vec<RunOptions>> {
     if runs.is_empty() || settings.follow_up_server() != FollowUpServer::Embedded {
         return Ok(runs);
     }
-    let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
-    super::serve::fetch_and_load(&pool, settings.follow_up_model()).await.context("follow-up side (embedded)")?;
-    let server = ServerSettings { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config.server.clone() };
-    let app = Application::build(server, Arc::new(EmbeddedBackend::new(pool))).await.context("follow-up side (embedded): starting its server")?;
+    let pool =
+        Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
+    super::serve::fetch_and_load(&pool, settings.follow_up_model())
+        .await
+        .context("follow-up side (embedded)")?;
+    let server =
+        ServerSettings { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..config.server.clone() };
+    let app = Application::build(server, Arc::new(EmbeddedBackend::new(pool)))
+        .await
+        .context("follow-up side (embedded): starting its server")?;
     let url = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until_stopped(std::future::pending::<()>()));
     for run in &mut runs {
@@ -275,12 +345,20 @@ struct CompareJob {
 
 /// With `resume`, conversations whose file already has a stop reason are measured as they are
 /// and unfinished ones continue from their last turn.
-fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) -> anyhow::Result<()> {
+fn compare(
+    config: &Config,
+    settings: agent::ConverseSettings,
+    job: CompareJob,
+) -> anyhow::Result<()> {
     use agent::compare;
     let CompareJob { templates, seeds, dir, time_limit, parallel, resume } = job;
     let templates = templates.unwrap_or_else(|| settings.templates.keys().cloned().collect());
     for t in &templates {
-        anyhow::ensure!(settings.templates.contains_key(t), "unknown template {t:?} (known: {})", settings.templates.keys().cloned().collect::<Vec<_>>().join(", "));
+        anyhow::ensure!(
+            settings.templates.contains_key(t),
+            "unknown template {t:?} (known: {})",
+            settings.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let (interrupt, signals) = catch_signals(&runtime)?;
@@ -292,7 +370,11 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
             if resume {
                 if let Ok(record) = agent::Record::read(&out, Format::Jsonl) {
                     // An interrupted conversation is unfinished: it continues.
-                    if record.summary.stop_reason.is_some_and(|r| r != agent::StopReason::Interrupted) {
+                    if record
+                        .summary
+                        .stop_reason
+                        .is_some_and(|r| r != agent::StopReason::Interrupted)
+                    {
                         rows.push(compare::measure(t, &out, &record));
                         continue;
                     }
@@ -300,13 +382,30 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
             }
             let mut s = settings.clone();
             s.template = t.clone();
-            runs.push((t.clone(), RunOptions { settings: s, seed: seed.clone(), out, format: Format::Jsonl, resume, time_limit, embedded_follow_up: None, interrupt: interrupt.clone() }));
+            runs.push((
+                t.clone(),
+                RunOptions {
+                    settings: s,
+                    seed: seed.clone(),
+                    out,
+                    format: Format::Jsonl,
+                    resume,
+                    time_limit,
+                    embedded_follow_up: None,
+                    interrupt: interrupt.clone(),
+                },
+            ));
         }
     }
     let names: Vec<String> = runs.iter().map(|(t, _)| t.clone()).collect();
-    let runs = runtime.block_on(with_embedded_follow_up(config, &settings, runs.into_iter().map(|(_, r)| r).collect()))?;
+    let runs = runtime.block_on(with_embedded_follow_up(
+        config,
+        &settings,
+        runs.into_iter().map(|(_, r)| r).collect(),
+    ))?;
     let embedded = runs.iter().any(|r| r.embedded_follow_up.is_some());
-    let results = runtime.block_on(agent::run_many(runs, parallel, std::io::stderr().is_terminal()));
+    let results =
+        runtime.block_on(agent::run_many(runs, parallel, std::io::stderr().is_terminal()));
     let mut errors = 0;
     for (t, result) in names.iter().zip(results) {
         let c = result?;
@@ -336,6 +435,10 @@ fn compare(config: &Config, settings: agent::ConverseSettings, job: CompareJob) 
     compare::write_report(&dir, &templates, &settings.templates, &rows, &header)?;
     println!("{}", dir.join("report.md").display());
     exit_if_interrupted(&signals);
-    let result = if errors == 0 { Ok(()) } else { Err(anyhow::anyhow!("{errors} conversation(s) failed; see the report for the rest")) };
+    let result = if errors == 0 {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{errors} conversation(s) failed; see the report for the rest"))
+    };
     finish(result, embedded)
 }

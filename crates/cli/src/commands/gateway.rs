@@ -28,7 +28,9 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
     config.runtime.build()?.block_on(async move {
         let settings = config.gateway;
         let listen = settings.listen;
-        let app = Application::build(settings).await.with_context(|| format!("starting the gateway on {listen}"))?;
+        let app = Application::build(settings)
+            .await
+            .with_context(|| format!("starting the gateway on {listen}"))?;
         tracing::info!(addr = %app.local_addr(), "strata gateway listening");
         app.run_until_stopped(llm_server::shutdown_signal()).await?;
         Ok(())

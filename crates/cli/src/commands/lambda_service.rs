@@ -26,9 +26,13 @@ pub struct LambdaServiceArgs {
 
 fn parse_function(s: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = s.split_once('=').ok_or("expected NAME=PATH")?;
-    let valid = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
-        return Err(format!("invalid function name {name:?}: letters, digits, - and _ only, at most 64"));
+        return Err(format!(
+            "invalid function name {name:?}: letters, digits, - and _ only, at most 64"
+        ));
     }
     Ok((name.to_owned(), PathBuf::from(path)))
 }
@@ -45,7 +49,10 @@ pub fn run(args: LambdaServiceArgs) -> anyhow::Result<()> {
     for (name, f) in &settings.functions {
         anyhow::ensure!(f.path.is_file(), "function {name}: {} is not a file", f.path.display());
     }
-    anyhow::ensure!(!settings.functions.is_empty(), "no functions: give --function NAME=PATH or [lambda_service.functions.NAME]");
+    anyhow::ensure!(
+        !settings.functions.is_empty(),
+        "no functions: give --function NAME=PATH or [lambda_service.functions.NAME]"
+    );
     telemetry::init(&config.log);
     config.runtime.build()?.block_on(async move {
         let settings = config.lambda_service.clone();

@@ -28,7 +28,9 @@ pub fn run(args: MainServiceArgs) -> anyhow::Result<()> {
     config.runtime.build()?.block_on(async move {
         let settings = config.main_service;
         let listen = settings.listen;
-        let app = Application::build(settings).await.with_context(|| format!("starting the main-service on {listen}"))?;
+        let app = Application::build(settings)
+            .await
+            .with_context(|| format!("starting the main-service on {listen}"))?;
         tracing::info!(addr = %app.local_addr(), "strata main-service listening");
         app.run_until_stopped(llm_server::shutdown_signal()).await?;
         Ok(())

@@ -59,9 +59,11 @@ pub fn pull(resolver: &Resolver, name: &str) -> anyhow::Result<()> {
                 sized = true;
                 bar.set_length(total);
                 bar.set_style(
-                    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                        .expect("static template")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("static template")
+                    .progress_chars("=> "),
                 );
                 bar.set_message(format!("pulling {}", &digest[..digest.len().min(19)]));
             }
@@ -79,6 +81,12 @@ fn list(resolver: &Resolver) {
     println!("{:<24} {:>10}  {:<20} PATH", "NAME", "SIZE", "MODIFIED");
     for m in models {
         let modified: chrono::DateTime<chrono::Local> = m.modified.into();
-        println!("{:<24} {:>7} MB  {:<20} {}", m.name, m.size / 1_000_000, modified.format("%Y-%m-%d %H:%M"), m.path.display());
+        println!(
+            "{:<24} {:>7} MB  {:<20} {}",
+            m.name,
+            m.size / 1_000_000,
+            modified.format("%Y-%m-%d %H:%M"),
+            m.path.display()
+        );
     }
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use engine::{ModelPool, Resolver};
-use llm_server::{Application, Backend, BackendKind, BedrockBackend, ChainBackend, EmbeddedBackend, InstantBackend};
+use llm_server::{
+    Application, Backend, BackendKind, BedrockBackend, ChainBackend, EmbeddedBackend,
+    InstantBackend,
+};
 
 use crate::config::Config;
 
@@ -66,17 +69,27 @@ pub(crate) async fn fetch_and_load(pool: &ModelPool, name: &str) -> anyhow::Resu
 async fn serve(config: Config, model: Option<String>) -> anyhow::Result<()> {
     let backend: Arc<dyn Backend> = match config.server.backend {
         BackendKind::Instant => Arc::new(InstantBackend::new(config.server.instant.clone())),
-        BackendKind::Bedrock => Arc::new(BedrockBackend::new(bedrock::BedrockClient::new(config.bedrock.clone()).await)),
-        BackendKind::Chain => Arc::new(ChainBackend::new(config.server.chain.clone()).context("reading the chain's API key file")?),
+        BackendKind::Bedrock => {
+            Arc::new(BedrockBackend::new(bedrock::BedrockClient::new(config.bedrock.clone()).await))
+        }
+        BackendKind::Chain => Arc::new(
+            ChainBackend::new(config.server.chain.clone())
+                .context("reading the chain's API key file")?,
+        ),
         BackendKind::Embedded => {
-            let pool = Arc::new(ModelPool::new(Resolver::new(config.models.clone()), config.engine.clone()));
+            let pool = Arc::new(ModelPool::new(
+                Resolver::new(config.models.clone()),
+                config.engine.clone(),
+            ));
             if let Some(name) = &model {
                 fetch_and_load(&pool, name).await?;
             }
             Arc::new(EmbeddedBackend::new(pool))
         }
     };
-    let app = Application::build(config.server.clone(), backend).await.with_context(|| format!("binding {}", config.server.listen))?;
+    let app = Application::build(config.server.clone(), backend)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
     tracing::info!(addr = %app.local_addr(), backend = ?config.server.backend, "strata serve listening");
     app.run_until_stopped(llm_server::shutdown_signal()).await?;
     tracing::info!("strata serve stopped");

@@ -36,10 +36,17 @@ pub struct UpArgs {
 /// The Lambda function's name in the local chain.
 const FUNCTION: &str = "strata";
 /// Credentials for the local stand-ins, which accept any signature.
-const LOCAL_CREDENTIALS: [(&str, &str); 3] = [("AWS_ACCESS_KEY_ID", "strata-local"), ("AWS_SECRET_ACCESS_KEY", "strata-local"), ("AWS_REGION", "us-east-1")];
+const LOCAL_CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "strata-local"),
+    ("AWS_SECRET_ACCESS_KEY", "strata-local"),
+    ("AWS_REGION", "us-east-1"),
+];
 
 fn default_run_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state"))).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
     base.join("strata/runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
 }
 
@@ -56,7 +63,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let bin = std::env::current_exe().context("locating the strata binary")?;
     let sibling = |name: &str| {
         let path = bin.with_file_name(name);
-        anyhow::ensure!(path.is_file(), "{} is missing: build it next to strata with `cargo build --release --bins`", path.display());
+        anyhow::ensure!(
+            path.is_file(),
+            "{} is missing: build it next to strata with `cargo build --release --bins`",
+            path.display()
+        );
         Ok(path)
     };
     let bootstrap = sibling("bootstrap")?;
@@ -66,7 +77,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // The emulator's models are fetched now, so the first request does not wait for them.
     let resolver = Resolver::new(config.models.clone());
-    for local in config.bedrock_emulator.models.values().collect::<std::collections::BTreeSet<_>>() {
+    for local in config.bedrock_emulator.models.values().collect::<std::collections::BTreeSet<_>>()
+    {
         crate::commands::model::pull(&resolver, local)?;
     }
 
@@ -80,7 +92,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // Server's where configured (port 0: any free port; or the socket `up` was itself handed,
     // as every hop is), the others on any free loopback port.
     let context = |addr: SocketAddr| move || format!("listening on {addr}");
-    let server = telemetry::listen_std(config.server.listen).map(Arc::new).with_context(context(config.server.listen))?;
+    let server = telemetry::listen_std(config.server.listen)
+        .map(Arc::new)
+        .with_context(context(config.server.listen))?;
     let any = || {
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         telemetry::bind(addr).map(Arc::new).with_context(context(addr))
@@ -88,30 +102,50 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let (emulator_l, lambda_l, main_l, gateway_l) = (any()?, any()?, any()?, any()?);
     let addr = |l: &TcpListener| l.local_addr().context("a bound socket's address");
     config.server.listen = addr(&server)?;
-    let (emulator, lambda, main, gateway) = (addr(&emulator_l)?, addr(&lambda_l)?, addr(&main_l)?, addr(&gateway_l)?);
+    let (emulator, lambda, main, gateway) =
+        (addr(&emulator_l)?, addr(&lambda_l)?, addr(&main_l)?, addr(&gateway_l)?);
     let url = |a: SocketAddr| format!("http://{a}");
     config.bedrock_emulator.listen = emulator;
     config.lambda_service.listen = lambda;
     config.main_service.listen = main;
     config.gateway.listen = gateway;
-    config.gateway.routes = vec![gateway::RouteSettings { method: "ANY".into(), path: "/{proxy+}".into(), url: url(main), api_key_required: true }];
+    config.gateway.routes = vec![gateway::RouteSettings {
+        method: "ANY".into(),
+        path: "/{proxy+}".into(),
+        url: url(main),
+        api_key_required: true,
+    }];
     config.server.backend = BackendKind::Chain;
     config.server.chain.gateway_url = url(gateway);
-    config.server.chain.models = config.bedrock_emulator.models.values().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    config.server.chain.models = config
+        .bedrock_emulator
+        .models
+        .values()
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
 
     // The function reaches the emulator as it would reach Bedrock: through the SDK's own
     // endpoint variable. Local names map to the emulator's model ids.
-    let function = config.lambda_service.functions.entry(FUNCTION.into()).or_insert_with(FunctionSettings::default);
+    let function = config
+        .lambda_service
+        .functions
+        .entry(FUNCTION.into())
+        .or_insert_with(FunctionSettings::default);
     function.path = bootstrap;
-    let model_ids: Vec<String> = config.bedrock_emulator.models.iter().map(|(id, local)| format!("{local}={id}")).collect();
+    let model_ids: Vec<String> =
+        config.bedrock_emulator.models.iter().map(|(id, local)| format!("{local}={id}")).collect();
     function.env.insert("STRATA_MODEL_IDS".into(), model_ids.join(","));
     // Embedding with a local name goes to the first embedding model id the emulator answers
     // for that model (Titan's, by default).
-    let mut embedding_ids: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    let mut embedding_ids: std::collections::BTreeMap<&str, &str> =
+        std::collections::BTreeMap::new();
     for (id, local) in &config.bedrock_emulator.embedding_models {
         embedding_ids.entry(local.as_str()).or_insert(id.as_str());
     }
-    let embedding_ids: Vec<String> = embedding_ids.iter().map(|(local, id)| format!("{local}={id}")).collect();
+    let embedding_ids: Vec<String> =
+        embedding_ids.iter().map(|(local, id)| format!("{local}={id}")).collect();
     function.env.insert("STRATA_EMBEDDING_MODEL_IDS".into(), embedding_ids.join(","));
     function.env.insert("AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(), url(emulator));
     // Credentials configured for the function (`[lambda_service.functions.strata.env]`) win
@@ -122,7 +156,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // The emulator answers only the function: unless its authentication was configured, it
     // checks a Bedrock API key fresh for this run, which the function sends as Bedrock's
     // SDKs do (AWS_BEARER_TOKEN_BEDROCK). Both live in the run's configuration file (0600).
-    if config.bedrock_emulator.auth == bedrock_emulator::AuthMode::Any && config.bedrock_emulator.api_keys.is_empty() && config.bedrock_emulator.api_keys_file.is_none() {
+    if config.bedrock_emulator.auth == bedrock_emulator::AuthMode::Any
+        && config.bedrock_emulator.api_keys.is_empty()
+        && config.bedrock_emulator.api_keys_file.is_none()
+    {
         let key = up::private::secret()?;
         config.bedrock_emulator.auth = bedrock_emulator::AuthMode::Keys;
         config.bedrock_emulator.api_keys = vec![key.clone()];
@@ -135,7 +172,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // A chain served beyond this machine is keyed by default: with no keys of its own, the LLM
     // Server gets a generated client key, kept in a file only the user can read.
     let exposed = !config.server.listen.ip().is_loopback();
-    let client_key_file = if exposed && config.server.api_keys.is_empty() && config.server.api_keys_file.is_none() && !config.server.allow_unauthenticated {
+    let client_key_file = if exposed
+        && config.server.api_keys.is_empty()
+        && config.server.api_keys_file.is_none()
+        && !config.server.allow_unauthenticated
+    {
         let path = run_dir.join("api-key");
         up::private::write(&path, format!("{}\n", up::private::secret()?).as_bytes())?;
         config.server.api_keys_file = Some(path.clone());
@@ -153,43 +194,82 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let config_path = run_dir.join("strata.toml");
-    up::private::write(&config_path, toml::to_string(&config).context("writing the run's configuration")?.as_bytes())?;
+    up::private::write(
+        &config_path,
+        toml::to_string(&config).context("writing the run's configuration")?.as_bytes(),
+    )?;
     let config_arg = config_path.display().to_string();
 
     // The chain's own key (the LLM Server's to the gateway, for callers without a key of their
     // own) lives only in the environment of the two hops that need it. The gateway's variable
     // replaces its configured keys, so those are passed along with it.
     let key = up::private::secret()?;
-    let gateway_keys: Vec<String> = std::iter::once(key.clone()).chain(config.gateway.api_keys.iter().cloned()).collect();
-    let local_aws: Vec<(String, String)> = LOCAL_CREDENTIALS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let hop = |name: &str, command: Command, listener: &Arc<TcpListener>, health: &str, env: Vec<(String, String)>| {
+    let gateway_keys: Vec<String> =
+        std::iter::once(key.clone()).chain(config.gateway.api_keys.iter().cloned()).collect();
+    let local_aws: Vec<(String, String)> =
+        LOCAL_CREDENTIALS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let hop = |name: &str,
+               command: Command,
+               listener: &Arc<TcpListener>,
+               health: &str,
+               env: Vec<(String, String)>| {
         let (program, mut args) = match command {
             Command::Strata(sub) => (bin.clone(), vec![sub.to_owned()]),
             Command::Program(path) => (path, Vec::new()),
         };
         args.extend(["--config".to_owned(), config_arg.clone()]);
-        up::Hop { name: name.into(), program, args, env, listener: Arc::clone(listener), health_path: health.into() }
+        up::Hop {
+            name: name.into(),
+            program,
+            args,
+            env,
+            listener: Arc::clone(listener),
+            health_path: health.into(),
+        }
     };
     // Each inner hop accepts only the hop in front of it, with secrets fresh for this run.
     let inner = up::inner_secrets::InnerSecrets::generate()?;
     let mut lambda_env = local_aws.clone();
     lambda_env.extend(inner.lambda_service_env());
     // MainService signs its Lambda calls with its own credentials instead of the local ones.
-    let mut main_env: Vec<(String, String)> = local_aws.iter().filter(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY").cloned().collect();
+    let mut main_env: Vec<(String, String)> = local_aws
+        .iter()
+        .filter(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY")
+        .cloned()
+        .collect();
     main_env.push(("AWS_ENDPOINT_URL_LAMBDA".into(), url(lambda)));
     main_env.extend(inner.main_service_env());
     let mut gateway_env = vec![("STRATA_GATEWAY__API_KEYS".into(), gateway_keys.join(","))];
     gateway_env.extend(inner.gateway_env());
     let hops = vec![
         hop("bedrock-emulator", Command::Strata("bedrock-emulator"), &emulator_l, "/", local_aws),
-        hop("lambda-service", Command::Strata("lambda-service"), &lambda_l, "/2015-03-31/functions/", lambda_env),
+        hop(
+            "lambda-service",
+            Command::Strata("lambda-service"),
+            &lambda_l,
+            "/2015-03-31/functions/",
+            lambda_env,
+        ),
         hop("main-service", Command::Program(main_service), &main_l, "/healthz", main_env),
         hop("gateway", Command::Strata("gateway"), &gateway_l, "/", gateway_env),
-        hop("llm-server", Command::Strata("serve"), &server, "/", vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)]),
+        hop(
+            "llm-server",
+            Command::Strata("serve"),
+            &server,
+            "/",
+            vec![("STRATA_SERVER__CHAIN__API_KEY".into(), key)],
+        ),
     ];
-    let settings = up::UpSettings { run_dir, ready_timeout: Duration::from_secs(120), shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5) };
+    let settings = up::UpSettings {
+        run_dir,
+        ready_timeout: Duration::from_secs(120),
+        shutdown_grace: Duration::from_secs(config.server.shutdown_grace_secs + 5),
+    };
     if let Some(path) = &client_key_file {
-        println!("clients need the API key in {} (send it as `Authorization: Bearer KEY`)", path.display());
+        println!(
+            "clients need the API key in {} (send it as `Authorization: Bearer KEY`)",
+            path.display()
+        );
     }
     println!("{:<16} {:<28} PID", "HOP", "URL");
     config.runtime.build()?.block_on(up::run(settings, hops, llm_server::shutdown_signal()))

@@ -78,7 +78,9 @@ pub fn grammar(tools: &Tools, format: &OutputFormat) -> Result<String, EngineErr
                 Some(rule) => rule,
                 None => g.primitive("string"),
             };
-            let with_reply = format!("\"{{\" {space} \"\\\"response\\\"\" {space} \":\" {space} {reply} \"}}\" {space}");
+            let with_reply = format!(
+                "\"{{\" {space} \"\\\"response\\\"\" {space} \":\" {space} {reply} \"}}\" {space}"
+            );
             format!("{with_calls} | {with_reply}")
         }
         ToolChoice::Required | ToolChoice::Named(_) => with_calls,
@@ -122,10 +124,24 @@ mod tests {
             n += 1;
             format!("id{n}")
         };
-        let calls = parse(r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}"#, &mut id).unwrap();
-        assert_eq!(calls, Reply::Calls(vec![ToolCall { id: "id1".into(), name: "get_weather".into(), arguments: json!({"city": "Paris"}) }]));
+        let calls = parse(
+            r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}"#,
+            &mut id,
+        )
+        .unwrap();
+        assert_eq!(
+            calls,
+            Reply::Calls(vec![ToolCall {
+                id: "id1".into(),
+                name: "get_weather".into(),
+                arguments: json!({"city": "Paris"})
+            }])
+        );
         assert_eq!(parse(r#"{"response": "Hello"}"#, &mut id), Some(Reply::Text("Hello".into())));
-        assert_eq!(parse(r#"{"response": {"a": 1}}"#, &mut id), Some(Reply::Text(r#"{"a":1}"#.into())));
+        assert_eq!(
+            parse(r#"{"response": {"a": 1}}"#, &mut id),
+            Some(Reply::Text(r#"{"a":1}"#.into()))
+        );
         assert_eq!(parse(r#"{"tool_calls": [{"name": "get_wea"#, &mut id), None);
     }
 
@@ -137,24 +153,47 @@ mod tests {
         assert!(!required.lines().next().unwrap().contains("response"), "{required}");
         let e = grammar(&tools(ToolChoice::Named("nope".into())), &OutputFormat::Text).unwrap_err();
         assert!(e.to_string().contains("\"nope\""), "{e}");
-        let bad = Tools { specs: vec![ToolSpec { parameters: json!({"type": "string", "pattern": "x"}), ..weather() }], choice: ToolChoice::Auto, parallel: false };
+        let bad = Tools {
+            specs: vec![ToolSpec {
+                parameters: json!({"type": "string", "pattern": "x"}),
+                ..weather()
+            }],
+            choice: ToolChoice::Auto,
+            parallel: false,
+        };
         let e = grammar(&bad, &OutputFormat::Text).unwrap_err();
-        assert!(e.to_string().contains("tool \"get_weather\"") && e.to_string().contains("\"pattern\""), "{e}");
+        assert!(
+            e.to_string().contains("tool \"get_weather\"") && e.to_string().contains("\"pattern\""),
+            "{e}"
+        );
     }
 
     #[test]
     fn history_is_rewritten_in_the_protocol() {
         let mut call = ChatMessage::new(Role::Assistant, "");
-        call.tool_calls = vec![ToolCall { id: "c1".into(), name: "get_weather".into(), arguments: json!({"city": "Paris"}) }];
+        call.tool_calls = vec![ToolCall {
+            id: "c1".into(),
+            name: "get_weather".into(),
+            arguments: json!({"city": "Paris"}),
+        }];
         let mut result = ChatMessage::new(Role::Tool, "18C");
         result.tool_name = Some("get_weather".into());
         let history = [ChatMessage::new(Role::User, "weather?"), call, result];
         let out = messages_for_template(&history, Some(&tools(ToolChoice::Auto)));
         assert_eq!(out[0].role, Role::System);
         assert!(out[0].content.contains("get_weather"));
-        assert_eq!(out[2].content, r#"{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}}]}"#);
-        assert_eq!((out[3].role, out[3].content.as_str()), (Role::User, r#"{"tool_response":{"name":"get_weather","content":"18C"}}"#));
-        let with_system = messages_for_template(&[ChatMessage::new(Role::System, "Be brief."), ChatMessage::new(Role::User, "hi")], Some(&tools(ToolChoice::Required)));
+        assert_eq!(
+            out[2].content,
+            r#"{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}}]}"#
+        );
+        assert_eq!(
+            (out[3].role, out[3].content.as_str()),
+            (Role::User, r#"{"tool_response":{"name":"get_weather","content":"18C"}}"#)
+        );
+        let with_system = messages_for_template(
+            &[ChatMessage::new(Role::System, "Be brief."), ChatMessage::new(Role::User, "hi")],
+            Some(&tools(ToolChoice::Required)),
+        );
         assert!(with_system[0].content.starts_with("Be brief.\n\nYou can call"));
         assert_eq!(with_system.len(), 2);
     }

@@ -14,7 +14,11 @@ const CLOSE: &str = "</tool_call>";
 pub fn grammar(tools: &Tools, format: &OutputFormat) -> Result<Option<String>, EngineError> {
     super::native_grammar(tools, format, "arguments", |g, call| {
         let block = g.rule("block", format!("\"{OPEN}\\n\" {call} \"\\n{CLOSE}\""));
-        if tools.parallel { format!("{block} (\"\\n\" {block})*") } else { block }
+        if tools.parallel {
+            format!("{block} (\"\\n\" {block})*")
+        } else {
+            block
+        }
     })
 }
 
@@ -51,7 +55,10 @@ mod tests {
     #[test]
     fn blocks_parse_into_calls() {
         let (calls, text) = parse("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"Rome\\\"}\"}\n</tool_call>").unwrap();
-        assert_eq!(calls.iter().map(|c| c.arguments.clone()).collect::<Vec<_>>(), vec![json!({"city": "Paris"}), json!({"city": "Rome"})]);
+        assert_eq!(
+            calls.iter().map(|c| c.arguments.clone()).collect::<Vec<_>>(),
+            vec![json!({"city": "Paris"}), json!({"city": "Rome"})]
+        );
         assert!(calls.iter().all(|c| c.name == "get_weather" && c.id.starts_with("call_")));
         assert_eq!(text, "");
         let (calls, _) = parse("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}").unwrap();
@@ -65,7 +72,10 @@ mod tests {
         assert_eq!(grammar(&tools(ToolChoice::Auto), &OutputFormat::Text).unwrap(), None);
         let required = grammar(&tools(ToolChoice::Required), &OutputFormat::Text).unwrap().unwrap();
         assert!(required.starts_with("root ::= block (\"\\n\" block)*"), "{required}");
-        assert!(required.contains("<tool_call>") && required.contains("\\\"arguments\\\""), "{required}");
+        assert!(
+            required.contains("<tool_call>") && required.contains("\\\"arguments\\\""),
+            "{required}"
+        );
         let with_format = grammar(&tools(ToolChoice::Auto), &OutputFormat::Json).unwrap().unwrap();
         assert!(with_format.lines().next().unwrap().contains("| object"), "{with_format}");
     }

@@ -31,7 +31,9 @@ mod tests {
     #[test]
     fn a_whole_answer_is_a_call_of_an_offered_tool() {
         let offered = tools(ToolChoice::Auto);
-        let call = parse(" {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", &offered).unwrap();
+        let call =
+            parse(" {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", &offered)
+                .unwrap();
         assert_eq!((call.name.as_str(), call.arguments), ("get_weather", json!({"city": "Paris"})));
         assert_eq!(parse("{\"name\": \"Ada\", \"parameters\": {}}", &offered), None);
         assert_eq!(parse("{\"name\": \"get_weather\", \"param", &offered), None);
@@ -40,7 +42,12 @@ mod tests {
     #[test]
     fn grammars_force_a_call_only_when_asked() {
         assert_eq!(grammar(&tools(ToolChoice::Auto), &OutputFormat::Text).unwrap(), None);
-        let named = grammar(&tools(ToolChoice::Named("get_weather".into())), &OutputFormat::Text).unwrap().unwrap();
-        assert!(named.starts_with("root ::= call\n") && named.contains("\\\"parameters\\\""), "{named}");
+        let named = grammar(&tools(ToolChoice::Named("get_weather".into())), &OutputFormat::Text)
+            .unwrap()
+            .unwrap();
+        assert!(
+            named.starts_with("root ::= call\n") && named.contains("\\\"parameters\\\""),
+            "{named}"
+        );
     }
 }

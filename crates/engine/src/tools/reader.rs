@@ -27,7 +27,13 @@ pub struct Ending {
 
 impl Reader {
     pub fn new(dialect: Dialect, tools: Tools) -> Reader {
-        Reader { dialect, tools, held: String::new(), gathering: dialect == Dialect::Generic, spoke: false }
+        Reader {
+            dialect,
+            tools,
+            held: String::new(),
+            gathering: dialect == Dialect::Generic,
+            spoke: false,
+        }
     }
 
     /// Takes the next piece of the answer and returns the text that can be passed on now.
@@ -81,7 +87,10 @@ impl Reader {
     /// The end of the answer: the held text read as calls, or passed on as it is.
     pub fn finish(&mut self) -> Ending {
         let answer = std::mem::take(&mut self.held);
-        let as_text = |answer: String| Ending { text: Some(answer).filter(|t| !t.is_empty()), calls: Vec::new() };
+        let as_text = |answer: String| Ending {
+            text: Some(answer).filter(|t| !t.is_empty()),
+            calls: Vec::new(),
+        };
         if !self.gathering {
             return as_text(answer);
         }
@@ -129,22 +138,45 @@ mod tests {
 
     #[test]
     fn hermes_text_streams_until_the_call_begins() {
-        let (passed, end) = run(Dialect::Hermes, &["Let me check.", "\n<tool", "_call>\n{\"name\": \"get_weather\", ", "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"]);
+        let (passed, end) = run(
+            Dialect::Hermes,
+            &[
+                "Let me check.",
+                "\n<tool",
+                "_call>\n{\"name\": \"get_weather\", ",
+                "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+            ],
+        );
         assert_eq!(passed, "Let me check.\n");
         assert_eq!(end.text, None);
-        assert_eq!((end.calls[0].name.as_str(), end.calls[0].arguments.clone()), ("get_weather", json!({"city": "Paris"})));
-        let (passed, end) = run(Dialect::Hermes, &["\n", "<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>"]);
+        assert_eq!(
+            (end.calls[0].name.as_str(), end.calls[0].arguments.clone()),
+            ("get_weather", json!({"city": "Paris"}))
+        );
+        let (passed, end) = run(
+            Dialect::Hermes,
+            &["\n", "<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>"],
+        );
         assert_eq!((passed.as_str(), end.calls.len()), ("", 1));
         let (passed, end) = run(Dialect::Hermes, &["It is <to", "day's news>", " sunny"]);
         assert_eq!((passed.as_str(), end), ("It is <today's news> sunny", Ending::default()));
         let (passed, end) = run(Dialect::Hermes, &["Ok <tool_call>{\"name\": broken"]);
-        assert_eq!((passed.as_str(), end.text.as_deref(), end.calls.len()), ("Ok ", Some("<tool_call>{\"name\": broken"), 0));
+        assert_eq!(
+            (passed.as_str(), end.text.as_deref(), end.calls.len()),
+            ("Ok ", Some("<tool_call>{\"name\": broken"), 0)
+        );
     }
 
     #[test]
     fn llama3_answers_opening_with_a_brace_are_read_as_calls() {
-        let (passed, end) = run(Dialect::Llama3, &[" ", "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}"]);
-        assert_eq!((passed.as_str(), end.calls[0].arguments.clone()), ("", json!({"city": "Oslo"})));
+        let (passed, end) = run(
+            Dialect::Llama3,
+            &[" ", "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}"],
+        );
+        assert_eq!(
+            (passed.as_str(), end.calls[0].arguments.clone()),
+            ("", json!({"city": "Oslo"}))
+        );
         let (passed, end) = run(Dialect::Llama3, &["Sunny ", "{mostly}"]);
         assert_eq!((passed.as_str(), end), ("Sunny {mostly}", Ending::default()));
         let (passed, end) = run(Dialect::Llama3, &["{\"answer\": 4}"]);
@@ -155,7 +187,10 @@ mod tests {
     fn generic_answers_are_read_whole() {
         let (passed, end) = run(Dialect::Generic, &["{\"response\": ", "\"Hi\"}"]);
         assert_eq!((passed.as_str(), end.text.as_deref()), ("", Some("Hi")));
-        let (_, end) = run(Dialect::Generic, &["{\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {}}]}"]);
+        let (_, end) = run(
+            Dialect::Generic,
+            &["{\"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {}}]}"],
+        );
         assert_eq!(end.calls.len(), 1);
     }
 

@@ -47,7 +47,21 @@ async fn echo(State(up): State<Arc<Upstream>>, req: Request) -> Response {
     up.hits.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let headers: BTreeMap<String, Vec<String>> = parts.headers.keys().map(|k| (k.to_string(), parts.headers.get_all(k).iter().map(|v| v.to_str().unwrap_or("?").to_owned()).collect())).collect();
+    let headers: BTreeMap<String, Vec<String>> = parts
+        .headers
+        .keys()
+        .map(|k| {
+            (
+                k.to_string(),
+                parts
+                    .headers
+                    .get_all(k)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or("?").to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
     let status = if parts.method == Method::POST { StatusCode::CREATED } else { StatusCode::OK };
     let mut r = (status, Json(json!({"method": parts.method.as_str(), "uri": parts.uri.to_string(), "headers": headers, "body": String::from_utf8_lossy(&body)}))).into_response();
     r.headers_mut().insert("server-timing", "upstream;dur=1.5".parse().unwrap());
@@ -95,7 +109,9 @@ async fn slow_stream() -> Response {
 
 /// One chunk, then nothing, forever.
 async fn stall() -> Response {
-    let s = futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"only chunk")) }).chain(futures::stream::pending());
+    let s =
+        futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(b"only chunk")) })
+            .chain(futures::stream::pending());
     Body::from_stream(s).into_response()
 }
 

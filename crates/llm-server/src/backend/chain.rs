@@ -109,7 +109,9 @@ impl ChainBackend {
         if !self.settings.api_key.0.is_empty() {
             return None;
         }
-        let key = read_key_file(self.settings.api_key_file.as_ref()?).ok().filter(|k| !k.is_empty() && k != refused)?;
+        let key = read_key_file(self.settings.api_key_file.as_ref()?)
+            .ok()
+            .filter(|k| !k.is_empty() && k != refused)?;
         *self.api_key.write().unwrap_or_else(|e| e.into_inner()) = key.clone();
         tracing::info!("api_key_file holds a new API key; using it from now on");
         Some(key)
@@ -120,9 +122,19 @@ impl ChainBackend {
     /// then apply per client), otherwise this server's. A refused key is checked before
     /// anything runs, so the request is sent once more with a rotated key; a caller's own key
     /// is not replaced by this server's.
-    async fn post(&self, path: &str, body: bytes::Bytes, traceparent: &str, caller: &super::Caller) -> Result<reqwest::Response, contract::Error> {
+    async fn post(
+        &self,
+        path: &str,
+        body: bytes::Bytes,
+        traceparent: &str,
+        caller: &super::Caller,
+    ) -> Result<reqwest::Response, contract::Error> {
         let url = format!("{}{path}", self.settings.gateway_url.trim_end_matches('/'));
-        let forwarded = caller.api_key.as_ref().filter(|_| self.settings.forward_caller_key).map(|k| k.expose_secret().to_owned());
+        let forwarded = caller
+            .api_key
+            .as_ref()
+            .filter(|_| self.settings.forward_caller_key)
+            .map(|k| k.expose_secret().to_owned());
         let key = forwarded.clone().unwrap_or_else(|| self.api_key());
         let response = self.send(&url, body.clone(), traceparent, &key).await?;
         if response.status() == reqwest::StatusCode::FORBIDDEN && forwarded.is_none() {
@@ -133,7 +145,13 @@ impl ChainBackend {
         Ok(response)
     }
 
-    async fn send(&self, url: &str, body: bytes::Bytes, traceparent: &str, api_key: &str) -> Result<reqwest::Response, contract::Error> {
+    async fn send(
+        &self,
+        url: &str,
+        body: bytes::Bytes,
+        traceparent: &str,
+        api_key: &str,
+    ) -> Result<reqwest::Response, contract::Error> {
         let mut request = self
             .http
             .post(url)
@@ -144,10 +162,15 @@ impl ChainBackend {
         if !traceparent.is_empty() {
             request = request.header("traceparent", traceparent);
         }
-        tokio::time::timeout(Duration::from_millis(self.settings.response_timeout_ms), request.send())
-            .await
-            .map_err(|_| contract::Error::new(ErrorKind::Timeout, "the API gateway did not answer in time"))?
-            .map_err(|e| upstream(format!("could not reach the API gateway: {e}")))
+        tokio::time::timeout(
+            Duration::from_millis(self.settings.response_timeout_ms),
+            request.send(),
+        )
+        .await
+        .map_err(|_| {
+            contract::Error::new(ErrorKind::Timeout, "the API gateway did not answer in time")
+        })?
+        .map_err(|e| upstream(format!("could not reach the API gateway: {e}")))
     }
 }
 
@@ -157,7 +180,6 @@ fn read_key_file(path: &std::path::Path) -> std::io::Result<String> {
 }
 
 impl ChainBackend {
-
     fn descriptor(name: &str) -> ModelDescriptor {
         ModelDescriptor {
             name: name.to_owned(),
@@ -174,21 +196,35 @@ impl ChainBackend {
 
 /// The gateway's own entry of a `Server-Timing` header (`gateway;dur=12.3`), in ns.
 fn gateway_timing(headers: &reqwest::header::HeaderMap) -> Option<HopTiming> {
-    headers.get_all("server-timing").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|entry| {
-        let mut parts = entry.trim().split(';');
-        if parts.next()?.trim() != "gateway" {
-            return None;
-        }
-        let ms: f64 = parts.find_map(|p| p.trim().strip_prefix("dur="))?.parse().ok()?;
-        Some(HopTiming { hop: "gateway".into(), dur_ns: (ms * 1e6) as u64 })
-    })
+    headers
+        .get_all("server-timing")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|entry| {
+            let mut parts = entry.trim().split(';');
+            if parts.next()?.trim() != "gateway" {
+                return None;
+            }
+            let ms: f64 = parts.find_map(|p| p.trim().strip_prefix("dur="))?.parse().ok()?;
+            Some(HopTiming { hop: "gateway".into(), dur_ns: (ms * 1e6) as u64 })
+        })
 }
 
 /// An error answer from the gateway (`{"message": ...}`) or MainService
 /// (`{"error": {"kind", "message"}}`) as a contract error; the status decides the kind.
-fn error_from_response(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap, body: &[u8]) -> contract::Error {
+fn error_from_response(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+) -> contract::Error {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let message = v["error"]["message"].as_str().or(v["message"].as_str()).or(v["error"].as_str()).map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    let message = v["error"]["message"]
+        .as_str()
+        .or(v["message"].as_str())
+        .or(v["error"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
     let kind = match status.as_u16() {
         400 | 413 | 422 => ErrorKind::InvalidRequest,
         401 | 403 => ErrorKind::Unauthorized,
@@ -210,7 +246,11 @@ fn error_from_response(status: reqwest::StatusCode, headers: &reqwest::header::H
         _ => message,
     };
     let mut e = contract::Error::new(kind, message);
-    if let Some(secs) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u32>().ok()) {
+    if let Some(secs) = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    {
         e.retry_after_ms = secs.saturating_mul(1000);
     }
     e
@@ -227,26 +267,42 @@ impl Backend for ChainBackend {
     }
 
     /// `/v1/embed` through the gateway: one `EmbedRequest` down, one `EmbedResponse` back.
-    async fn embed(&self, req: contract::EmbedRequest, caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
+    async fn embed(
+        &self,
+        req: contract::EmbedRequest,
+        caller: &super::Caller,
+    ) -> Result<contract::EmbedResponse, contract::Error> {
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
-        let response = self.post("/v1/embed", bytes::Bytes::from(req.encode_to_vec()), &traceparent, caller).await?;
+        let response = self
+            .post("/v1/embed", bytes::Bytes::from(req.encode_to_vec()), &traceparent, caller)
+            .await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| upstream(format!("reading the chain's answer: {e}")))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| upstream(format!("reading the chain's answer: {e}")))?;
         if !status.is_success() {
             return Err(error_from_response(status, &headers, &body));
         }
-        let mut out = contract::EmbedResponse::decode(body).map_err(|e| upstream(format!("the chain's answer is not an EmbedResponse: {e}")))?;
+        let mut out = contract::EmbedResponse::decode(body)
+            .map_err(|e| upstream(format!("the chain's answer is not an EmbedResponse: {e}")))?;
         if let Some(g) = gateway_timing(&headers) {
             out.timings.get_or_insert_with(Default::default).hops.push(g);
         }
         Ok(out)
     }
 
-    async fn generate(&self, req: contract::GenerateRequest, caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
+    async fn generate(
+        &self,
+        req: contract::GenerateRequest,
+        caller: &super::Caller,
+    ) -> Result<ChunkStream, contract::Error> {
         let traceparent = req.trace.as_ref().map(|t| t.traceparent.clone()).unwrap_or_default();
         let stream = req.stream;
-        let response = self.post("/v1/generate", bytes::Bytes::from(req.encode_to_vec()), &traceparent, caller).await?;
+        let response = self
+            .post("/v1/generate", bytes::Bytes::from(req.encode_to_vec()), &traceparent, caller)
+            .await?;
         let status = response.status();
         let headers = response.headers().clone();
         if !status.is_success() {
@@ -261,8 +317,13 @@ impl Backend for ChainBackend {
             chunk
         };
         if !stream {
-            let body = response.bytes().await.map_err(|e| upstream(format!("reading the chain's answer: {e}")))?;
-            let done = contract::GenerateResponse::decode(body).map_err(|e| upstream(format!("the chain's answer is not a GenerateResponse: {e}")))?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| upstream(format!("reading the chain's answer: {e}")))?;
+            let done = contract::GenerateResponse::decode(body).map_err(|e| {
+                upstream(format!("the chain's answer is not a GenerateResponse: {e}"))
+            })?;
             return Ok(Box::pin(futures::stream::iter([with_gateway(StreamChunk::done(done))])));
         }
         // Chunks as they come; a stream that breaks or ends without `done`/`error` ends with
@@ -270,31 +331,58 @@ impl Backend for ChainBackend {
         let state = (response.bytes_stream(), BytesMut::new(), false);
         let max_chunk = self.settings.max_chunk_bytes;
         let chunk_timeout = Duration::from_secs(self.settings.chunk_timeout_secs);
-        let chunks = futures::stream::unfold(state, move |(mut body, mut buf, finished)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                if let Some(decoded) = contract::edge::next_length_delimited::<StreamChunk>(&mut buf, max_chunk) {
-                    return Some(match decoded {
-                        Ok(chunk) => {
-                            let last = matches!(chunk.kind, Some(ChunkKind::Done(_) | ChunkKind::Error(_)));
-                            (chunk, (body, buf, last))
+        let chunks = futures::stream::unfold(
+            state,
+            move |(mut body, mut buf, finished)| async move {
+                if finished {
+                    return None;
+                }
+                loop {
+                    if let Some(decoded) =
+                        contract::edge::next_length_delimited::<StreamChunk>(&mut buf, max_chunk)
+                    {
+                        return Some(match decoded {
+                            Ok(chunk) => {
+                                let last = matches!(
+                                    chunk.kind,
+                                    Some(ChunkKind::Done(_) | ChunkKind::Error(_))
+                                );
+                                (chunk, (body, buf, last))
+                            }
+                            Err(e) => (
+                                StreamChunk::error(upstream(format!(
+                                    "the chain sent an unreadable chunk: {e}"
+                                ))),
+                                (body, buf, true),
+                            ),
+                        });
+                    }
+                    let Ok(next) = tokio::time::timeout(chunk_timeout, body.next()).await else {
+                        let e = contract::Error::new(ErrorKind::Timeout, format!("the chain sent nothing for {} s: timed out waiting for the next chunk", chunk_timeout.as_secs()));
+                        return Some((StreamChunk::error(e), (body, buf, true)));
+                    };
+                    match next {
+                        Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
+                        Some(Err(e)) => {
+                            return Some((
+                                StreamChunk::error(upstream(format!(
+                                    "the chain's stream broke: {e}"
+                                ))),
+                                (body, buf, true),
+                            ))
                         }
-                        Err(e) => (StreamChunk::error(upstream(format!("the chain sent an unreadable chunk: {e}"))), (body, buf, true)),
-                    });
+                        None => {
+                            return Some((
+                                StreamChunk::error(upstream(
+                                    "the chain ended the stream before it finished",
+                                )),
+                                (body, buf, true),
+                            ))
+                        }
+                    }
                 }
-                let Ok(next) = tokio::time::timeout(chunk_timeout, body.next()).await else {
-                    let e = contract::Error::new(ErrorKind::Timeout, format!("the chain sent nothing for {} s: timed out waiting for the next chunk", chunk_timeout.as_secs()));
-                    return Some((StreamChunk::error(e), (body, buf, true)));
-                };
-                match next {
-                    Some(Ok(bytes)) => buf.extend_from_slice(&bytes),
-                    Some(Err(e)) => return Some((StreamChunk::error(upstream(format!("the chain's stream broke: {e}"))), (body, buf, true))),
-                    None => return Some((StreamChunk::error(upstream("the chain ended the stream before it finished")), (body, buf, true))),
-                }
-            }
-        });
+            },
+        );
         Ok(Box::pin(chunks.map(with_gateway)))
     }
 
@@ -309,11 +397,21 @@ impl Backend for ChainBackend {
 
     async fn show(&self, model: &str) -> Result<ModelDetails, contract::Error> {
         if !self.settings.models.iter().any(|m| m == model) {
-            return Err(contract::Error::new(ErrorKind::ModelNotFound, format!("model \"{model}\" not found")));
+            return Err(contract::Error::new(
+                ErrorKind::ModelNotFound,
+                format!("model \"{model}\" not found"),
+            ));
         }
         let mut model_info = serde_json::Map::new();
         model_info.insert("strata.chain.gateway".into(), self.settings.gateway_url.clone().into());
-        Ok(ModelDetails { descriptor: Self::descriptor(model), template: String::new(), parameters: String::new(), model_info, context_length: 0, capabilities: vec!["completion", "tools"] })
+        Ok(ModelDetails {
+            descriptor: Self::descriptor(model),
+            template: String::new(),
+            parameters: String::new(),
+            model_info,
+            context_length: 0,
+            capabilities: vec!["completion", "tools"],
+        })
     }
 
     async fn running(&self) -> Result<Vec<RunningModel>, contract::Error> {
@@ -321,7 +419,10 @@ impl Backend for ChainBackend {
     }
 
     async fn pull(&self, model: &str) -> Result<PullStream, contract::Error> {
-        Err(contract::Error::new(ErrorKind::InvalidRequest, format!("{model} is served by the chain; there is nothing to pull")))
+        Err(contract::Error::new(
+            ErrorKind::InvalidRequest,
+            format!("{model} is served by the chain; there is nothing to pull"),
+        ))
     }
 }
 
@@ -333,12 +434,24 @@ mod tests {
     fn gateway_refusals_become_contract_errors_with_retry_after() {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert("retry-after", "3".parse().unwrap());
-        let e = error_from_response(reqwest::StatusCode::TOO_MANY_REQUESTS, &h, br#"{"message":"Too Many Requests"}"#);
+        let e = error_from_response(
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            br#"{"message":"Too Many Requests"}"#,
+        );
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert_eq!(e.retry_after_ms, 3000);
-        let e = error_from_response(reqwest::StatusCode::FORBIDDEN, &Default::default(), br#"{"message":"Forbidden"}"#);
+        let e = error_from_response(
+            reqwest::StatusCode::FORBIDDEN,
+            &Default::default(),
+            br#"{"message":"Forbidden"}"#,
+        );
         assert_eq!(e.kind(), ErrorKind::Unauthorized);
-        let e = error_from_response(reqwest::StatusCode::GATEWAY_TIMEOUT, &Default::default(), br#"{"message":"Endpoint request timed out"}"#);
+        let e = error_from_response(
+            reqwest::StatusCode::GATEWAY_TIMEOUT,
+            &Default::default(),
+            br#"{"message":"Endpoint request timed out"}"#,
+        );
         assert_eq!(e.kind(), ErrorKind::Timeout);
     }
 

@@ -21,7 +21,10 @@ impl InstantBackend {
         if self.generator.knows(model) {
             Ok(())
         } else {
-            Err(contract::Error::new(ErrorKind::ModelNotFound, format!("model \"{model}\" not found, try pulling it first")))
+            Err(contract::Error::new(
+                ErrorKind::ModelNotFound,
+                format!("model \"{model}\" not found, try pulling it first"),
+            ))
         }
     }
 
@@ -41,7 +44,11 @@ impl InstantBackend {
 
 #[async_trait]
 impl Backend for InstantBackend {
-    async fn generate(&self, req: contract::GenerateRequest, _caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
+    async fn generate(
+        &self,
+        req: contract::GenerateRequest,
+        _caller: &super::Caller,
+    ) -> Result<ChunkStream, contract::Error> {
         self.generator.generate(req)
     }
 
@@ -49,7 +56,11 @@ impl Backend for InstantBackend {
         true
     }
 
-    async fn embed(&self, req: contract::EmbedRequest, _caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
+    async fn embed(
+        &self,
+        req: contract::EmbedRequest,
+        _caller: &super::Caller,
+    ) -> Result<contract::EmbedResponse, contract::Error> {
         self.check(&req.model)?;
         instant::embed::embed(&req)
     }
@@ -81,13 +92,19 @@ impl Backend for InstantBackend {
             .config()
             .models
             .iter()
-            .map(|m| RunningModel { descriptor: self.descriptor(m), expires_at: Utc::now() + chrono::Duration::days(365), context_length: 0 })
+            .map(|m| RunningModel {
+                descriptor: self.descriptor(m),
+                expires_at: Utc::now() + chrono::Duration::days(365),
+                context_length: 0,
+            })
             .collect())
     }
 
     async fn pull(&self, model: &str) -> Result<PullStream, contract::Error> {
         self.check(model)?;
-        let events = ["pulling manifest", "success"].map(|s| Ok(PullEvent { status: s.into(), digest: None, total: None, completed: None }));
+        let events = ["pulling manifest", "success"].map(|s| {
+            Ok(PullEvent { status: s.into(), digest: None, total: None, completed: None })
+        });
         Ok(Box::pin(futures::stream::iter(events)))
     }
 }

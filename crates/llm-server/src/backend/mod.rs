@@ -1,6 +1,8 @@
-//! Where generations come from. The API layer speaks only this trait; each backend is one
-//! module (`embedded`: the llama.cpp engine in-process; `instant`: a fixed reply for tests and
-//! overhead benchmarks). A new backend is one file plus one line in `startup.rs`.
+//! Where generations and embeddings come from. The API layer speaks only this trait; each
+//! backend is one module (`embedded`: the llama.cpp engine in-process; `chain`: the API Gateway
+//! of the cloud chain; `bedrock`: Amazon Bedrock through the AWS SDK; `instant`: a fixed reply
+//! for tests and overhead benchmarks). A new backend is one module here plus its arm in the
+//! CLI's `serve` command (`crates/cli/src/commands/serve.rs`), which picks one by `--backend`.
 
 pub mod bedrock;
 pub mod chain;
@@ -75,7 +77,11 @@ pub trait Backend: Send + Sync + 'static {
     /// happen before any output (unknown model, invalid request, overload) are returned
     /// directly so the API can answer with the right status code.
     /// `caller` is who asked (their API key, for backends that pass it on).
-    async fn generate(&self, req: contract::GenerateRequest, caller: &Caller) -> Result<ChunkStream, contract::Error>;
+    async fn generate(
+        &self,
+        req: contract::GenerateRequest,
+        caller: &Caller,
+    ) -> Result<ChunkStream, contract::Error>;
     /// Makes sure a model is ready (Ollama's "load" request with an empty prompt).
     async fn load(&self, model: &str) -> Result<(), contract::Error>;
     async fn list_models(&self) -> Result<Vec<ModelDescriptor>, contract::Error>;
@@ -95,7 +101,14 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
     /// One vector per input, in order.
-    async fn embed(&self, _req: contract::EmbedRequest, _caller: &Caller) -> Result<contract::EmbedResponse, contract::Error> {
-        Err(contract::Error::new(contract::ErrorKind::Internal, "this backend does not serve embeddings"))
+    async fn embed(
+        &self,
+        _req: contract::EmbedRequest,
+        _caller: &Caller,
+    ) -> Result<contract::EmbedResponse, contract::Error> {
+        Err(contract::Error::new(
+            contract::ErrorKind::Internal,
+            "this backend does not serve embeddings",
+        ))
     }
 }

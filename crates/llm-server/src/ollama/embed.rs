@@ -56,14 +56,18 @@ fn text(s: String) -> contract::EmbedInput {
 
 /// `/api/embed` as a contract request. No input at all (or an empty string) is Ollama's
 /// "load the model" request: `None`.
-pub fn embed_to_contract(req: EmbedRequest) -> Result<Option<contract::EmbedRequest>, contract::Error> {
+pub fn embed_to_contract(
+    req: EmbedRequest,
+) -> Result<Option<contract::EmbedRequest>, contract::Error> {
     require_model(&req.model)?;
     unsupported::check(&req.extra, &[], "")?;
     let inputs = match req.input {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) if s.is_empty() => return Ok(None),
         Some(Value::String(s)) => vec![text(s)],
-        Some(Value::Array(items)) if items.is_empty() => return Err(invalid("input must not be an empty list")),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(invalid("input must not be an empty list"))
+        }
         Some(Value::Array(items)) => items
             .into_iter()
             .enumerate()
@@ -73,19 +77,37 @@ pub fn embed_to_contract(req: EmbedRequest) -> Result<Option<contract::EmbedRequ
                 other => Err(invalid(format!("input[{i}] must be a string, not {other}"))),
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(invalid(format!("input must be a string or a list of strings, not {other}"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "input must be a string or a list of strings, not {other}"
+            )))
+        }
     };
-    Ok(Some(contract::EmbedRequest { model: req.model, inputs, truncate: req.truncate.unwrap_or(true), dimensions: req.dimensions, trace: None }))
+    Ok(Some(contract::EmbedRequest {
+        model: req.model,
+        inputs,
+        truncate: req.truncate.unwrap_or(true),
+        dimensions: req.dimensions,
+        trace: None,
+    }))
 }
 
 /// `/api/embeddings` as a contract request; an empty prompt is a load request (`None`).
-pub fn embeddings_to_contract(req: EmbeddingsRequest) -> Result<Option<contract::EmbedRequest>, contract::Error> {
+pub fn embeddings_to_contract(
+    req: EmbeddingsRequest,
+) -> Result<Option<contract::EmbedRequest>, contract::Error> {
     require_model(&req.model)?;
     unsupported::check(&req.extra, &[], "")?;
     if req.prompt.is_empty() {
         return Ok(None);
     }
-    Ok(Some(contract::EmbedRequest { model: req.model, inputs: vec![text(req.prompt)], truncate: true, dimensions: None, trace: None }))
+    Ok(Some(contract::EmbedRequest {
+        model: req.model,
+        inputs: vec![text(req.prompt)],
+        truncate: true,
+        dimensions: None,
+        trace: None,
+    }))
 }
 
 pub fn embed_response(model: &str, out: contract::EmbedResponse, total_ns: u64) -> EmbedResponse {
@@ -112,14 +134,32 @@ mod tests {
     fn inputs_are_a_string_or_a_list_of_strings() {
         let one = embed(json!({"model": "m", "input": "hi"})).unwrap().unwrap();
         assert_eq!((one.inputs.len(), one.truncate, one.dimensions), (1, true, None));
-        let two = embed(json!({"model": "m", "input": ["a", "b"], "truncate": false, "dimensions": 8})).unwrap().unwrap();
+        let two =
+            embed(json!({"model": "m", "input": ["a", "b"], "truncate": false, "dimensions": 8}))
+                .unwrap()
+                .unwrap();
         assert_eq!((two.inputs.len(), two.truncate, two.dimensions), (2, false, Some(8)));
         assert_eq!(embed(json!({"model": "m"})).unwrap(), None);
-        assert!(embed(json!({"model": "m", "input": []})).unwrap_err().message.contains("empty list"));
-        assert!(embed(json!({"model": "m", "input": ["a", 3]})).unwrap_err().message.contains("input[1]"));
-        assert!(embed(json!({"model": "m", "input": ["a", ""]})).unwrap_err().message.contains("input[1]"));
-        assert!(embed(json!({"model": "m", "input": {"a": 1}})).unwrap_err().message.contains("string or a list"));
+        assert!(embed(json!({"model": "m", "input": []}))
+            .unwrap_err()
+            .message
+            .contains("empty list"));
+        assert!(embed(json!({"model": "m", "input": ["a", 3]}))
+            .unwrap_err()
+            .message
+            .contains("input[1]"));
+        assert!(embed(json!({"model": "m", "input": ["a", ""]}))
+            .unwrap_err()
+            .message
+            .contains("input[1]"));
+        assert!(embed(json!({"model": "m", "input": {"a": 1}}))
+            .unwrap_err()
+            .message
+            .contains("string or a list"));
         assert!(embed(json!({"input": "x"})).unwrap_err().message.contains("model is required"));
-        assert!(embed(json!({"model": "m", "input": "x", "pooling": "cls"})).unwrap_err().message.contains("pooling"));
+        assert!(embed(json!({"model": "m", "input": "x", "pooling": "cls"}))
+            .unwrap_err()
+            .message
+            .contains("pooling"));
     }
 }

@@ -22,7 +22,8 @@ fn stops(stop: Option<Stop>) -> Vec<String> {
 }
 
 fn seed(seed: Option<i64>) -> Result<Option<u32>, contract::Error> {
-    seed.map(|s| u32::try_from(s.rem_euclid(1 << 32)).map_err(|_| invalid("seed out of range"))).transpose()
+    seed.map(|s| u32::try_from(s.rem_euclid(1 << 32)).map_err(|_| invalid("seed out of range")))
+        .transpose()
 }
 
 fn max_tokens(n: Option<i64>) -> Result<Option<i32>, contract::Error> {
@@ -56,7 +57,11 @@ fn content_text(c: Option<Content>, i: usize) -> Result<String, contract::Error>
             for p in parts {
                 match (p.kind.as_str(), p.text) {
                     ("text", Some(t)) => out.push_str(&t),
-                    (kind, _) => return Err(invalid(format!("messages[{i}]: content part type \"{kind}\" is not supported"))),
+                    (kind, _) => {
+                        return Err(invalid(format!(
+                            "messages[{i}]: content part type \"{kind}\" is not supported"
+                        )))
+                    }
                 }
             }
             Ok(out)
@@ -78,23 +83,34 @@ fn messages_to_contract(list: Vec<ChatMessage>) -> Result<Vec<contract::Message>
         let mut message = contract::Message::new(role, content_text(m.content, i)?);
         for (j, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
             if role != contract::Role::Assistant {
-                return Err(invalid(format!("messages[{i}]: only assistant messages carry tool_calls")));
+                return Err(invalid(format!(
+                    "messages[{i}]: only assistant messages carry tool_calls"
+                )));
             }
             let args: serde_json::Value = if c.function.arguments.trim().is_empty() {
                 serde_json::json!({})
             } else {
-                serde_json::from_str(&c.function.arguments)
-                    .map_err(|e| invalid(format!("messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {e}")))?
+                serde_json::from_str(&c.function.arguments).map_err(|e| {
+                    invalid(format!(
+                        "messages[{i}].tool_calls[{j}].function.arguments is not valid JSON: {e}"
+                    ))
+                })?
             };
             names.insert(c.id.clone(), c.function.name.clone());
-            message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse { id: c.id, name: c.function.name, input_json: args.to_string() }));
+            message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse {
+                id: c.id,
+                name: c.function.name,
+                input_json: args.to_string(),
+            }));
         }
         if role == contract::Role::Tool {
             let Some(id) = m.tool_call_id.filter(|id| !id.is_empty()) else {
                 return Err(invalid(format!("messages[{i}]: a tool message needs tool_call_id")));
             };
             let Some(name) = names.get(&id).cloned() else {
-                return Err(invalid(format!("messages[{i}].tool_call_id \"{id}\" answers no earlier assistant tool call")));
+                return Err(invalid(format!(
+                    "messages[{i}].tool_call_id \"{id}\" answers no earlier assistant tool call"
+                )));
             };
             message.blocks.push(contract::ContentBlock::tool_result(contract::ToolResult {
                 tool_use_id: id,
@@ -112,26 +128,45 @@ fn tools_to_contract(tools: Option<Vec<Tool>>) -> Result<Vec<contract::ToolSpec>
     let mut out = Vec::new();
     for (i, t) in tools.unwrap_or_default().into_iter().enumerate() {
         if t.kind != "function" {
-            return Err(invalid(format!("tools[{i}].type \"{}\" is not supported: only \"function\"", t.kind)));
+            return Err(invalid(format!(
+                "tools[{i}].type \"{}\" is not supported: only \"function\"",
+                t.kind
+            )));
         }
         let name = t.function.name;
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(invalid(format!("tools[{i}].function.name \"{name}\" must be 1-64 letters, digits, underscores or dashes")));
         }
         if out.iter().any(|s: &contract::ToolSpec| s.name == name) {
             return Err(invalid(format!("tools[{i}].function.name \"{name}\" is given twice")));
         }
         let schema = match t.function.parameters {
-            None | Some(serde_json::Value::Null) => r#"{"type":"object","properties":{}}"#.to_owned(),
+            None | Some(serde_json::Value::Null) => {
+                r#"{"type":"object","properties":{}}"#.to_owned()
+            }
             Some(p @ serde_json::Value::Object(_)) => p.to_string(),
-            Some(_) => return Err(invalid(format!("tools[{i}].function.parameters must be a JSON schema object"))),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "tools[{i}].function.parameters must be a JSON schema object"
+                )))
+            }
         };
-        out.push(contract::ToolSpec { name, description: t.function.description.unwrap_or_default(), input_schema_json: schema });
+        out.push(contract::ToolSpec {
+            name,
+            description: t.function.description.unwrap_or_default(),
+            input_schema_json: schema,
+        });
     }
     Ok(out)
 }
 
-fn tool_choice_to_contract(choice: Option<ToolChoice>, tools: &[contract::ToolSpec]) -> Result<Option<contract::ToolChoice>, contract::Error> {
+fn tool_choice_to_contract(
+    choice: Option<ToolChoice>,
+    tools: &[contract::ToolSpec],
+) -> Result<Option<contract::ToolChoice>, contract::Error> {
     use contract::tool_choice::Mode;
     let (mode, name) = match choice {
         None => return Ok(None),
@@ -139,11 +174,18 @@ fn tool_choice_to_contract(choice: Option<ToolChoice>, tools: &[contract::ToolSp
             "auto" => (Mode::Auto, String::new()),
             "none" => (Mode::None, String::new()),
             "required" => (Mode::Any, String::new()),
-            other => return Err(invalid(format!("tool_choice \"{other}\" is not one of auto, none, required"))),
+            other => {
+                return Err(invalid(format!(
+                    "tool_choice \"{other}\" is not one of auto, none, required"
+                )))
+            }
         },
         Some(ToolChoice::Named(n)) => {
             if n.kind != "function" {
-                return Err(invalid(format!("tool_choice.type \"{}\" is not supported: only \"function\"", n.kind)));
+                return Err(invalid(format!(
+                    "tool_choice.type \"{}\" is not supported: only \"function\"",
+                    n.kind
+                )));
             }
             (Mode::Tool, n.function.name)
         }
@@ -152,7 +194,9 @@ fn tool_choice_to_contract(choice: Option<ToolChoice>, tools: &[contract::ToolSp
         return Err(invalid("tool_choice requires tools"));
     }
     if mode == Mode::Tool && !tools.iter().any(|t| t.name == name) {
-        return Err(invalid(format!("tool_choice names the function \"{name}\", which is not among the tools")));
+        return Err(invalid(format!(
+            "tool_choice names the function \"{name}\", which is not among the tools"
+        )));
     }
     Ok(Some(contract::ToolChoice { mode: mode as i32, name }))
 }
@@ -163,7 +207,11 @@ pub fn tool_calls(done: &Final) -> Option<Vec<ToolCall>> {
         .message
         .iter()
         .flat_map(|m| m.tool_uses())
-        .map(|c| ToolCall { id: c.id.clone(), kind: function_type(), function: FunctionCall { name: c.name.clone(), arguments: c.input_json.clone() } })
+        .map(|c| ToolCall {
+            id: c.id.clone(),
+            kind: function_type(),
+            function: FunctionCall { name: c.name.clone(), arguments: c.input_json.clone() },
+        })
         .collect();
     (!calls.is_empty()).then_some(calls)
 }
@@ -178,12 +226,17 @@ pub fn tool_call_delta(d: contract::ToolUseDelta) -> Delta {
             index: d.index,
             id: (!d.id.is_empty()).then_some(d.id),
             kind: first.then_some("function"),
-            function: FunctionDelta { name: (!d.name.is_empty()).then_some(d.name), arguments: d.input_json },
+            function: FunctionDelta {
+                name: (!d.name.is_empty()).then_some(d.name),
+                arguments: d.input_json,
+            },
         }]),
     }
 }
 
-pub fn chat_to_contract(r: ChatCompletionRequest) -> Result<contract::GenerateRequest, contract::Error> {
+pub fn chat_to_contract(
+    r: ChatCompletionRequest,
+) -> Result<contract::GenerateRequest, contract::Error> {
     if r.model.trim().is_empty() {
         return Err(invalid("you must provide a model parameter"));
     }
@@ -198,9 +251,18 @@ pub fn chat_to_contract(r: ChatCompletionRequest) -> Result<contract::GenerateRe
         Some(f) => match (f.kind.as_str(), f.json_schema) {
             ("text", _) => (Format::Text, None),
             ("json_object", _) => (Format::Json, None),
-            ("json_schema", Some(JsonSchemaFormat { schema: Some(schema @ serde_json::Value::Object(_)), .. })) => (Format::Json, Some(schema.to_string())),
-            ("json_schema", _) => return Err(invalid("response_format.json_schema.schema is required and must be a JSON schema object")),
-            (other, _) => return Err(invalid(format!("response_format type \"{other}\" is not supported"))),
+            (
+                "json_schema",
+                Some(JsonSchemaFormat {
+                    schema: Some(schema @ serde_json::Value::Object(_)), ..
+                }),
+            ) => (Format::Json, Some(schema.to_string())),
+            ("json_schema", _) => return Err(invalid(
+                "response_format.json_schema.schema is required and must be a JSON schema object",
+            )),
+            (other, _) => {
+                return Err(invalid(format!("response_format type \"{other}\" is not supported")))
+            }
         },
     };
     let tools = tools_to_contract(r.tools)?;
@@ -227,7 +289,9 @@ pub fn chat_to_contract(r: ChatCompletionRequest) -> Result<contract::GenerateRe
     })
 }
 
-pub fn completion_to_contract(r: CompletionRequest) -> Result<contract::GenerateRequest, contract::Error> {
+pub fn completion_to_contract(
+    r: CompletionRequest,
+) -> Result<contract::GenerateRequest, contract::Error> {
     if r.model.trim().is_empty() {
         return Err(invalid("you must provide a model parameter"));
     }
@@ -235,8 +299,12 @@ pub fn completion_to_contract(r: CompletionRequest) -> Result<contract::Generate
     unsupported::check(&r.extra, unsupported::OPENAI_COMPLETIONS_IGNORED, "")?;
     let prompt = match r.prompt {
         Some(serde_json::Value::String(s)) => s,
-        Some(serde_json::Value::Array(a)) if a.len() == 1 && a[0].is_string() => a[0].as_str().unwrap_or_default().to_owned(),
-        Some(serde_json::Value::Array(_)) => return Err(invalid("prompt must be a string or a list of exactly one string")),
+        Some(serde_json::Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            a[0].as_str().unwrap_or_default().to_owned()
+        }
+        Some(serde_json::Value::Array(_)) => {
+            return Err(invalid("prompt must be a string or a list of exactly one string"))
+        }
         Some(_) => return Err(invalid("prompt must be a string")),
         None => return Err(invalid("prompt is required")),
     };
@@ -263,14 +331,24 @@ pub fn completion_to_contract(r: CompletionRequest) -> Result<contract::Generate
 
 pub fn usage(done: &Final) -> Usage {
     let u = done.usage.unwrap_or_default();
-    Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens }
+    Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.prompt_tokens + u.completion_tokens,
+    }
 }
 
 pub fn finish_reason(done: &Final) -> String {
     done.done_reason().as_openai().to_owned()
 }
 
-pub fn chat_completion(id: &str, created: i64, model: &str, text: String, done: &Final) -> ChatCompletion {
+pub fn chat_completion(
+    id: &str,
+    created: i64,
+    model: &str,
+    text: String,
+    done: &Final,
+) -> ChatCompletion {
     ChatCompletion {
         id: id.into(),
         object: "chat.completion",
@@ -280,8 +358,14 @@ pub fn chat_completion(id: &str, created: i64, model: &str, text: String, done: 
         choices: vec![Choice {
             index: 0,
             message: match tool_calls(done) {
-                Some(calls) => AssistantMessage { role: "assistant", content: (!text.is_empty()).then_some(text), tool_calls: Some(calls) },
-                None => AssistantMessage { role: "assistant", content: Some(text), tool_calls: None },
+                Some(calls) => AssistantMessage {
+                    role: "assistant",
+                    content: (!text.is_empty()).then_some(text),
+                    tool_calls: Some(calls),
+                },
+                None => {
+                    AssistantMessage { role: "assistant", content: Some(text), tool_calls: None }
+                }
             },
             finish_reason: Some(finish_reason(done)),
             logprobs: None,
@@ -290,7 +374,13 @@ pub fn chat_completion(id: &str, created: i64, model: &str, text: String, done: 
     }
 }
 
-pub fn chat_chunk(id: &str, created: i64, model: &str, delta: Delta, finish_reason: Option<String>) -> ChatCompletionChunk {
+pub fn chat_chunk(
+    id: &str,
+    created: i64,
+    model: &str,
+    delta: Delta,
+    finish_reason: Option<String>,
+) -> ChatCompletionChunk {
     ChatCompletionChunk {
         id: id.into(),
         object: "chat.completion.chunk",
@@ -304,10 +394,21 @@ pub fn chat_chunk(id: &str, created: i64, model: &str, delta: Delta, finish_reas
 
 /// The extra chunk `stream_options.include_usage` asks for: no choices, only usage.
 pub fn usage_chunk(id: &str, created: i64, model: &str, done: &Final) -> ChatCompletionChunk {
-    ChatCompletionChunk { choices: Vec::new(), usage: Some(usage(done)), ..chat_chunk(id, created, model, Delta::default(), None) }
+    ChatCompletionChunk {
+        choices: Vec::new(),
+        usage: Some(usage(done)),
+        ..chat_chunk(id, created, model, Delta::default(), None)
+    }
 }
 
-pub fn completion(id: &str, created: i64, model: &str, text: String, finish: Option<String>, usage: Option<Usage>) -> Completion {
+pub fn completion(
+    id: &str,
+    created: i64,
+    model: &str,
+    text: String,
+    finish: Option<String>,
+    usage: Option<Usage>,
+) -> Completion {
     Completion {
         id: id.into(),
         object: "text_completion",
@@ -320,7 +421,12 @@ pub fn completion(id: &str, created: i64, model: &str, text: String, finish: Opt
 }
 
 pub fn model(d: &ModelDescriptor) -> Model {
-    Model { id: d.name.clone(), object: "model", created: d.modified_at.timestamp(), owned_by: "library".into() }
+    Model {
+        id: d.name.clone(),
+        object: "model",
+        created: d.modified_at.timestamp(),
+        owned_by: "library".into(),
+    }
 }
 
 /// OpenAI's error body for a contract error.
@@ -333,7 +439,9 @@ pub fn error(e: &contract::Error) -> ErrorResponse {
         ErrorKind::Overloaded => ("server_error", Some("overloaded")),
         ErrorKind::Timeout => ("server_error", Some("timeout")),
         ErrorKind::RateLimited => ("requests", Some("rate_limit_exceeded")),
-        ErrorKind::Internal | ErrorKind::Upstream | ErrorKind::Unspecified => ("server_error", None),
+        ErrorKind::Internal | ErrorKind::Upstream | ErrorKind::Unspecified => {
+            ("server_error", None)
+        }
     };
     ErrorResponse { error: ErrorBody { message: e.message.clone(), kind, param: None, code } }
 }
@@ -354,7 +462,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.messages, vec![contract::Message::system("s"), contract::Message::user("ab")]);
         let o = r.options.clone().unwrap();
-        assert_eq!((o.num_predict, o.seed, o.temperature, o.stop.clone()), (Some(5), Some(3), Some(0.5), vec!["x".to_string()]));
+        assert_eq!(
+            (o.num_predict, o.seed, o.temperature, o.stop.clone()),
+            (Some(5), Some(3), Some(0.5), vec!["x".to_string()])
+        );
         assert_eq!(r.format(), Format::Json);
         assert!(!r.stream, "OpenAI does not stream by default");
         let r = chat(json!({"model": "m", "messages": [{"role": "user", "content": "a"}], "max_tokens": 9, "max_completion_tokens": 4, "stop": ["p", "q"]})).unwrap();
@@ -398,10 +509,22 @@ mod tests {
                          {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]},
                          {"role": "tool", "tool_call_id": "c1", "content": "42"}]}))
         .unwrap();
-        assert_eq!(r.tool_choice, Some(contract::ToolChoice { mode: contract::tool_choice::Mode::Tool as i32, name: "f".into() }));
-        assert_eq!((r.parallel_tool_calls, r.response_schema_json.as_deref()), (Some(false), Some(r#"{"type":"object"}"#)));
+        assert_eq!(
+            r.tool_choice,
+            Some(contract::ToolChoice {
+                mode: contract::tool_choice::Mode::Tool as i32,
+                name: "f".into()
+            })
+        );
+        assert_eq!(
+            (r.parallel_tool_calls, r.response_schema_json.as_deref()),
+            (Some(false), Some(r#"{"type":"object"}"#))
+        );
         let result: Vec<_> = r.messages[2].tool_results().collect();
-        assert_eq!((result[0].tool_use_id.as_str(), result[0].name.as_str(), result[0].content.as_str()), ("c1", "f", "42"));
+        assert_eq!(
+            (result[0].tool_use_id.as_str(), result[0].name.as_str(), result[0].content.as_str()),
+            ("c1", "f", "42")
+        );
         let call: Vec<_> = r.messages[1].tool_uses().collect();
         assert_eq!(call[0].input_json, r#"{"x":1}"#);
     }
@@ -409,36 +532,92 @@ mod tests {
     #[test]
     fn tool_call_answers_and_deltas() {
         let mut message = contract::Message::assistant("");
-        message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse { id: "c1".into(), name: "f".into(), input_json: r#"{"x":1}"#.into() }));
-        let done = Final { message: Some(message), done_reason: contract::DoneReason::ToolUse as i32, ..Default::default() };
+        message.blocks.push(contract::ContentBlock::tool_use(contract::ToolUse {
+            id: "c1".into(),
+            name: "f".into(),
+            input_json: r#"{"x":1}"#.into(),
+        }));
+        let done = Final {
+            message: Some(message),
+            done_reason: contract::DoneReason::ToolUse as i32,
+            ..Default::default()
+        };
         let v = serde_json::to_value(chat_completion("id", 1, "m", String::new(), &done)).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]}));
-        let first = serde_json::to_value(tool_call_delta(contract::ToolUseDelta { index: 0, id: "c1".into(), name: "f".into(), input_json: String::new() })).unwrap();
-        assert_eq!(first, json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}]}));
-        let more = serde_json::to_value(tool_call_delta(contract::ToolUseDelta { index: 0, id: String::new(), name: String::new(), input_json: "{\"x\"".into() })).unwrap();
-        assert_eq!(more, json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\""}}]}));
+        assert_eq!(
+            v["choices"][0]["message"],
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]})
+        );
+        let first = serde_json::to_value(tool_call_delta(contract::ToolUseDelta {
+            index: 0,
+            id: "c1".into(),
+            name: "f".into(),
+            input_json: String::new(),
+        }))
+        .unwrap();
+        assert_eq!(
+            first,
+            json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}]})
+        );
+        let more = serde_json::to_value(tool_call_delta(contract::ToolUseDelta {
+            index: 0,
+            id: String::new(),
+            name: String::new(),
+            input_json: "{\"x\"".into(),
+        }))
+        .unwrap();
+        assert_eq!(
+            more,
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\""}}]})
+        );
     }
 
     #[test]
     fn completions_requests() {
-        let r = completion_to_contract(serde_json::from_value(json!({"model": "m", "prompt": "once"})).unwrap()).unwrap();
-        assert_eq!((r.raw_prompt.as_deref(), r.options.unwrap().num_predict), (Some("once"), Some(16)));
-        let r = completion_to_contract(serde_json::from_value(json!({"model": "m", "prompt": ["x"], "max_tokens": 3})).unwrap()).unwrap();
+        let r = completion_to_contract(
+            serde_json::from_value(json!({"model": "m", "prompt": "once"})).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.raw_prompt.as_deref(), r.options.unwrap().num_predict),
+            (Some("once"), Some(16))
+        );
+        let r = completion_to_contract(
+            serde_json::from_value(json!({"model": "m", "prompt": ["x"], "max_tokens": 3}))
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(r.options.unwrap().num_predict, Some(3));
-        assert!(completion_to_contract(serde_json::from_value(json!({"model": "m", "prompt": ["a", "b"]})).unwrap()).is_err());
-        assert!(completion_to_contract(serde_json::from_value(json!({"model": "m"})).unwrap()).is_err());
+        assert!(completion_to_contract(
+            serde_json::from_value(json!({"model": "m", "prompt": ["a", "b"]})).unwrap()
+        )
+        .is_err());
+        assert!(
+            completion_to_contract(serde_json::from_value(json!({"model": "m"})).unwrap()).is_err()
+        );
     }
 
     #[test]
     fn responses_and_errors() {
-        let done = Final { done_reason: contract::DoneReason::Length as i32, usage: Some(contract::Usage { prompt_tokens: 2, completion_tokens: 3 }), ..Default::default() };
+        let done = Final {
+            done_reason: contract::DoneReason::Length as i32,
+            usage: Some(contract::Usage { prompt_tokens: 2, completion_tokens: 3 }),
+            ..Default::default()
+        };
         let v = serde_json::to_value(chat_completion("id", 1, "m", "hi".into(), &done)).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "length");
-        assert_eq!(v["usage"], json!({"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}));
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5})
+        );
         let u = serde_json::to_value(usage_chunk("id", 1, "m", &done)).unwrap();
         assert_eq!(u["choices"], json!([]));
-        let e = serde_json::to_value(error(&contract::Error::new(ErrorKind::ModelNotFound, "nope"))).unwrap();
-        assert_eq!(e, json!({"error": {"message": "nope", "type": "invalid_request_error", "param": null, "code": "model_not_found"}}));
+        let e =
+            serde_json::to_value(error(&contract::Error::new(ErrorKind::ModelNotFound, "nope")))
+                .unwrap();
+        assert_eq!(
+            e,
+            json!({"error": {"message": "nope", "type": "invalid_request_error", "param": null, "code": "model_not_found"}})
+        );
     }
 }

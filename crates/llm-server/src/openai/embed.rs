@@ -59,7 +59,9 @@ pub struct EmbeddingUsage {
 }
 
 fn tokens(ids: Vec<u32>) -> contract::EmbedInput {
-    contract::EmbedInput { kind: Some(contract::embed_input::Kind::Tokens(contract::TokenIds { ids })) }
+    contract::EmbedInput {
+        kind: Some(contract::embed_input::Kind::Tokens(contract::TokenIds { ids })),
+    }
 }
 
 fn text(s: String) -> contract::EmbedInput {
@@ -74,7 +76,11 @@ fn token_array(items: &[Value], at: &str) -> Result<Option<Vec<u32>>, contract::
     items
         .iter()
         .enumerate()
-        .map(|(j, v)| v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| invalid(format!("{at}[{j}] must be a token id (a whole number >= 0), not {v}"))))
+        .map(|(j, v)| {
+            v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                invalid(format!("{at}[{j}] must be a token id (a whole number >= 0), not {v}"))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -84,7 +90,9 @@ fn inputs(input: Option<Value>) -> Result<Vec<contract::EmbedInput>, contract::E
         None | Some(Value::Null) => Err(invalid("input is required")),
         Some(Value::String(s)) if s.is_empty() => Err(invalid("input must not be an empty string")),
         Some(Value::String(s)) => Ok(vec![text(s)]),
-        Some(Value::Array(items)) if items.is_empty() => Err(invalid("input must not be an empty list")),
+        Some(Value::Array(items)) if items.is_empty() => {
+            Err(invalid("input must not be an empty list"))
+        }
         Some(Value::Array(items)) => {
             if let Some(ids) = token_array(&items, "input")? {
                 return Ok(vec![tokens(ids)]);
@@ -93,22 +101,34 @@ fn inputs(input: Option<Value>) -> Result<Vec<contract::EmbedInput>, contract::E
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::String(s) if s.is_empty() => Err(invalid(format!("input[{i}] is an empty string"))),
+                    Value::String(s) if s.is_empty() => {
+                        Err(invalid(format!("input[{i}] is an empty string")))
+                    }
                     Value::String(s) => Ok(text(s)),
-                    Value::Array(ids) if ids.is_empty() => Err(invalid(format!("input[{i}] is an empty token array"))),
+                    Value::Array(ids) if ids.is_empty() => {
+                        Err(invalid(format!("input[{i}] is an empty token array")))
+                    }
                     Value::Array(ids) => match token_array(&ids, &format!("input[{i}]"))? {
                         Some(ids) => Ok(tokens(ids)),
-                        None => Err(invalid(format!("input[{i}] must be a string or an array of token ids"))),
+                        None => Err(invalid(format!(
+                            "input[{i}] must be a string or an array of token ids"
+                        ))),
                     },
-                    other => Err(invalid(format!("input[{i}] must be a string or an array of token ids, not {other}"))),
+                    other => Err(invalid(format!(
+                        "input[{i}] must be a string or an array of token ids, not {other}"
+                    ))),
                 })
                 .collect()
         }
-        Some(other) => Err(invalid(format!("input must be a string, a list of strings or token arrays, not {other}"))),
+        Some(other) => Err(invalid(format!(
+            "input must be a string, a list of strings or token arrays, not {other}"
+        ))),
     }
 }
 
-pub fn to_contract(req: EmbeddingsRequest) -> Result<(contract::EmbedRequest, Encoding), contract::Error> {
+pub fn to_contract(
+    req: EmbeddingsRequest,
+) -> Result<(contract::EmbedRequest, Encoding), contract::Error> {
     if req.model.trim().is_empty() {
         return Err(invalid("model is required"));
     }
@@ -116,13 +136,23 @@ pub fn to_contract(req: EmbeddingsRequest) -> Result<(contract::EmbedRequest, En
     let encoding = match req.encoding_format.as_deref() {
         None | Some("float") => Encoding::Float,
         Some("base64") => Encoding::Base64,
-        Some(other) => return Err(invalid(format!("encoding_format must be \"float\" or \"base64\", not \"{other}\""))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "encoding_format must be \"float\" or \"base64\", not \"{other}\""
+            )))
+        }
     };
     if req.dimensions == Some(0) {
         return Err(invalid("dimensions must be at least 1"));
     }
     // OpenAI refuses inputs over the context rather than cutting them.
-    let request = contract::EmbedRequest { model: req.model, inputs: inputs(req.input)?, truncate: false, dimensions: req.dimensions, trace: None };
+    let request = contract::EmbedRequest {
+        model: req.model,
+        inputs: inputs(req.input)?,
+        truncate: false,
+        dimensions: req.dimensions,
+        trace: None,
+    };
     Ok((request, encoding))
 }
 
@@ -131,7 +161,11 @@ fn base64_of(values: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-pub fn response(model: &str, out: contract::EmbedResponse, encoding: Encoding) -> EmbeddingsResponse {
+pub fn response(
+    model: &str,
+    out: contract::EmbedResponse,
+    encoding: Encoding,
+) -> EmbeddingsResponse {
     EmbeddingsResponse {
         object: "list",
         data: out
@@ -171,7 +205,10 @@ mod tests {
         use contract::embed_input::Kind;
         let (r, e) = parse(json!({"model": "m", "input": "hi"})).unwrap();
         assert_eq!((kinds(&r), e), (vec![&Kind::Text("hi".into())], Encoding::Float));
-        let (r, _) = parse(json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64", "user": "u1"})).unwrap();
+        let (r, _) = parse(
+            json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64", "user": "u1"}),
+        )
+        .unwrap();
         assert_eq!(r.inputs.len(), 2);
         let (r, _) = parse(json!({"model": "m", "input": [1, 2, 3]})).unwrap();
         assert_eq!(kinds(&r), vec![&Kind::Tokens(contract::TokenIds { ids: vec![1, 2, 3] })]);
@@ -201,7 +238,12 @@ mod tests {
 
     #[test]
     fn base64_is_little_endian_f32() {
-        let out = contract::EmbedResponse { model: "m".into(), embeddings: vec![contract::Embedding { values: vec![1.0, -2.5] }], prompt_tokens: 3, timings: None };
+        let out = contract::EmbedResponse {
+            model: "m".into(),
+            embeddings: vec![contract::Embedding { values: vec![1.0, -2.5] }],
+            prompt_tokens: 3,
+            timings: None,
+        };
         let r = response("m", out, Encoding::Base64);
         let Vector::Base64(b) = &r.data[0].embedding else { panic!("base64 expected") };
         let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap();

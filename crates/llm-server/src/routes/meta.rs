@@ -28,11 +28,20 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 /// Ollama endpoints strata does not implement answer in Ollama's error shape.
 pub async fn not_implemented(uri: Uri) -> impl IntoResponse {
-    (StatusCode::NOT_IMPLEMENTED, Json(serde_json::json!({ "error": format!("{} is not supported by strata", uri.path()) })))
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        Json(serde_json::json!({ "error": format!("{} is not supported by strata", uri.path()) })),
+    )
 }
 
 /// An error for a request no handler took, in the shape of the protocol its path belongs to.
-fn unrouted(uri: &Uri, status: StatusCode, ollama: &str, openai_message: String, openai_code: &str) -> (StatusCode, Json<serde_json::Value>) {
+fn unrouted(
+    uri: &Uri,
+    status: StatusCode,
+    ollama: &str,
+    openai_message: String,
+    openai_code: &str,
+) -> (StatusCode, Json<serde_json::Value>) {
     let body = if uri.path().starts_with("/v1/") {
         serde_json::json!({ "error": { "message": openai_message, "type": "invalid_request_error", "param": null, "code": openai_code } })
     } else {
@@ -42,9 +51,21 @@ fn unrouted(uri: &Uri, status: StatusCode, ollama: &str, openai_message: String,
 }
 
 pub async fn not_found(uri: Uri) -> impl IntoResponse {
-    unrouted(&uri, StatusCode::NOT_FOUND, "404 page not found", format!("Unknown request URL: {}", uri.path()), "unknown_url")
+    unrouted(
+        &uri,
+        StatusCode::NOT_FOUND,
+        "404 page not found",
+        format!("Unknown request URL: {}", uri.path()),
+        "unknown_url",
+    )
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
-    unrouted(&uri, StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed", format!("Method {method} is not allowed for {}", uri.path()), "method_not_allowed")
+    unrouted(
+        &uri,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "405 method not allowed",
+        format!("Method {method} is not allowed for {}", uri.path()),
+        "method_not_allowed",
+    )
 }

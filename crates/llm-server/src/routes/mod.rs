@@ -11,7 +11,10 @@ use bytes::Bytes;
 use futures::Stream;
 
 /// A streamed response with the given content type.
-pub fn streaming(content_type: &'static str, body: impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static) -> Response {
+pub fn streaming(
+    content_type: &'static str,
+    body: impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+) -> Response {
     let mut r = Response::new(Body::from_stream(body));
     *r.status_mut() = StatusCode::OK;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

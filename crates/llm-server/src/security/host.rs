@@ -24,7 +24,12 @@ pub struct HostPolicy {
 
 impl HostPolicy {
     pub fn new(listener_is_loopback: bool, allowed_hosts: &[String]) -> Self {
-        let extra = allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).map(|h| h.strip_prefix('*').map(str::to_owned).unwrap_or(h)).collect();
+        let extra = allowed_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .map(|h| h.strip_prefix('*').map(str::to_owned).unwrap_or(h))
+            .collect();
         HostPolicy { enforce: listener_is_loopback, extra }
     }
 
@@ -43,7 +48,13 @@ impl HostPolicy {
         if literal.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
             return true;
         }
-        self.extra.iter().any(|a| if a.starts_with('.') { name.ends_with(a.as_str()) } else { *a == name })
+        self.extra.iter().any(|a| {
+            if a.starts_with('.') {
+                name.ends_with(a.as_str())
+            } else {
+                *a == name
+            }
+        })
     }
 }
 
@@ -53,7 +64,9 @@ fn strip_port(host: &str) -> &str {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
         _ => host,
     }
 }
@@ -61,13 +74,24 @@ fn strip_port(host: &str) -> &str {
 /// Middleware: 403 for host names a loopback listener does not answer.
 pub async fn check(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
     // HTTP/2 carries the host in the URI's authority instead of a header.
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
     if policy.allows(host.as_deref()) {
         return next.run(req).await;
     }
     let trace = req.extensions().get::<RequestInfo>().map(|i| i.trace.trace_id.clone());
     let message = format!("host name {:?} is not allowed on this loopback listener; add it to server.allowed_hosts if it is yours", host.unwrap_or_default());
-    super::refuse(req.uri().path(), StatusCode::FORBIDDEN, ErrorKind::InvalidRequest, trace.as_deref(), message)
+    super::refuse(
+        req.uri().path(),
+        StatusCode::FORBIDDEN,
+        ErrorKind::InvalidRequest,
+        trace.as_deref(),
+        message,
+    )
 }
 
 #[cfg(test)]
@@ -77,11 +101,35 @@ mod tests {
     #[test]
     fn loopback_listeners_answer_loopback_names_only() {
         let p = HostPolicy::new(true, &["my.box".into(), "*.lan".into()]);
-        for ok in ["localhost", "LOCALHOST:11434", "app.localhost:8080", "127.0.0.1", "127.0.0.1:11434", "127.1.2.3:80", "[::1]", "[::1]:11434", "my.box", "My.Box:1", "x.lan", "a.b.lan:9"] {
+        for ok in [
+            "localhost",
+            "LOCALHOST:11434",
+            "app.localhost:8080",
+            "127.0.0.1",
+            "127.0.0.1:11434",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:11434",
+            "my.box",
+            "My.Box:1",
+            "x.lan",
+            "a.b.lan:9",
+        ] {
             assert!(p.allows(Some(ok)), "{ok}");
         }
         assert!(p.allows(None), "HTTP/1.0 without Host");
-        for bad in ["evil.example", "evil.example:11434", "localhost.evil.example", "127.0.0.1.evil.example", "10.0.0.1", "0.0.0.0", "[::2]:1", "lan", "my.box.evil", "notlocalhost"] {
+        for bad in [
+            "evil.example",
+            "evil.example:11434",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1",
+            "0.0.0.0",
+            "[::2]:1",
+            "lan",
+            "my.box.evil",
+            "notlocalhost",
+        ] {
             assert!(!p.allows(Some(bad)), "{bad}");
         }
     }

@@ -49,7 +49,10 @@ impl Keys {
 
     /// Key ids, for the startup log line.
     pub fn ids(&self) -> Vec<String> {
-        self.source.as_ref().map(|s| s.keys().ids().map(str::to_owned).collect()).unwrap_or_default()
+        self.source
+            .as_ref()
+            .map(|s| s.keys().ids().map(str::to_owned).collect())
+            .unwrap_or_default()
     }
 
     /// Re-reads `api_keys_file` while the returned watcher lives.
@@ -64,7 +67,9 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     });
-    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)).filter(|k| !k.is_empty())
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+        .filter(|k| !k.is_empty())
 }
 
 /// `GET /` and `HEAD /` answer "Ollama is running" to anyone: health checks and load balancers
@@ -86,7 +91,11 @@ pub async fn check(State(keys): State<Arc<Keys>>, mut req: Request, next: Next) 
     let info = req.extensions().get::<RequestInfo>().cloned();
     let trace = info.as_ref().map(|i| i.trace.trace_id.as_str());
     let Some(key) = presented(req.headers()) else {
-        return unauthorized(&req, trace, "missing API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`");
+        return unauthorized(
+            &req,
+            trace,
+            "missing API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`",
+        );
     };
     let keys = source.keys();
     let Some(id) = keys.check(key.as_bytes()) else {
@@ -101,8 +110,15 @@ pub async fn check(State(keys): State<Arc<Keys>>, mut req: Request, next: Next) 
 }
 
 fn unauthorized(req: &Request, trace: Option<&str>, message: &str) -> Response {
-    let mut r = super::refuse(req.uri().path(), StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized, trace, message.to_owned());
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strata\""));
+    let mut r = super::refuse(
+        req.uri().path(),
+        StatusCode::UNAUTHORIZED,
+        ErrorKind::Unauthorized,
+        trace,
+        message.to_owned(),
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strata\""));
     r
 }
 
@@ -113,7 +129,10 @@ mod tests {
     fn headers(list: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in list {
-            h.append(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }

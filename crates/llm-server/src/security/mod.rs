@@ -28,7 +28,11 @@ pub use origin::OriginPolicy;
 
 /// Refuses to serve a non-loopback address without keys unless that is explicitly allowed.
 /// `has_keys` counts keys from the file too.
-pub fn check_exposure(settings: &ServerSettings, listen: SocketAddr, has_keys: bool) -> Result<(), String> {
+pub fn check_exposure(
+    settings: &ServerSettings,
+    listen: SocketAddr,
+    has_keys: bool,
+) -> Result<(), String> {
     if listen.ip().is_loopback() || has_keys || settings.allow_unauthenticated {
         return Ok(());
     }
@@ -41,7 +45,13 @@ pub fn check_exposure(settings: &ServerSettings, listen: SocketAddr, has_keys: b
 }
 
 /// A refusal in the shape of the protocol the path belongs to, logged with the trace id.
-pub(crate) fn refuse(path: &str, status: StatusCode, kind: ErrorKind, trace_id: Option<&str>, message: String) -> Response {
+pub(crate) fn refuse(
+    path: &str,
+    status: StatusCode,
+    kind: ErrorKind,
+    trace_id: Option<&str>,
+    message: String,
+) -> Response {
     tracing::info!(trace_id = trace_id.unwrap_or("-"), status = status.as_u16(), reason = %message, "request refused");
     ApiError::with_status(protocol_of(path), status, kind, message).into_response()
 }
@@ -55,7 +65,10 @@ mod tests {
         let s = ServerSettings::default();
         let public: SocketAddr = "0.0.0.0:11434".parse().unwrap();
         let e = check_exposure(&s, public, false).unwrap_err();
-        assert!(e.contains("STRATA_SERVER__API_KEYS") && e.contains("--allow-unauthenticated"), "{e}");
+        assert!(
+            e.contains("STRATA_SERVER__API_KEYS") && e.contains("--allow-unauthenticated"),
+            "{e}"
+        );
         assert!(check_exposure(&s, public, true).is_ok());
         assert!(check_exposure(&s, "127.0.0.1:1".parse().unwrap(), false).is_ok());
         assert!(check_exposure(&s, "[::1]:1".parse().unwrap(), false).is_ok());

@@ -27,7 +27,13 @@ pub struct OriginPolicy {
 
 impl OriginPolicy {
     pub fn new(patterns: &[String]) -> Self {
-        OriginPolicy { patterns: patterns.iter().map(|p| p.trim().to_ascii_lowercase()).filter(|p| !p.is_empty()).collect() }
+        OriginPolicy {
+            patterns: patterns
+                .iter()
+                .map(|p| p.trim().to_ascii_lowercase())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        }
     }
 
     pub fn allows(&self, origin: &str) -> bool {
@@ -41,7 +47,9 @@ impl OriginPolicy {
 /// characters.
 fn matches(pattern: &str, origin: &str) -> bool {
     match pattern.strip_suffix('*').filter(|p| p.ends_with(':') && !p.contains('*')) {
-        Some(prefix) => origin.strip_prefix(prefix).is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())),
+        Some(prefix) => origin
+            .strip_prefix(prefix)
+            .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())),
         None => glob(pattern.as_bytes(), origin.as_bytes()),
     }
 }
@@ -72,13 +80,18 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 /// Whether the page's origin is the server itself (`http://` + the `Host` it asked for).
 fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else { return false };
-    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")).is_some_and(|rest| rest.eq_ignore_ascii_case(host))
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|rest| rest.eq_ignore_ascii_case(host))
 }
 
 /// Middleware: refuses disallowed origins, answers preflights, and adds the CORS headers to
 /// allowed cross-origin answers.
 pub async fn check(State(policy): State<Arc<OriginPolicy>>, req: Request, next: Next) -> Response {
-    let Some(origin) = req.headers().get(header::ORIGIN).cloned() else { return next.run(req).await };
+    let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
+        return next.run(req).await;
+    };
     let text = origin.to_str().unwrap_or_default();
     if same_origin(text, req.headers()) {
         return next.run(req).await;
@@ -86,9 +99,17 @@ pub async fn check(State(policy): State<Arc<OriginPolicy>>, req: Request, next: 
     if !policy.allows(text) {
         let trace = req.extensions().get::<RequestInfo>().map(|i| i.trace.trace_id.clone());
         let message = format!("origin {text:?} is not allowed; add it to server.allowed_origins to let its pages call this server");
-        return super::refuse(req.uri().path(), StatusCode::FORBIDDEN, ErrorKind::InvalidRequest, trace.as_deref(), message);
+        return super::refuse(
+            req.uri().path(),
+            StatusCode::FORBIDDEN,
+            ErrorKind::InvalidRequest,
+            trace.as_deref(),
+            message,
+        );
     }
-    if req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+    if req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
         return preflight(origin, req.headers());
     }
     let mut response = next.run(req).await;
@@ -110,7 +131,12 @@ fn preflight(origin: HeaderValue, request: &HeaderMap) -> Response {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
     }
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(PREFLIGHT_MAX_AGE_SECS));
-    h.insert(header::VARY, HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static(
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        ),
+    );
     response
 }
 
@@ -139,10 +165,28 @@ mod tests {
     #[test]
     fn default_origins_are_local_pages_and_apps_only() {
         let p = OriginPolicy::new(&crate::config::default_allowed_origins());
-        for ok in ["http://localhost", "http://localhost:3000", "https://127.0.0.1:8443", "http://[::1]:5173", "app://obsidian.md", "vscode-webview://abc", "chrome-extension://id", "HTTP://LOCALHOST:1"] {
+        for ok in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://127.0.0.1:8443",
+            "http://[::1]:5173",
+            "app://obsidian.md",
+            "vscode-webview://abc",
+            "chrome-extension://id",
+            "HTTP://LOCALHOST:1",
+        ] {
             assert!(p.allows(ok), "{ok}");
         }
-        for bad in ["https://evil.example", "http://localhost.evil.example", "http://localhost:3000.evil.example", "http://localhost:", "null", "http://127.0.0.1.evil.example", "http://0.0.0.0:1", "https://evil.example/http://localhost"] {
+        for bad in [
+            "https://evil.example",
+            "http://localhost.evil.example",
+            "http://localhost:3000.evil.example",
+            "http://localhost:",
+            "null",
+            "http://127.0.0.1.evil.example",
+            "http://0.0.0.0:1",
+            "https://evil.example/http://localhost",
+        ] {
             assert!(!p.allows(bad), "{bad}");
         }
     }

@@ -16,7 +16,12 @@ use crate::error::ServiceError;
 use crate::routes::Exchange;
 use crate::startup::AppState;
 
-pub async fn embed(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, headers: HeaderMap, body: Body) -> Response {
+pub async fn embed(
+    State(state): State<Arc<AppState>>,
+    Extension(info): Extension<RequestInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let trace_id = info.trace.trace_id.clone();
     match run(&state, info, &headers, body).await {
         Ok(r) => r,
@@ -27,7 +32,12 @@ pub async fn embed(State(state): State<Arc<AppState>>, Extension(info): Extensio
     }
 }
 
-async fn run(state: &AppState, info: RequestInfo, headers: &HeaderMap, body: Body) -> Result<Response, ServiceError> {
+async fn run(
+    state: &AppState,
+    info: RequestInfo,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ServiceError> {
     let (ex, req): (Exchange, EmbedRequest) = Exchange::read(state, info, headers, body).await?;
     let trace = ex.trace(headers, req.trace.as_ref());
     let mut req = ValidatedEmbed::try_from((req, &state.settings))?.into_inner();

@@ -17,7 +17,12 @@ use crate::format;
 use crate::routes::Exchange;
 use crate::startup::AppState;
 
-pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, headers: HeaderMap, body: Body) -> Response {
+pub async fn generate(
+    State(state): State<Arc<AppState>>,
+    Extension(info): Extension<RequestInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let trace_id = info.trace.trace_id.clone();
     match run(&state, info, &headers, body).await {
         Ok(r) => r,
@@ -28,7 +33,12 @@ pub async fn generate(State(state): State<Arc<AppState>>, Extension(info): Exten
     }
 }
 
-async fn run(state: &AppState, info: RequestInfo, headers: &HeaderMap, body: Body) -> Result<Response, ServiceError> {
+async fn run(
+    state: &AppState,
+    info: RequestInfo,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ServiceError> {
     let (ex, req): (Exchange, GenerateRequest) = Exchange::read(state, info, headers, body).await?;
     let trace = ex.trace(headers, req.trace.as_ref());
     let req = ValidatedRequest::try_from((req, &state.settings))?;

@@ -30,7 +30,12 @@ pub struct Exchange {
 
 impl Exchange {
     /// Reads and decodes the body.
-    pub async fn read<T: prost::Message + Default + DeserializeOwned>(state: &AppState, info: RequestInfo, headers: &HeaderMap, body: Body) -> Result<(Exchange, T), ServiceError> {
+    pub async fn read<T: prost::Message + Default + DeserializeOwned>(
+        state: &AppState,
+        info: RequestInfo,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(Exchange, T), ServiceError> {
         let started = Instant::now();
         let encoding = Encoding::of(headers)?;
         let bytes = read_body(body, state.settings.max_body_bytes).await?;
@@ -41,9 +46,22 @@ impl Exchange {
     /// The trace context sent to the Lambda function: the caller's `traceparent` header, else
     /// the request's own `trace` field, else the trace this request started; this hop is the
     /// parent either way.
-    pub fn trace(&self, headers: &HeaderMap, from_body: Option<&contract::TraceContext>) -> contract::TraceContext {
-        let header_valid = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse).is_some();
-        let ctx = if header_valid { None } else { from_body.and_then(|t| TraceContext::parse(&t.traceparent)) }.unwrap_or_else(|| self.info.trace.clone());
+    pub fn trace(
+        &self,
+        headers: &HeaderMap,
+        from_body: Option<&contract::TraceContext>,
+    ) -> contract::TraceContext {
+        let header_valid = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse)
+            .is_some();
+        let ctx = if header_valid {
+            None
+        } else {
+            from_body.and_then(|t| TraceContext::parse(&t.traceparent))
+        }
+        .unwrap_or_else(|| self.info.trace.clone());
         let tracestate = headers
             .get("tracestate")
             .and_then(|v| v.to_str().ok())
@@ -60,7 +78,10 @@ impl Exchange {
     /// Adds this hop's timing to a final response and records its token counts.
     fn finish_response(&self, resp: &mut GenerateResponse) {
         let dur_ns = self.dur_ns();
-        resp.timings.get_or_insert_with(Default::default).hops.push(HopTiming { hop: HOP.into(), dur_ns });
+        resp.timings
+            .get_or_insert_with(Default::default)
+            .hops
+            .push(HopTiming { hop: HOP.into(), dur_ns });
         let u = resp.usage.unwrap_or_default();
         self.info.tokens.record(u.prompt_tokens.into(), u.completion_tokens.into());
     }
@@ -114,7 +135,12 @@ pub fn server_timing(resp: &GenerateResponse) -> String {
 
 fn server_timing_of(hops: &[HopTiming]) -> String {
     hops.iter()
-        .filter(|h| !h.hop.is_empty() && h.hop.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
+        .filter(|h| {
+            !h.hop.is_empty()
+                && h.hop
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        })
         .map(|h| format!("{};dur={:.1}", h.hop, h.dur_ns as f64 / 1e6))
         .collect::<Vec<_>>()
         .join(", ")

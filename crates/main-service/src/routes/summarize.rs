@@ -16,7 +16,12 @@ use crate::routes::Exchange;
 use crate::startup::AppState;
 use crate::summarize::{summarize as run_summary, Answer};
 
-pub async fn summarize(State(state): State<Arc<AppState>>, Extension(info): Extension<RequestInfo>, headers: HeaderMap, body: Body) -> Response {
+pub async fn summarize(
+    State(state): State<Arc<AppState>>,
+    Extension(info): Extension<RequestInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let trace_id = info.trace.trace_id.clone();
     match run(&state, info, &headers, body).await {
         Ok(r) => r,
@@ -27,8 +32,14 @@ pub async fn summarize(State(state): State<Arc<AppState>>, Extension(info): Exte
     }
 }
 
-async fn run(state: &AppState, info: RequestInfo, headers: &HeaderMap, body: Body) -> Result<Response, ServiceError> {
-    let (ex, req): (Exchange, SummarizeRequest) = Exchange::read(state, info, headers, body).await?;
+async fn run(
+    state: &AppState,
+    info: RequestInfo,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ServiceError> {
+    let (ex, req): (Exchange, SummarizeRequest) =
+        Exchange::read(state, info, headers, body).await?;
     let trace = ex.trace(headers, req.trace.as_ref());
     let req = ValidatedSummarize::try_from((req, &state.settings))?;
     Ok(match run_summary(state, &req, trace).await? {

@@ -45,8 +45,13 @@ pub struct Chain {
 /// `target/debug/bootstrap`).
 fn bootstrap() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
-    let path = exe.parent().and_then(|deps| deps.parent()).expect("a target directory").join("bootstrap");
-    assert!(path.is_file(), "{} does not exist: run `cargo build -p lambda --bin bootstrap` first", path.display());
+    let path =
+        exe.parent().and_then(|deps| deps.parent()).expect("a target directory").join("bootstrap");
+    assert!(
+        path.is_file(),
+        "{} does not exist: run `cargo build -p lambda --bin bootstrap` first",
+        path.display()
+    );
     path
 }
 
@@ -66,26 +71,63 @@ pub async fn chain(opts: Options, configure: impl FnOnce(&mut MainServiceSetting
     credentials();
     let mut models = BTreeMap::new();
     models.insert(MODEL_ID.to_string(), "local".to_string());
-    let instant = instant::InstantConfig { reply: opts.reply.clone(), models: vec!["local".into()], word_delay_ms: opts.word_delay_ms };
-    let emulator = EmulatorSettings { listen: "127.0.0.1:0".parse().unwrap(), generator: GeneratorKind::Instant, models, auth: AuthMode::Any, max_concurrent_requests: 16, instant: instant.clone(), ..Default::default() };
-    let emulator = bedrock_emulator::Application::build(emulator, Arc::new(instant::InstantGenerator::new(instant))).await.unwrap();
+    let instant = instant::InstantConfig {
+        reply: opts.reply.clone(),
+        models: vec!["local".into()],
+        word_delay_ms: opts.word_delay_ms,
+    };
+    let emulator = EmulatorSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        generator: GeneratorKind::Instant,
+        models,
+        auth: AuthMode::Any,
+        max_concurrent_requests: 16,
+        instant: instant.clone(),
+        ..Default::default()
+    };
+    let emulator = bedrock_emulator::Application::build(
+        emulator,
+        Arc::new(instant::InstantGenerator::new(instant)),
+    )
+    .await
+    .unwrap();
     let emulator_url = format!("http://127.0.0.1:{}", emulator.port());
     tokio::spawn(emulator.run_until_stopped(std::future::pending()));
 
-    let mut f = FunctionSettings { path: bootstrap(), concurrency: opts.concurrency, queue_depth: opts.queue_depth, timeout_ms: 30_000, ..Default::default() };
-    for (k, v) in [("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.as_str()), ("STRATA_BEDROCK_MAX_ATTEMPTS", "1")] {
+    let mut f = FunctionSettings {
+        path: bootstrap(),
+        concurrency: opts.concurrency,
+        queue_depth: opts.queue_depth,
+        timeout_ms: 30_000,
+        ..Default::default()
+    };
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", emulator_url.as_str()),
+        ("STRATA_BEDROCK_MAX_ATTEMPTS", "1"),
+    ] {
         f.env.insert(k.into(), v.into());
     }
     // The function signs its Bedrock calls with its role's credentials, as on AWS.
-    f.role_credentials = lambda_service::RoleCredentials { access_key_id: "AKIDFUNCTION".into(), secret_access_key: api_keys::SharedSecret::new("function-secret"), ..Default::default() };
+    f.role_credentials = lambda_service::RoleCredentials {
+        access_key_id: "AKIDFUNCTION".into(),
+        secret_access_key: api_keys::SharedSecret::new("function-secret"),
+        ..Default::default()
+    };
     let mut functions = BTreeMap::new();
     functions.insert("strata".to_string(), f);
-    let lambda = lambda_service::Application::build(LambdaServiceSettings { listen: "127.0.0.1:0".parse().unwrap(), functions, ..Default::default() }).await.unwrap();
+    let lambda = lambda_service::Application::build(LambdaServiceSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        functions,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let lambda_url = format!("http://127.0.0.1:{}", lambda.port());
     let function = lambda.function("strata").unwrap();
     tokio::spawn(lambda.run_until_stopped(std::future::pending()));
 
-    let mut settings = MainServiceSettings { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    let mut settings =
+        MainServiceSettings { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     settings.lambda.endpoint_url = lambda_url;
     settings.lambda.region = "us-east-1".into();
     settings.lambda.initial_backoff_ms = 5;
@@ -99,7 +141,13 @@ pub async fn chain(opts: Options, configure: impl FnOnce(&mut MainServiceSetting
 
 impl Chain {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        tokio::time::timeout(WAIT, self.client.post(format!("{}{path}", self.url)).json(body).send()).await.expect("an answer in time").unwrap()
+        tokio::time::timeout(
+            WAIT,
+            self.client.post(format!("{}{path}", self.url)).json(body).send(),
+        )
+        .await
+        .expect("an answer in time")
+        .unwrap()
     }
 
     pub async fn metrics(&self) -> String {
@@ -109,7 +157,9 @@ impl Chain {
     /// The value of one metric line (`name{labels}`), 0 when absent.
     pub async fn metric(&self, series: &str) -> u64 {
         let text = self.metrics().await;
-        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0)
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0)
     }
 }
 
@@ -132,13 +182,19 @@ impl NdjsonReader {
         loop {
             if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
-                return Some(serde_json::from_slice(&line).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&line))));
+                return Some(
+                    serde_json::from_slice(&line)
+                        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&line))),
+                );
             }
             match tokio::time::timeout(WAIT, self.body.next()).await.expect("a chunk in time") {
                 Some(Ok(bytes)) => self.buf.extend_from_slice(&bytes),
                 Some(Err(e)) => panic!("the body broke: {e}"),
                 None => {
-                    assert!(self.buf.iter().all(u8::is_ascii_whitespace), "a partial line at the end");
+                    assert!(
+                        self.buf.iter().all(u8::is_ascii_whitespace),
+                        "a partial line at the end"
+                    );
                     return None;
                 }
             }
@@ -169,8 +225,15 @@ pub struct Logs {
 pub fn logs() -> &'static Logs {
     static LOGS: OnceLock<&'static Logs> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let logs: &'static Logs = Box::leak(Box::new(Logs { text: Mutex::new(String::new()), changed: watch::channel(()).0 }));
-        let _ = tracing_subscriber::fmt().json().with_env_filter("info").with_writer(move || LogWriter(logs)).try_init();
+        let logs: &'static Logs = Box::leak(Box::new(Logs {
+            text: Mutex::new(String::new()),
+            changed: watch::channel(()).0,
+        }));
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("info")
+            .with_writer(move || LogWriter(logs))
+            .try_init();
         logs
     })
 }
