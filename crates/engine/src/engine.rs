@@ -30,7 +30,9 @@ pub(crate) fn backend() -> Result<&'static LlamaBackend, LoadError> {
     BACKEND
         .get_or_init(|| {
             // llama.cpp logs every tensor at load; route it through tracing, off unless asked.
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
+            llama_cpp_2::send_logs_to_tracing(
+                llama_cpp_2::LogOptions::default().with_logs_enabled(false),
+            );
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
@@ -122,7 +124,8 @@ impl Drop for Engine {
             let _ = thread.join();
         }
         // Likewise the embedding thread: closing its queue ends it.
-        if let Some(Embedder { jobs, thread }) = self.embedder.get_mut().ok().and_then(Option::take) {
+        if let Some(Embedder { jobs, thread }) = self.embedder.get_mut().ok().and_then(Option::take)
+        {
             drop(jobs);
             let _ = thread.join();
         }
@@ -138,8 +141,12 @@ impl Engine {
             return Err(LoadError::Missing(spec.path));
         }
         let backend = backend()?;
-        let model = LlamaModel::load_from_file(backend, &spec.path, &LlamaModelParams::default().with_use_mmap(config.use_mmap))
-            .map_err(|e| LoadError::Model { path: spec.path.clone(), reason: e.to_string() })?;
+        let model = LlamaModel::load_from_file(
+            backend,
+            &spec.path,
+            &LlamaModelParams::default().with_use_mmap(config.use_mmap),
+        )
+        .map_err(|e| LoadError::Model { path: spec.path.clone(), reason: e.to_string() })?;
         let mut info = ModelInfo::read(&spec.name, spec.path.clone(), &model);
         if let Some(source) = spec.chat_template {
             info.chat_template = Some(source);
@@ -147,12 +154,17 @@ impl Engine {
         let template = match &info.chat_template {
             Some(src) => {
                 let vocab = model.vocab();
-                let text = |t| vocab.text(t).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                Some(ChatTemplate::new(src, &text(vocab.bos()), &text(vocab.eos())).map_err(|e| LoadError::Template(e.to_string()))?)
+                let text =
+                    |t| vocab.text(t).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                Some(
+                    ChatTemplate::new(src, &text(vocab.bos()), &text(vocab.eos()))
+                        .map_err(|e| LoadError::Template(e.to_string()))?,
+                )
             }
             None => None,
         };
-        let dialect = template.as_ref().map_or(Dialect::Generic, |t| Dialect::of_template(t.source()));
+        let dialect =
+            template.as_ref().map_or(Dialect::Generic, |t| Dialect::of_template(t.source()));
         let tokenizer = Tokenizer::read(&model);
         let model = Arc::new(model);
         let counters = Arc::new(Counters::default());
@@ -164,11 +176,23 @@ impl Engine {
         let name = spec.name.clone();
         let scheduler = std::thread::Builder::new()
             .name(format!("engine:{name}"))
-            .spawn(move || scheduler::run(backend, &thread_model, &thread_config, rx, &thread_counters, ready_tx))
+            .spawn(move || {
+                scheduler::run(
+                    backend,
+                    &thread_model,
+                    &thread_config,
+                    rx,
+                    &thread_counters,
+                    ready_tx,
+                )
+            })
             .map_err(|e| LoadError::Context { name: name.clone(), reason: e.to_string() })?;
         ready_rx
             .recv()
-            .map_err(|_| LoadError::Context { name: name.clone(), reason: "scheduler thread exited".into() })?
+            .map_err(|_| LoadError::Context {
+                name: name.clone(),
+                reason: "scheduler thread exited".into(),
+            })?
             .map_err(|reason| LoadError::Context { name, reason })?;
         Ok(Engine {
             model,
@@ -217,7 +241,9 @@ impl Engine {
     pub fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
         match prompt {
             Prompt::Raw(text) => Ok(text.clone()),
-            Prompt::Chat(messages) if messages.is_empty() => Err(EngineError::InvalidRequest("messages must not be empty".into())),
+            Prompt::Chat(messages) if messages.is_empty() => {
+                Err(EngineError::InvalidRequest("messages must not be empty".into()))
+            }
             Prompt::Chat(messages) => {
                 let messages = self.dialect.messages(messages, None);
                 match &self.template {
@@ -237,7 +263,10 @@ impl Engine {
     /// arrives on the returned stream. The prompt is prepared on a blocking thread (at most
     /// one per core but one at a time), and dropping this future stops that work between steps.
     /// Dropping the stream cancels the request and frees its sequence slot.
-    pub async fn generate(self: &Arc<Self>, request: EngineRequest) -> Result<Generation, EngineError> {
+    pub async fn generate(
+        self: &Arc<Self>,
+        request: EngineRequest,
+    ) -> Result<Generation, EngineError> {
         let ticket = self.enqueue()?;
         let _permit = self.preparing.acquire().await.map_err(|_| EngineError::ShutDown)?;
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
@@ -254,12 +283,14 @@ impl Engine {
         let started = Instant::now();
         let permit = self.preparing.acquire().await.map_err(|_| EngineError::ShutDown)?;
         let engine = Arc::clone(self);
-        let (rx, prompt_tokens) = tokio::task::spawn_blocking(move || engine.queue_embedding(request))
-            .await
-            .map_err(|e| EngineError::Inference(format!("embedding preparation failed: {e}")))??;
+        let (rx, prompt_tokens) =
+            tokio::task::spawn_blocking(move || engine.queue_embedding(request)).await.map_err(
+                |e| EngineError::Inference(format!("embedding preparation failed: {e}")),
+            )??;
         drop(permit);
         let vectors = rx.await.map_err(|_| EngineError::ShutDown)??;
-        let load = self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
+        let load =
+            self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
         Ok(Embeddings { vectors, prompt_tokens, load, total: started.elapsed() })
     }
 
@@ -270,7 +301,13 @@ impl Engine {
 
     /// Checks and tokenizes the inputs and queues them for the embedding thread.
     #[allow(clippy::type_complexity)]
-    fn queue_embedding(&self, request: EmbedRequest) -> Result<(tokio::sync::oneshot::Receiver<Result<Vec<Vec<f32>>, EngineError>>, usize), EngineError> {
+    fn queue_embedding(
+        &self,
+        request: EmbedRequest,
+    ) -> Result<
+        (tokio::sync::oneshot::Receiver<Result<Vec<Vec<f32>>, EngineError>>, usize),
+        EngineError,
+    > {
         let invalid = |m: String| Err(EngineError::InvalidRequest(m));
         if request.inputs.is_empty() {
             return invalid("input must hold at least one item".into());
@@ -279,7 +316,12 @@ impl Engine {
         let dimensions = match request.dimensions {
             None => None,
             Some(d) if d >= 1 && d as usize <= width => Some(d as usize),
-            Some(d) => return invalid(format!("dimensions must be between 1 and {width} for {}, not {d}", self.info.name)),
+            Some(d) => {
+                return invalid(format!(
+                    "dimensions must be between 1 and {width} for {}, not {d}",
+                    self.info.name
+                ))
+            }
         };
         let limit = self.context_limit(None) as usize;
         let vocab = self.model.vocab();
@@ -287,10 +329,14 @@ impl Engine {
         let mut inputs = Vec::with_capacity(request.inputs.len());
         for (i, input) in request.inputs.iter().enumerate() {
             let mut tokens = match input {
-                EmbedInput::Text(t) if t.is_empty() => return invalid(format!("input {i} is an empty string")),
+                EmbedInput::Text(t) if t.is_empty() => {
+                    return invalid(format!("input {i} is an empty string"))
+                }
                 // User text is text: special-token parsing off.
                 EmbedInput::Text(t) => vocab.tokenize(t.as_bytes(), true, false),
-                EmbedInput::Tokens(ids) if ids.is_empty() => return invalid(format!("input {i} is an empty token list")),
+                EmbedInput::Tokens(ids) if ids.is_empty() => {
+                    return invalid(format!("input {i} is an empty token list"))
+                }
                 EmbedInput::Tokens(ids) => {
                     let mut tokens = Vec::with_capacity(ids.len());
                     for &id in ids {
@@ -313,7 +359,9 @@ impl Engine {
         let prompt_tokens = inputs.iter().map(Vec::len).sum();
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.embedder()?.try_send(EmbedJob { inputs, dimensions, reply }).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => EngineError::QueueFull { depth: self.config.queue_depth },
+            mpsc::TrySendError::Full(_) => {
+                EngineError::QueueFull { depth: self.config.queue_depth }
+            }
             mpsc::TrySendError::Disconnected(_) => EngineError::ShutDown,
         })?;
         Ok((rx, prompt_tokens))
@@ -325,8 +373,15 @@ impl Engine {
         if let Some(e) = slot.as_ref() {
             return Ok(e.jobs.clone());
         }
-        let pooling = embed::pooling(&self.info.metadata, &self.info.architecture).map_err(|why| EngineError::InvalidRequest(format!("model {} {why}", self.info.name)))?;
-        let settings = EmbedContext { n_ctx: self.context_limit(None), threads: self.config.thread_count(), pooling };
+        let pooling =
+            embed::pooling(&self.info.metadata, &self.info.architecture).map_err(|why| {
+                EngineError::InvalidRequest(format!("model {} {why}", self.info.name))
+            })?;
+        let settings = EmbedContext {
+            n_ctx: self.context_limit(None),
+            threads: self.config.thread_count(),
+            pooling,
+        };
         let (jobs, rx) = mpsc::sync_channel(self.config.queue_depth.max(1));
         let (ready_tx, ready_rx) = mpsc::channel();
         let model = Arc::clone(&self.model);
@@ -334,11 +389,16 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name(format!("embed:{}", self.info.name))
             .spawn(move || embed::run(backend, &model, &settings, rx, ready_tx))
-            .map_err(|e| EngineError::Inference(format!("could not start the embedding thread: {e}")))?;
-        let started = ready_rx.recv().map_err(|_| "the embedding thread exited".to_owned()).and_then(|r| r);
+            .map_err(|e| {
+                EngineError::Inference(format!("could not start the embedding thread: {e}"))
+            })?;
+        let started =
+            ready_rx.recv().map_err(|_| "the embedding thread exited".to_owned()).and_then(|r| r);
         if let Err(e) = started {
             let _ = thread.join();
-            return Err(EngineError::Inference(format!("could not create an embedding context: {e}")));
+            return Err(EngineError::Inference(format!(
+                "could not create an embedding context: {e}"
+            )));
         }
         *slot = Some(Embedder { jobs: jobs.clone(), thread });
         Ok(jobs)
@@ -363,16 +423,30 @@ impl Engine {
     }
 
     /// Validation, tokens and sampler: the slow, blocking part of a request.
-    fn prepare(&self, request: EngineRequest, cancel: &AtomicBool) -> Result<Prepared, EngineError> {
+    fn prepare(
+        &self,
+        request: EngineRequest,
+        cancel: &AtomicBool,
+    ) -> Result<Prepared, EngineError> {
+        if self.info.embedding_only() {
+            // Its encoder's states pool into a vector; no next token comes of them.
+            return Err(EngineError::InvalidRequest(format!(
+                "\"{}\" is an embedding model and does not support generation",
+                self.info.name
+            )));
+        }
         sampling::validate(&request.params.sampling)?;
         let tools = request.params.tools.as_ref();
         let (prompt, dialect) = match request.prompt {
             Prompt::Chat(messages) => {
-                let dialect = self.dialect.for_request(tools, &messages, &self.tokenizer.control_texts);
+                let dialect =
+                    self.dialect.for_request(tools, &messages, &self.tokenizer.control_texts);
                 (Prompt::Chat(dialect.messages(&messages, tools)), dialect)
             }
             Prompt::Raw(_) if tools.is_some() => {
-                return Err(EngineError::InvalidRequest("tools need a chat, not a raw prompt".into()));
+                return Err(EngineError::InvalidRequest(
+                    "tools need a chat, not a raw prompt".into(),
+                ));
             }
             raw @ Prompt::Raw(_) => (raw, Dialect::Generic),
         };
@@ -380,9 +454,10 @@ impl Engine {
             (Some(t), format) => dialect.grammar(t, format)?,
             (None, OutputFormat::Text) => None,
             (None, OutputFormat::Json) => Some(grammar::JSON_OBJECT.to_owned()),
-            (None, OutputFormat::Schema(s)) => {
-                Some(schema::grammar(s).map_err(|e| EngineError::InvalidRequest(format!("format: {e}")))?)
-            }
+            (None, OutputFormat::Schema(s)) => Some(
+                schema::grammar(s)
+                    .map_err(|e| EngineError::InvalidRequest(format!("format: {e}")))?,
+            ),
         };
         let template_tools = dialect.template_tools(tools);
         let limit = self.context_limit(request.params.num_ctx);
@@ -401,7 +476,10 @@ impl Engine {
         let reserve = prompt_len.saturating_add(room).min(limit).max(prompt_len);
         let constraint = grammar.as_deref().map(|gbnf| sampling::Constraint {
             gbnf,
-            index: self.prefix_index.get_or_init(|| Arc::new(PrefixIndex::new(&self.model))).clone(),
+            index: self
+                .prefix_index
+                .get_or_init(|| Arc::new(PrefixIndex::new(&self.model)))
+                .clone(),
         });
         let sampler = sampling::build(&self.model, &request.params.sampling, constraint, limit)?;
         Ok(Prepared {
@@ -417,7 +495,8 @@ impl Engine {
     /// Hands a prepared request to the scheduler; its queue place passes with it.
     fn submit(&self, mut ticket: Ticket<'_>, p: Prepared) -> Result<Generation, EngineError> {
         let (events, rx) = crate::outbox::channel(self.config.max_buffered_bytes);
-        let load = self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
+        let load =
+            self.pending_load.lock().map(|mut l| l.take()).ok().flatten().unwrap_or_default();
         let job = Job {
             tokens: p.tokens,
             reserve: p.reserve,

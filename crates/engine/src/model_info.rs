@@ -33,7 +33,8 @@ impl ModelInfo {
         for i in 0..model.meta_count() {
             let Ok(key) = model.meta_key_by_index(i) else { continue };
             // Token lists and merges are huge and say nothing a client needs.
-            if key.starts_with("tokenizer.ggml.") && !matches!(key.as_str(), "tokenizer.ggml.model" | "tokenizer.ggml.pre")
+            if key.starts_with("tokenizer.ggml.")
+                && !matches!(key.as_str(), "tokenizer.ggml.model" | "tokenizer.ggml.pre")
                 || key == "tokenizer.chat_template"
             {
                 continue;
@@ -50,8 +51,10 @@ impl ModelInfo {
             .unwrap_or("unknown")
             .to_owned();
         let parameter_count = model.n_params();
-        let parameter_size = get("general.size_label").unwrap_or_else(|| human_count(parameter_count));
-        let chat_template = model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.is_empty());
+        let parameter_size =
+            get("general.size_label").unwrap_or_else(|| human_count(parameter_count));
+        let chat_template =
+            model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.is_empty());
         ModelInfo {
             name: name.to_owned(),
             path,
@@ -64,6 +67,15 @@ impl ModelInfo {
             chat_template,
             metadata,
         }
+    }
+}
+
+impl ModelInfo {
+    /// A dedicated embedding model: its GGUF names a pooling (`<arch>.pooling_type`), as
+    /// embedding conversions do and generative ones do not. Ollama reads the same key to list
+    /// such a model with the `embedding` capability alone and to refuse it generation.
+    pub fn embedding_only(&self) -> bool {
+        self.metadata.contains_key(&format!("{}.pooling_type", self.architecture))
     }
 }
 
@@ -109,5 +121,25 @@ mod tests {
         assert_eq!(file_type_name(999), "unknown");
         assert_eq!(human_count(134_515_008), "134M");
         assert_eq!(human_count(7_241_732_096), "7.2B");
+    }
+
+    #[test]
+    fn a_named_pooling_makes_an_embedding_model() {
+        let info = |arch: &str, keys: &[&str]| ModelInfo {
+            name: "m".into(),
+            path: PathBuf::new(),
+            size: 0,
+            parameter_count: 0,
+            architecture: arch.into(),
+            quantization: String::new(),
+            parameter_size: String::new(),
+            context_length: 0,
+            chat_template: None,
+            metadata: keys.iter().map(|k| ((*k).to_owned(), "1".to_owned())).collect(),
+        };
+        assert!(info("bert", &["bert.pooling_type"]).embedding_only());
+        assert!(info("nomic-bert", &["nomic-bert.pooling_type"]).embedding_only());
+        assert!(!info("llama", &["llama.context_length"]).embedding_only());
+        assert!(!info("llama", &["bert.pooling_type"]).embedding_only());
     }
 }

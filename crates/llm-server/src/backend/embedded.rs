@@ -8,7 +8,9 @@ use contract::{ChunkStream, ErrorKind};
 use engine::{ModelInfo, ModelPool, PullProgress};
 use futures::StreamExt;
 
-use super::{Backend, BackendStats, ModelDescriptor, ModelDetails, PullEvent, PullStream, RunningModel};
+use super::{
+    Backend, BackendStats, ModelDescriptor, ModelDetails, PullEvent, PullStream, RunningModel,
+};
 
 pub struct EmbeddedBackend {
     pool: Arc<ModelPool>,
@@ -19,11 +21,16 @@ impl EmbeddedBackend {
         EmbeddedBackend { pool }
     }
 
-    fn descriptor(info: &ModelInfo, digest: Option<&str>, modified: DateTime<Utc>) -> ModelDescriptor {
+    fn descriptor(
+        info: &ModelInfo,
+        digest: Option<&str>,
+        modified: DateTime<Utc>,
+    ) -> ModelDescriptor {
         ModelDescriptor {
             name: info.name.clone(),
             size: info.size,
-            digest: digest.map_or_else(|| format!("path:{}", info.path.display()), |d| format!("sha256:{d}")),
+            digest: digest
+                .map_or_else(|| format!("path:{}", info.path.display()), |d| format!("sha256:{d}")),
             modified_at: modified,
             format: "gguf".into(),
             family: info.architecture.clone(),
@@ -39,7 +46,11 @@ fn internal(e: impl std::fmt::Display) -> contract::Error {
 
 #[async_trait]
 impl Backend for EmbeddedBackend {
-    async fn generate(&self, req: contract::GenerateRequest, _caller: &super::Caller) -> Result<ChunkStream, contract::Error> {
+    async fn generate(
+        &self,
+        req: contract::GenerateRequest,
+        _caller: &super::Caller,
+    ) -> Result<ChunkStream, contract::Error> {
         engine_contract::generate(&self.pool, req, "llm-server").await
     }
 
@@ -47,7 +58,11 @@ impl Backend for EmbeddedBackend {
         true
     }
 
-    async fn embed(&self, req: contract::EmbedRequest, _caller: &super::Caller) -> Result<contract::EmbedResponse, contract::Error> {
+    async fn embed(
+        &self,
+        req: contract::EmbedRequest,
+        _caller: &super::Caller,
+    ) -> Result<contract::EmbedResponse, contract::Error> {
         engine_contract::embed(&self.pool, req, "llm-server").await
     }
 
@@ -57,7 +72,8 @@ impl Backend for EmbeddedBackend {
 
     async fn list_models(&self) -> Result<Vec<ModelDescriptor>, contract::Error> {
         let pool = Arc::clone(&self.pool);
-        let local = tokio::task::spawn_blocking(move || pool.resolver().list()).await.map_err(internal)?;
+        let local =
+            tokio::task::spawn_blocking(move || pool.resolver().list()).await.map_err(internal)?;
         let loaded = self.pool.loaded().await;
         Ok(local
             .into_iter()
@@ -69,7 +85,10 @@ impl Backend for EmbeddedBackend {
                     None => ModelDescriptor {
                         name: m.name,
                         size: m.size,
-                        digest: m.digest.map_or_else(|| format!("path:{}", m.path.display()), |d| format!("sha256:{d}")),
+                        digest: m.digest.map_or_else(
+                            || format!("path:{}", m.path.display()),
+                            |d| format!("sha256:{d}"),
+                        ),
                         modified_at: modified,
                         format: "gguf".into(),
                         family: String::new(),
@@ -84,18 +103,30 @@ impl Backend for EmbeddedBackend {
     async fn show(&self, model: &str) -> Result<ModelDetails, contract::Error> {
         let loaded = self.pool.get(model).await.map_err(engine_contract::pool_error)?;
         let info = loaded.engine.info();
-        let modified = std::fs::metadata(&info.path).and_then(|m| m.modified()).map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
+        let modified = std::fs::metadata(&info.path)
+            .and_then(|m| m.modified())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| Utc::now());
         let cfg = self.pool.config();
         let defaults = engine::SamplingParams::default();
         let parameters = format!(
             "num_ctx {}\ntemperature {}\ntop_k {}\ntop_p {}\nrepeat_penalty {}\nrepeat_last_n {}",
-            cfg.num_ctx, defaults.temperature, defaults.top_k, defaults.top_p, defaults.repeat_penalty, defaults.repeat_last_n
+            cfg.num_ctx,
+            defaults.temperature,
+            defaults.top_k,
+            defaults.top_p,
+            defaults.repeat_penalty,
+            defaults.repeat_last_n
         );
         let mut model_info: serde_json::Map<String, serde_json::Value> = info
             .metadata
             .iter()
             .map(|(k, v)| {
-                let value = v.parse::<i64>().map(serde_json::Value::from).or_else(|_| v.parse::<f64>().map(serde_json::Value::from)).unwrap_or_else(|_| v.clone().into());
+                let value = v
+                    .parse::<i64>()
+                    .map(serde_json::Value::from)
+                    .or_else(|_| v.parse::<f64>().map(serde_json::Value::from))
+                    .unwrap_or_else(|_| v.clone().into());
                 (k.clone(), value)
             })
             .collect();
@@ -106,9 +137,14 @@ impl Backend for EmbeddedBackend {
             parameters,
             model_info,
             context_length: info.context_length,
-            // Every model gets tools: through its template where it has them, else through
-            // the engine's generic, grammar-constrained format.
-            capabilities: vec!["completion", "tools", "embedding"],
+            // A generative model gets tools (through its template where it has them, else
+            // the engine's generic, grammar-constrained format) and embeds too; a dedicated
+            // embedding model only embeds.
+            capabilities: if info.embedding_only() {
+                vec!["embedding"]
+            } else {
+                vec!["completion", "tools", "embedding"]
+            },
         })
     }
 
@@ -141,10 +177,15 @@ impl Backend for EmbeddedBackend {
             let progress_tx = tx.clone();
             let result = resolver.pull(&name, &mut |p| {
                 let event = match p {
-                    PullProgress::Status(s) => PullEvent { status: s.into(), digest: None, total: None, completed: None },
-                    PullProgress::Bytes { digest, total, completed } => {
-                        PullEvent { status: format!("pulling {}", &digest[7..digest.len().min(19)]), digest: Some(digest), total: Some(total), completed: Some(completed) }
+                    PullProgress::Status(s) => {
+                        PullEvent { status: s.into(), digest: None, total: None, completed: None }
                     }
+                    PullProgress::Bytes { digest, total, completed } => PullEvent {
+                        status: format!("pulling {}", &digest[7..digest.len().min(19)]),
+                        digest: Some(digest),
+                        total: Some(total),
+                        completed: Some(completed),
+                    },
                 };
                 let _ = progress_tx.send(Ok(event));
             });
@@ -161,13 +202,17 @@ impl Backend for EmbeddedBackend {
 
     fn stats(&self) -> BackendStats {
         // Best effort: a scrape that meets the model table mid-update reports zeros.
-        self.pool.try_stats().unwrap_or_default().iter().fold(BackendStats::default(), |acc, s| BackendStats {
-            queued: acc.queued + s.queued,
-            active_sequences: acc.active_sequences + s.active,
+        self.pool.try_stats().unwrap_or_default().iter().fold(BackendStats::default(), |acc, s| {
+            BackendStats {
+                queued: acc.queued + s.queued,
+                active_sequences: acc.active_sequences + s.active,
+            }
         })
     }
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
