@@ -65,20 +65,26 @@ setup_venv() {
   fi
 }
 
+# A virtualenv at VENV holding exactly REQ (one pinned requirement), made again only when its
+# program BIN is missing or REQ changed: a second run costs nothing.
+setup_pinned_venv() {
+  local venv="$1" req="$2" bin="$3" what="$4"
+  local stamp="$venv/.requirements"
+  if [ ! -x "$venv/bin/$bin" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req" ]; then
+    log "creating $what in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$req"
+    printf '%s' "$req" > "$stamp"
+  fi
+}
+
 # The LiteLLM proxy, the reference `strata bench overhead` measures strata against, in its own
 # virtualenv (its dependencies must not mix with the test clients'). Pinned, so every run
 # measures the same proxy.
 LITELLM_VERSION=1.108.7
 export STRATA_LITELLM_VENV="${STRATA_LITELLM_VENV:-$STRATA_CACHE/litellm-venv}"
 setup_litellm() {
-  local stamp="$STRATA_LITELLM_VENV/.requirements"
-  local req="litellm[proxy]==$LITELLM_VERSION"
-  if [ ! -x "$STRATA_LITELLM_VENV/bin/litellm" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req" ]; then
-    log "creating the LiteLLM proxy environment in $STRATA_LITELLM_VENV"
-    python3 -m venv "$STRATA_LITELLM_VENV"
-    "$STRATA_LITELLM_VENV/bin/pip" install -q --disable-pip-version-check "$req"
-    printf '%s' "$req" > "$stamp"
-  fi
+  setup_pinned_venv "$STRATA_LITELLM_VENV" "litellm[proxy]==$LITELLM_VERSION" litellm "the LiteLLM proxy environment"
 }
 
 # Open WebUI, whose RAG flow tests/python/test_open_webui.py drives against strata, in its own
@@ -88,14 +94,7 @@ setup_litellm() {
 OPENWEBUI_VERSION=0.12.4
 export STRATA_OPENWEBUI_VENV="${STRATA_OPENWEBUI_VENV:-$STRATA_CACHE/openwebui-venv}"
 setup_openwebui() {
-  local stamp="$STRATA_OPENWEBUI_VENV/.requirements"
-  local req="open-webui==$OPENWEBUI_VERSION"
-  if [ ! -x "$STRATA_OPENWEBUI_VENV/bin/open-webui" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req" ]; then
-    log "creating the Open WebUI environment in $STRATA_OPENWEBUI_VENV"
-    python3 -m venv "$STRATA_OPENWEBUI_VENV"
-    "$STRATA_OPENWEBUI_VENV/bin/pip" install -q --disable-pip-version-check "$req"
-    printf '%s' "$req" > "$stamp"
-  fi
+  setup_pinned_venv "$STRATA_OPENWEBUI_VENV" "open-webui==$OPENWEBUI_VERSION" open-webui "the Open WebUI environment"
 }
 
 # cargo-deny checks licenses and banned crates in CI (scripts/test.sh). Built from source once;
